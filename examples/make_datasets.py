@@ -1,0 +1,102 @@
+"""Make the example dataset folders under examples/datasets/ (deterministic; run from anywhere).
+
+The quick start's task, numbers written in English words -> digits, has a truth computable by
+code, so the offline run can show the method working even with a weak local teacher: the run
+retrieves `number_words`, adds a few generated examples, trains, and the student is scored
+against the teacher on held-out examples. The other folders are there so retrieval has a real
+choice to make: a gated copy of the same task (must be skipped), and unrelated tasks.
+
+    python examples/make_datasets.py
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def number_to_words(n: int) -> str:
+    """English words for 0 <= n < 1,000,000, e.g. 342 -> 'three hundred forty-two'."""
+    if n < 20:
+        return ONES[n]
+    if n < 100:
+        return TENS[n // 10] + ("" if n % 10 == 0 else "-" + ONES[n % 10])
+    if n < 1000:
+        return ONES[n // 100] + " hundred" + ("" if n % 100 == 0 else " " + number_to_words(n % 100))
+    return number_to_words(n // 1000) + " thousand" + ("" if n % 1000 == 0 else " " + number_to_words(n % 1000))
+
+
+def sample_numbers(rng: random.Random, k: int) -> list[int]:
+    """Mostly below 1000 (short, learnable fast), some thousands."""
+    return [rng.randrange(1000) if rng.random() < 0.7 else rng.randrange(1000, 100_000) for _ in range(k)]
+
+
+def write_folder(root: Path, name: str, card: str, rows: list[dict]) -> None:
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.md").write_text(card.strip() + "\n", encoding="utf-8")
+    with open(folder / "train.jsonl", "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def main(root: Path = Path(__file__).parent / "datasets") -> None:
+    rng = random.Random(2308)
+    nums = sample_numbers(rng, 600)
+    write_folder(root, "number_words", """
+---
+pretty_name: Number words to digits
+license: cc0-1.0
+task_categories: [text2text-generation]
+tags: [numbers, number words, digits, numerals, conversion, english]
+downloads: 1200
+---
+English numbers written in words (for example "three hundred forty-two") paired with their value in digits ("342").
+Columns: `words` (the number in words), `digits` (the number in digits).
+""", [{"words": number_to_words(n), "digits": str(n)} for n in nums])
+    write_folder(root, "number_words_gated", """
+---
+pretty_name: Number words to digits (full)
+license: other
+gated: true
+tags: [numbers, number words, digits, conversion]
+downloads: 300
+---
+A larger copy of number words paired with digits; access needs the owner's approval.
+""", [{"words": number_to_words(n), "digits": str(n)} for n in sample_numbers(rng, 50)])
+    temps = [rng.randrange(-40, 120) for _ in range(300)]
+    write_folder(root, "celsius_to_fahrenheit", """
+---
+pretty_name: Celsius to Fahrenheit
+license: cc0-1.0
+tags: [temperature, unit conversion, weather]
+downloads: 500
+---
+Temperatures in degrees Celsius with the same temperature in Fahrenheit, rounded to whole degrees.
+""", [{"input": f"{c} °C", "output": f"{round(c * 9 / 5 + 32)} °F"} for c in temps])
+    good = ["a delight", "wonderful", "moving and funny", "the best film this year", "beautifully shot"]
+    bad = ["a mess", "boring", "far too long", "the worst film this year", "badly acted"]
+    reviews = [{"text": f"The movie was {rng.choice(good)}.", "label": "positive"} for _ in range(150)]
+    reviews += [{"text": f"The movie was {rng.choice(bad)}.", "label": "negative"} for _ in range(150)]
+    write_folder(root, "movie_review_sentiment", """
+---
+pretty_name: Movie review sentiment
+license: cc0-1.0
+task_categories: [text-classification]
+tags: [sentiment, reviews, movies, classification]
+downloads: 5000
+---
+Short movie reviews labelled positive or negative.
+""", reviews)
+    test = sorted(set(sample_numbers(random.Random(99), 150)) - set(nums))[:100]
+    with open(Path(__file__).parent / "numbers_to_digits_test.jsonl", "w", encoding="utf-8") as f:
+        for n in test:
+            f.write(json.dumps({"input": number_to_words(n), "output": str(n)}) + "\n")
+
+
+if __name__ == "__main__":
+    main()

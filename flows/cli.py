@@ -1,0 +1,220 @@
+"""`p2m`: the command line. Errors a user can fix print one line and exit with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+# Before anything imports prefect, transformers or datasets: no hub look-ups (a missing name then
+# fails at once instead of after 25-50 s), no telemetry. Export HF_HUB_OFFLINE=0 to allow the hub.
+for _var, _value in {
+    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GRADIO_ANALYTICS_ENABLED": "False", "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_var, _value)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    """Settings from the flags that were given (nested by section, as `Settings` takes them)."""
+    sections = {
+        "generation": {"num_examples": args.num_examples, "votes": getattr(args, "votes", None), "seed": getattr(args, "seed", None)},
+        "limits": {"requests_per_minute": getattr(args, "requests_per_minute", None), "tokens_per_minute": getattr(args, "tokens_per_minute", None),
+                   "max_concurrency": getattr(args, "max_concurrency", None), "max_api_calls": getattr(args, "max_api_calls", None)},
+        "retrieval": {"dataset": getattr(args, "dataset", None), "model": getattr(args, "model", None)},
+        "train": {"epochs": getattr(args, "epochs", None), "max_train_examples": getattr(args, "max_train_examples", None)},
+        "evaluation": {"eval_data": getattr(args, "eval_data", None)},
+    }
+    out: dict = {k: {f: v for f, v in fields.items() if v is not None} for k, fields in sections.items()}
+    out = {k: v for k, v in out.items() if v}
+    for flag in ("datasets_dir", "models_dir", "teacher_model"):
+        if getattr(args, flag, None) is not None:
+            out[flag] = getattr(args, flag)
+    return out
+
+
+def _settings(overrides: dict):
+    """Validated settings; points Prefect's result storage at p2m's (before Prefect reads it)."""
+    from pydantic import ValidationError
+
+    from tasks.config import Settings
+    from tasks.errors import P2MError
+
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise P2MError(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(settings.results_path))
+    if not os.environ.get("P2M_VERBOSE"):
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    return settings
+
+
+def cmd_run(args) -> int:
+    overrides = _overrides(args)
+    _settings(overrides)
+    from flows.pipeline import pipeline
+
+    summary = pipeline(prompt_file=str(args.prompt_file), out_dir=str(args.out), overrides=overrides)
+    print_summary(summary)
+    return 0
+
+
+def print_summary(summary: dict) -> None:
+    print("\nstage               state        seconds")
+    for s in summary["stages"]:
+        print(f"{s['stage']:<19} {s['state']:<12} {s['seconds']:>7.1f}")
+    print(f"{'total':<32} {summary['total_seconds']:>7.1f}")
+    metrics = summary.get("metrics") or {}
+    for test_set, student in (metrics.get("student") or {}).items():
+        teacher = (metrics.get("teacher") or {}).get(test_set)
+        print(f"\n{test_set} ({student['n']} examples)    student   teacher")
+        for m in ("exact_match", "chrf", "bertscore_f1"):
+            print(f"  {m:<22} {student[m]:>8}  {teacher[m] if teacher else '-':>8}")
+        print(f"  {'ms_per_example':<22} {student['ms_per_example']:>8}  {teacher['ms_per_example'] if teacher else '-':>8}")
+    if summary.get("model"):
+        print(f"\nmodel:    {summary['model']} (from {summary.get('model_name')})")
+        print(f"metrics:  {summary['run_dir']}/metrics.json")
+        print(f"demo:     {summary['demo_command']}")
+
+
+def cmd_demo(args) -> int:
+    settings = _settings({})
+    from tasks.demo import serve_demo
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "model").exists():
+        from tasks.errors import P2MError
+
+        raise P2MError(f"{run_dir} has no trained model; run `p2m run PROMPT --out {run_dir}` first")
+    auth = tuple(args.auth.split(":", 1)) if args.auth else None
+    print(f"serving the demo for {run_dir} on http://{args.host or settings.demo_host}:{args.port or settings.demo_port}", file=sys.stderr)
+    serve_demo(run_dir, host=args.host or settings.demo_host, port=args.port or settings.demo_port, auth=auth)
+    return 0
+
+
+def cmd_generate(args) -> int:
+    overrides = _overrides(args)
+    _settings(overrides)
+    from flows.generate import generate_flow
+
+    result = generate_flow(prompt_file=str(args.spec), out_dir=str(args.out), overrides=overrides)
+    print(f"{result['accepted']} examples in {args.out}/generated; stopped because: {result['stop_reason']}")
+    usage = result["usage"]
+    print(f"requests {usage['requests']} (sent {usage['sent']}, from cache {usage['cached']}, 429s {usage['rate_limited']}), "
+          f"tokens {usage['prompt_tokens']}+{usage['completion_tokens']}, cost ${usage['cost_usd']:.4f}")
+    return 0
+
+
+def cmd_retrieve(args, kind: str) -> int:
+    settings = _settings(_overrides(args))
+    from tasks.parse import parse_prompt, read_prompt_file
+
+    prompt = read_prompt_file(Path(args.spec))
+    teacher = None
+    if prompt.spec is None or kind == "model":
+        from tasks.teacher import Teacher
+
+        teacher = Teacher(settings)
+    try:
+        spec = parse_prompt(prompt, teacher.client() if teacher and prompt.spec is None else None)
+        if kind == "datasets":
+            from tasks.registry import scan_datasets
+            from tasks.retrieve_datasets import rank_datasets
+
+            records = scan_datasets(settings.datasets_dir) if settings.datasets_dir else []
+            ranked = rank_datasets(spec, records, settings.retrieval.top_k)
+        else:
+            from tasks.registry import scan_models
+            from tasks.retrieve_model import hypothetical_card, rank_models
+
+            pool = [r for r in scan_models(settings.models_dir) if not r.test_only and r.size_bytes <= settings.retrieval.model_size_cap_gb * 1e9]
+            ranked = rank_models(f"{spec.instruction} {hypothetical_card(spec, teacher.client())}", pool)
+    finally:
+        if teacher:
+            teacher.close()
+    if args.json:
+        print(json.dumps(ranked, indent=2))
+    else:
+        for c in ranked:
+            print(f"{c['score']:>10}  {c['name']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="p2m", description="Turn a task prompt into a small model you can deploy yourself.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, generation=True):
+        sp.add_argument("--datasets-dir", type=Path, help="folder of dataset folders (HF dataset repo layout)")
+        sp.add_argument("--models-dir", type=Path, help="folder of model folders (HF model repo layout)")
+        sp.add_argument("--teacher-model", help="teacher model name at the endpoint")
+        if generation:
+            sp.add_argument("--num-examples", type=int, help="examples to generate (0: retrieved data only)")
+            sp.add_argument("--votes", type=int, help="outputs sampled per input for the majority vote")
+            sp.add_argument("--seed", type=int, help="generation seed (change it for new data)")
+            sp.add_argument("--requests-per-minute", type=float)
+            sp.add_argument("--tokens-per-minute", type=float)
+            sp.add_argument("--max-concurrency", type=int)
+            sp.add_argument("--max-api-calls", type=int)
+        else:
+            sp.set_defaults(num_examples=None)
+
+    run = sub.add_parser("run", help="the whole pipeline")
+    run.add_argument("prompt_file", type=Path)
+    run.add_argument("--out", type=Path, default=None, help="run folder (default runs/<prompt file name>)")
+    common(run)
+    run.add_argument("--dataset", help="force this dataset ('none': generated data only)")
+    run.add_argument("--model", help="force this student model")
+    run.add_argument("--eval-data", type=Path, help="JSONL with input/output: a real test set")
+    run.add_argument("--epochs", type=float)
+    run.add_argument("--max-train-examples", type=int)
+    run.set_defaults(func=cmd_run)
+
+    gen = sub.add_parser("generate", help="generate training examples only")
+    gen.add_argument("spec", type=Path, help="a prompt file, as for `p2m run`")
+    gen.add_argument("--out", type=Path, required=True)
+    common(gen)
+    gen.set_defaults(func=cmd_generate)
+
+    for kind in ("datasets", "model"):
+        r = sub.add_parser(f"retrieve-{kind}", help=f"rank candidate {kind} for a prompt")
+        r.add_argument("spec", type=Path)
+        r.add_argument("--json", action="store_true", help="a JSON list, best first")
+        common(r, generation=False)
+        r.set_defaults(func=lambda a, k=kind: cmd_retrieve(a, k))
+
+    demo = sub.add_parser("demo", help="serve the Gradio demo for a run folder")
+    demo.add_argument("run_dir", type=Path)
+    demo.add_argument("--host")
+    demo.add_argument("--port", type=int)
+    demo.add_argument("--auth", help="user:password for basic auth")
+    demo.set_defaults(func=cmd_demo)
+
+    teacher = sub.add_parser("teacher", help="serve the local teacher (OpenAI-compatible) on its own")
+    teacher.add_argument("--port", type=int, default=8001)
+    teacher.set_defaults(func=lambda a: __import__("tasks.local_teacher", fromlist=["main"]).main(["--port", str(a.port)]) or 0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "out", "unset") is None:
+        args.out = Path("runs") / args.prompt_file.stem
+    from tasks.errors import P2MError
+
+    try:
+        return args.func(args)
+    except P2MError as e:
+        print(f"p2m: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("p2m: interrupted; run the same command again to resume (finished stages and answered requests are cached)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The full pipeline flow: prompt in; spec, data, model, scores and a checked demo out.
+
+    prompt -> parse -> retrieve datasets -+
+                    +-> generate ---------+-> process -> train -> evaluate -> publish demo
+                    +-> retrieve model ---+
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from flows.tracking import StageTracker
+from tasks.config import Settings
+from tasks.parse import read_prompt_file
+from tasks.run_store import content_hash
+from tasks.stages import (
+    evaluate_task,
+    generate_task,
+    parse_task,
+    process_task,
+    publish_demo_task,
+    retrieve_datasets_task,
+    retrieve_model_task,
+    train_task,
+    tree_fingerprint,
+)
+from tasks.teacher import Teacher
+
+
+@flow(name="p2m-pipeline")
+def pipeline(prompt_file: str, out_dir: str, overrides: dict | None = None) -> dict:
+    """Run every stage for `prompt_file` into `out_dir`; returns the run summary.
+
+    `overrides` are settings as the CLI passes them (nested by section); the rest comes from
+    P2M_* variables and `.env`. Stages whose inputs did not change are served from the cache.
+    """
+    s = Settings(**(overrides or {}))
+    run_dir = Path(out_dir).resolve()
+    prompt = read_prompt_file(Path(prompt_file))
+    teacher = Teacher(s)
+    stages = StageTracker(run_dir)
+    try:
+        spec = stages.run("parse", parse_task, "spec.json", prompt=prompt, prompt_file=str(prompt_file), run_dir=run_dir, teacher=teacher)
+        retrieved = stages.run("retrieve_datasets", retrieve_datasets_task, "retrieved", spec=spec, cfg=s.retrieval, datasets_dir=s.datasets_dir,
+                               datasets_fingerprint=tree_fingerprint(s.datasets_dir), run_dir=run_dir, seed=s.train.seed)
+        generated = stages.run("generate", generate_task, "generated", spec=spec, cfg=s.generation, limits=s.limits, run_dir=run_dir, teacher=teacher)
+        choice = stages.run("retrieve_model", retrieve_model_task, "model_choice.json", spec=spec, cfg=s.retrieval, models_dir=s.models_dir,
+                            run_dir=run_dir, teacher=teacher)
+        splits = stages.run("process", process_task, "splits", spec=spec, retrieved=retrieved, generated=generated, cfg=s.train, run_dir=run_dir)
+        trained = stages.run("train", train_task, "model", splits=splits, choice=choice, instruction=spec["instruction"], cfg=s.train,
+                             run_dir=run_dir, home=s.home)
+        metrics = stages.run("evaluate", evaluate_task, "metrics.json", spec=spec, splits=splits, trained=trained, architecture=choice["architecture"],
+                             cfg=s.evaluation, eval_data_hash=content_hash(s.evaluation.eval_data) if s.evaluation.eval_data else "",
+                             run_dir=run_dir, teacher=teacher)
+        stages.run("publish_demo", publish_demo_task, "demo.json", run_dir=run_dir, trained=trained)
+        stages.details.update(metrics=metrics, model=trained["path"], model_name=choice["name"], dataset=retrieved["chosen"],
+                              generated=generated.get("accepted", 0), generation_stop=generated.get("stop_reason"),
+                              teacher=teacher.identity, demo_command=f"p2m demo {run_dir}")
+    finally:
+        teacher.close()
+        summary = stages.finish()
+    return summary

@@ -1,0 +1,64 @@
+"""Runs stage tasks for a flow and records, per stage, the state Prefect reported and the seconds.
+
+The record becomes `RUN_DIR/summary.json` and a markdown artifact in the Prefect UI.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from tasks.run_store import write_json
+
+
+class StageTracker:
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.stages: list[dict] = []
+        self.details: dict = {}
+        self.started = time.monotonic()
+
+    def run(self, name: str, task, artifact: str, **params):
+        """Call `task(**params)`; returns its result or raises its error after recording the state.
+
+        A cache record whose artifact was deleted from the run folder is not trusted: the stage
+        runs again (refresh_cache) instead of handing later stages a path to nothing.
+        """
+        if not (self.run_dir / artifact).exists():
+            task = task.with_options(refresh_cache=True)
+        print(f"[p2m] {name} ...", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        state = task(**params, return_state=True)
+        seconds = round(time.monotonic() - started, 2)
+        self.stages.append({"stage": name, "state": state.name, "seconds": seconds})
+        print(f"[p2m] {name}: {state.name} in {seconds:.1f}s", file=sys.stderr, flush=True)
+        return state.result()  # raises the task's exception when it failed
+
+    def finish(self) -> dict:
+        """Write summary.json and the Prefect markdown artifact; returns the summary."""
+        summary = {"run_dir": str(self.run_dir), "stages": self.stages, "total_seconds": round(time.monotonic() - self.started, 1), **self.details}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.run_dir / "summary.json", summary)
+        try:
+            from prefect.artifacts import create_markdown_artifact
+
+            create_markdown_artifact(markdown=summary_markdown(summary), key="p2m-summary", description="p2m run summary")
+        except Exception:  # no flow context (plain call in a test): the JSON file is the record
+            pass
+        return summary
+
+
+def summary_markdown(summary: dict) -> str:
+    """The summary as a markdown report: stages, then student vs teacher per test set."""
+    lines = ["# p2m run", "", f"Run folder: `{summary['run_dir']}`", "", "| stage | state | seconds |", "|---|---|---|"]
+    lines += [f"| {s['stage']} | {s['state']} | {s['seconds']:.1f} |" for s in summary["stages"]]
+    metrics = summary.get("metrics") or {}
+    for test_set, student in (metrics.get("student") or {}).items():
+        teacher = (metrics.get("teacher") or {}).get(test_set, {})
+        lines += ["", f"## {test_set} ({student['n']} examples)", "", "| metric | student | teacher |", "|---|---|---|"]
+        for m in ("exact_match", "chrf", "bertscore_f1", "ms_per_example"):
+            lines.append(f"| {m} | {student.get(m, '')} | {teacher.get(m, '')} |")
+    if summary.get("model"):
+        lines += ["", f"Model: `{summary['model']}`", "", f"Demo: `{summary.get('demo_command', '')}`"]
+    return "\n".join(lines)

@@ -1,0 +1,131 @@
+"""One validated configuration for the whole pipeline.
+
+Values come, highest priority first, from command-line flags (passed as keyword arguments),
+environment variables (`P2M_*`, nested sections as `P2M_GENERATION__NUM_EXAMPLES`, plus
+`OPENAI_BASE_URL` / `OPENAI_API_KEY`), a `.env` file in the working directory, then the defaults
+below. Each stage receives only its own section, so changing, say, the demo port never
+invalidates the cached training result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HOME = Path.home() / ".cache" / "p2m"
+
+
+class StageConfig(BaseModel):
+    """Base for stage sections: unknown keys are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class LimitsConfig(StageConfig):
+    """How hard p2m may push the teacher LLM endpoint."""
+
+    requests_per_minute: float = Field(60, gt=0, description="Requests per minute, held across the whole run.")
+    tokens_per_minute: float = Field(200_000, gt=0, description="Prompt + completion tokens per minute.")
+    max_concurrency: int = Field(4, ge=1, description="Requests in flight at once.")
+    max_retries: int = Field(8, ge=0, description="Retries per request on 429, 5xx, timeouts, dropped connections.")
+    request_timeout: float = Field(120, gt=0, description="Seconds before one request is abandoned and retried.")
+    max_api_calls: int | None = Field(None, ge=1, description="Hard cap on requests sent by one stage (None: 20 x examples).")
+    max_cost_usd: float | None = Field(None, ge=0, description="Stop generating once the estimated cost reaches this.")
+
+
+class GenerationConfig(StageConfig):
+    """The paper's generation strategies (Prompt2Model section 3.2)."""
+
+    num_examples: int = Field(100, ge=0, description="Examples to generate; 0 skips generation.")
+    batch_size: int = Field(8, ge=1, description="Requests per batch; one Prefect task runs one batch.")
+    demos_per_prompt: int = Field(3, ge=0, description="User demonstrations shown in each generation prompt.")
+    generated_per_prompt: int = Field(2, ge=0, description="Earlier generated examples mixed in, for diversity.")
+    temperature_start: float = Field(0.4, ge=0, le=2, description="Temperature while the set is empty...")
+    temperature_end: float = Field(1.0, ge=0, le=2, description="...annealed linearly to this as it fills.")
+    votes: int = Field(3, ge=1, description="Outputs sampled per input; the majority wins (self-consistency).")
+    near_duplicate_threshold: float = Field(95, ge=0, le=100, description="Inputs this similar (rapidfuzz ratio) count as duplicates.")
+    max_stale_batches: int = Field(5, ge=1, description="Stop after this many batches in a row bring nothing new.")
+    max_tokens: int = Field(256, ge=16, description="Completion tokens per request.")
+    seed: int = Field(0, description="Change it to sample new data for the same prompt (nightly regeneration).")
+
+
+class RetrievalConfig(StageConfig):
+    dataset: str | None = Field(None, description="Force this dataset (a folder name in the datasets dir); 'none' to skip.")
+    model: str | None = Field(None, description="Force this student model (a name from the model registry).")
+    max_rows: int = Field(3000, ge=0, description="Rows taken from a retrieved dataset at most.")
+    min_dataset_score: float = Field(0.3, ge=0, le=1, description="Normalised score a dataset needs to be used.")
+    top_k: int = Field(25, ge=1, description="Candidates listed in retrieval.json.")
+    model_size_cap_gb: float = Field(3.0, gt=0, description="Models larger than this on disk are left out.")
+
+
+class TrainConfig(StageConfig):
+    epochs: float = Field(3, gt=0, description="Training epochs (paper: 3).")
+    learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate (paper: 5e-5).")
+    batch_size: int = Field(8, ge=1)
+    max_length: int | None = Field(None, ge=8, description="Token cap per example; None: chosen from the data.")
+    max_train_examples: int | None = Field(None, ge=1, description="Cap on training examples (for quick runs).")
+    lora: bool = Field(False, description="Train LoRA adapters (peft) instead of all weights.")
+    seed: int = 42
+    val_fraction: float = Field(0.1, ge=0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    max_test_examples: int = Field(100, ge=1, description="Held-out examples at most (kept small: the teacher is scored on them too).")
+
+
+class EvalConfig(StageConfig):
+    eval_data: Path | None = Field(None, description="JSONL with input/output: a real test set, scored too.")
+    teacher_baseline: bool = Field(True, description="Score the teacher LLM few-shot on the same examples.")
+    bertscore_model: str | None = Field(None, description="BERTScore backbone (path or hub name); None: embedded MiniLM.")
+    bertscore_num_layers: int | None = Field(None, description="Layer for BERTScore; required with a local path.")
+    batch_size: int = Field(16, ge=1, description="Examples per generation batch for the student.")
+    max_new_tokens: int = Field(64, ge=1)
+
+
+class Settings(BaseSettings):
+    """The pipeline configuration. See `.env.example` for every variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="P2M_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    openai_base_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("openai_base_url", "OPENAI_BASE_URL", "P2M_OPENAI_BASE_URL"),
+        description="OpenAI-compatible endpoint (vLLM, Ollama, LiteLLM...). Unset with no key: p2m starts its local teacher.",
+    )
+    openai_api_key: str | None = Field(
+        None,
+        validation_alias=AliasChoices("openai_api_key", "OPENAI_API_KEY", "P2M_OPENAI_API_KEY"),
+        description="API key for the endpoint; required for api.openai.com.",
+    )
+    teacher_model: str | None = Field(None, description="Teacher model name; default gpt-4o-mini on OpenAI, the server's first model elsewhere.")
+    datasets_dir: Path | None = Field(None, description="Folder of dataset folders laid out like HF dataset repos.")
+    models_dir: Path | None = Field(None, description="Folder of model folders laid out like HF model repos.")
+    home: Path = Field(DEFAULT_HOME, description="Where p2m keeps converted embedded models and the LLM request cache.")
+    results_dir: Path | None = Field(None, description="Prefect result storage (cache records); default HOME/prefect-results.")
+    prices_file: Path | None = Field(None, description='JSON {"model": [usd_per_M_input, usd_per_M_output]} extending the price table.')
+    local_teacher_port: int = Field(0, ge=0, description="Port for the local teacher; 0 picks a free one.")
+    demo_host: str = Field("127.0.0.1", description="Address the Gradio demo binds to.")
+    demo_port: int = Field(7860, ge=0)
+
+    limits: LimitsConfig = LimitsConfig()
+    generation: GenerationConfig = GenerationConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+    train: TrainConfig = TrainConfig()
+    evaluation: EvalConfig = EvalConfig()
+
+    @property
+    def results_path(self) -> Path:
+        return self.results_dir or self.home / "prefect-results"
+
+    def teacher_kind(self) -> Literal["local", "openai", "custom"]:
+        """Which teacher the settings select: our own local server, OpenAI, or another endpoint."""
+        if self.openai_base_url:
+            return "custom"
+        return "openai" if self.openai_api_key else "local"

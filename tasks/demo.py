@@ -1,0 +1,86 @@
+"""Stage, publish demo: a Gradio page to try the run's model.
+
+`p2m demo RUN_DIR` serves it (127.0.0.1 by default; never a public share link, which needs the
+network). In the pipeline the stage starts the page on a free loopback port, asks it one
+demonstration through the page's own API (`/predict`), stops it and writes `demo.json` with the
+command that serves it for good.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tasks.run_store import read_json, write_json
+from tasks.train import format_prompt, load_model
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def make_predictor(run_dir: Path):
+    """A function text -> the model's answer, for the model in `run_dir/model`."""
+    import torch
+
+    spec = read_json(run_dir / "spec.json")
+    arch = read_json(run_dir / "model_choice.json")["architecture"]
+    model, tokenizer = load_model(run_dir / "model", arch)
+    model.eval()
+
+    def predict(text: str) -> str:
+        batch = tokenizer([format_prompt(spec["instruction"], text)], return_tensors="pt")
+        with torch.inference_mode():
+            out = model.generate(**batch, max_new_tokens=64, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        if arch == "decoder-only":
+            out = out[:, batch["input_ids"].shape[1]:]
+        return tokenizer.decode(out[0], skip_special_tokens=True).strip().split("\n", 1)[0].strip()
+
+    return predict, spec
+
+
+def build_demo(run_dir: Path):
+    """The Gradio app for a run folder; its API endpoint is `/predict`."""
+    import gradio as gr
+
+    predict, spec = make_predictor(Path(run_dir))
+    metrics_path = Path(run_dir) / "metrics.json"
+    scores = ""
+    if metrics_path.exists():
+        held = read_json(metrics_path).get("student", {}).get("held_out")
+        if held:
+            scores = f"Held-out exact match {held['exact_match']:.0%}, chrF++ {held['chrf']:.1f}."
+    return gr.Interface(
+        fn=predict,
+        inputs=gr.Textbox(label="Input", lines=3),
+        outputs=gr.Textbox(label="Output"),
+        title="p2m demo",
+        description=f"{spec['instruction']}\n\n{scores}",
+        examples=[[d["input"]] for d in spec.get("demonstrations", [])[:5]],
+        api_name="predict",
+        flagging_mode="never",
+    )
+
+
+def serve_demo(run_dir: Path, host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None, block: bool = True):
+    """Launch the demo; with `block=False` returns (app, url) and keeps serving in the background."""
+    app = build_demo(run_dir)
+    app.launch(server_name=host, server_port=port or None, share=False, auth=auth, prevent_thread_lock=not block, quiet=True)
+    return app, app.local_url
+
+
+def check_demo(run_dir: Path) -> dict:
+    """Start the demo on a free port, ask it one example through its API, stop it; write demo.json."""
+    from gradio_client import Client
+
+    from tasks.local_teacher import free_port
+
+    run_dir = Path(run_dir)
+    spec = read_json(run_dir / "spec.json")
+    sample = spec["demonstrations"][0]["input"] if spec.get("demonstrations") else "hello"
+    app, url = serve_demo(run_dir, port=free_port(), block=False)
+    try:
+        answer = Client(url, verbose=False).predict(sample, api_name="/predict")
+    finally:
+        app.close()
+    record = {"command": f"p2m demo {run_dir}", "checked": True, "sample_input": sample, "sample_output": answer}
+    write_json(run_dir / "demo.json", record)
+    return record

@@ -1,0 +1,178 @@
+"""Stage, evaluate: is the small model as good as the LLM that was prompted?
+
+Scores the student, and the teacher prompted few-shot with the user's demonstrations (the same
+prompt the user had), on the same held-out examples, and on a real test set when one is given:
+exact match (normalised), chrF++ (`sacrebleu.CHRF(word_order=2)`) and BERTScore F1 (`bert_score`;
+offline its backbone is MiniLM, whose numbers are not comparable with published roberta-large
+ones: `metrics.json` says which backbone was used). Output: `metrics.json`
+({system: {test_set: scores}}), `predictions.jsonl`, and PNG plots.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+import time
+from pathlib import Path
+
+import torch
+
+from tasks.config import EvalConfig
+from tasks.generate import answer_prompt, clean_answer
+from tasks.parse import PromptSpec
+from tasks.run_store import read_jsonl, write_json
+from tasks.train import format_prompt, load_model
+
+_PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
+
+
+def normalise_answer(text: str) -> str:
+    """Lower-case, punctuation and articles removed, whitespace collapsed (SQuAD-style)."""
+    text = _PUNCT.sub(" ", text.lower())
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(predictions: list[str], references: list[str]) -> float:
+    if not references:
+        return 0.0
+    return sum(normalise_answer(p) == normalise_answer(r) for p, r in zip(predictions, references)) / len(references)
+
+
+def chrf_pp(predictions: list[str], references: list[str]) -> float:
+    """Corpus chrF++ (character n-grams plus word bigrams), 0-100."""
+    from sacrebleu.metrics import CHRF
+
+    return float(CHRF(word_order=2).corpus_score(predictions, [references]).score)
+
+
+def bertscore_backbone(cfg: EvalConfig) -> str:
+    return cfg.bertscore_model or "all-MiniLM-L6-v2 (embedded)"
+
+
+def bertscore_f1(predictions: list[str], references: list[str], cfg: EvalConfig) -> float:
+    """Mean BERTScore F1. Offline default backbone: the embedded MiniLM, layer 6."""
+    import bert_score
+
+    from tasks.embedded import minilm_path
+
+    model_type = cfg.bertscore_model or str(minilm_path())
+    num_layers = cfg.bertscore_num_layers or (6 if cfg.bertscore_model is None else None)
+    # Empty strings make BERTScore warn and score 0; a single space scores the same, quietly.
+    preds = [p or " " for p in predictions]
+    _, _, f1 = bert_score.score(preds, references, model_type=model_type, num_layers=num_layers, batch_size=64, verbose=False)
+    return float(f1.mean())
+
+
+def score(predictions: list[str], references: list[str], cfg: EvalConfig) -> dict:
+    return {"exact_match": round(exact_match(predictions, references), 4), "chrf": round(chrf_pp(predictions, references), 2),
+            "bertscore_f1": round(bertscore_f1(predictions, references, cfg), 4), "n": len(references)}
+
+
+def predict_student(model, tokenizer, architecture: str, instruction: str, inputs: list[str], cfg: EvalConfig) -> list[str]:
+    """Greedy outputs for `inputs`, batched; inputs sorted by length so batches pad little."""
+    model.eval()
+    order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+    outputs: list[str] = [""] * len(inputs)
+    for start in range(0, len(order), cfg.batch_size):
+        idx = order[start : start + cfg.batch_size]
+        prompts = [format_prompt(instruction, inputs[i]) for i in idx]
+        batch = tokenizer(prompts, return_tensors="pt", padding=True)
+        with torch.inference_mode():
+            out = model.generate(**batch, max_new_tokens=cfg.max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        if architecture == "decoder-only":
+            out = out[:, batch["input_ids"].shape[1]:]
+        for i, seq in zip(idx, out):
+            outputs[i] = tokenizer.decode(seq, skip_special_tokens=True).strip().split("\n", 1)[0].strip()
+    return outputs
+
+
+async def predict_teacher(llm, spec: PromptSpec, inputs: list[str], max_tokens: int) -> list[str]:
+    """The teacher's few-shot answers (temperature 0) to `inputs`, sent concurrently under the limits."""
+    import asyncio
+
+    replies = await asyncio.gather(*[
+        llm.acomplete(answer_prompt(spec, x), temperature=0.0, max_tokens=max_tokens, purpose="teacher_baseline") for x in inputs
+    ])
+    return [clean_answer(r[0]) if r else "" for r in replies]
+
+
+def test_sets(splits_dir: Path, eval_data: Path | None) -> dict[str, list[dict]]:
+    """{"held_out": rows, "eval_data": rows?}: the test split and the user's real test set."""
+    import datasets
+
+    sets = {"held_out": [dict(r) for r in datasets.load_from_disk(str(splits_dir))["test"]]}
+    if eval_data:
+        sets["eval_data"] = [{"input": str(r["input"]), "output": str(r["output"])} for r in read_jsonl(eval_data) if "input" in r and "output" in r]
+    return sets
+
+
+def evaluate_run(spec: PromptSpec, splits_dir: Path, model_dir: Path, architecture: str, cfg: EvalConfig, out_dir: Path, llm=None) -> dict:
+    """Score student (and teacher when `llm` is given); write metrics, predictions and plots."""
+    from tasks.llm import run_sync
+
+    model, tokenizer = load_model(model_dir, architecture)
+    size_mb = round(sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors")) / 1e6, 1)
+    metrics: dict = {"student": {}, "teacher": {}}
+    predictions = []
+    for name, rows in test_sets(splits_dir, cfg.eval_data).items():
+        inputs, refs = [r["input"] for r in rows], [r["output"] for r in rows]
+        if not rows:
+            continue
+        started = time.perf_counter()
+        student = predict_student(model, tokenizer, architecture, spec.instruction, inputs, cfg)
+        ms = (time.perf_counter() - started) * 1000 / len(rows)
+        metrics["student"][name] = score(student, refs, cfg) | {"ms_per_example": round(ms, 1), "size_mb": size_mb}
+        teacher = [None] * len(rows)
+        if llm is not None:
+            started = time.perf_counter()
+            teacher = run_sync(predict_teacher(llm, spec, inputs, cfg.max_new_tokens))
+            ms = (time.perf_counter() - started) * 1000 / len(rows)
+            metrics["teacher"][name] = score(teacher, refs, cfg) | {"ms_per_example": round(ms, 1), "model": llm.endpoint.model}
+        predictions += [{"test_set": name, "input": x, "reference": y, "student": s, "teacher": t}
+                        for x, y, s, t in zip(inputs, refs, student, teacher)]
+    metrics["info"] = {"bertscore_backbone": bertscore_backbone(cfg)}
+    if cfg.bertscore_model is None:
+        metrics["info"]["note"] = "BERTScore from a MiniLM backbone is not comparable with published roberta-large scores"
+    write_json(out_dir / "metrics.json", metrics)
+    with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
+        for p in predictions:
+            f.write(json.dumps(p, ensure_ascii=False) + "\n")
+    plot_results(out_dir, metrics)
+    return metrics
+
+
+def plot_results(out_dir: Path, metrics: dict) -> list[Path]:
+    """`loss_curve.png` from train_log.jsonl and `student_vs_teacher.png` from the metrics."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    log = read_jsonl(out_dir / "train_log.jsonl")
+    train = [(e["step"], e["loss"]) for e in log if "loss" in e]
+    val = [(e["step"], e["eval_loss"]) for e in log if "eval_loss" in e]
+    if train:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(*zip(*train), label="train loss")
+        if val:
+            ax.plot(*zip(*val), marker="o", label="validation loss")
+        ax.set_xlabel("step"), ax.set_ylabel("loss"), ax.legend(), ax.set_title("Training")
+        fig.tight_layout(), fig.savefig(out_dir / "loss_curve.png", dpi=100), plt.close(fig)
+        made.append(out_dir / "loss_curve.png")
+    held = metrics["student"].get("held_out")
+    if held:
+        names = ["exact_match", "chrf", "bertscore_f1"]
+        scale = {"exact_match": 100, "chrf": 1, "bertscore_f1": 100}
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        xs = range(len(names))
+        ax.bar([x - 0.2 for x in xs], [held[n] * scale[n] for n in names], width=0.4, label="student")
+        if metrics["teacher"].get("held_out"):
+            ax.bar([x + 0.2 for x in xs], [metrics["teacher"]["held_out"][n] * scale[n] for n in names], width=0.4, label="teacher")
+        ax.set_xticks(list(xs), ["exact match %", "chrF++", "BERTScore F1 %"]), ax.set_ylim(0, 100), ax.legend()
+        ax.set_title("Held-out examples: student vs teacher")
+        fig.tight_layout(), fig.savefig(out_dir / "student_vs_teacher.png", dpi=100), plt.close(fig)
+        made.append(out_dir / "student_vs_teacher.png")
+    return made

@@ -1,0 +1,231 @@
+"""Stage, generate: the teacher LLM writes new training examples for the spec.
+
+The paper's strategies (Prompt2Model, section 3.2), each a setting in `GenerationConfig`:
+- diversity: each prompt mixes a few of the user's demonstrations with a random sample of
+  examples generated earlier;
+- temperature annealed from `temperature_start` to `temperature_end` as the set fills;
+- self-consistency: for each new input, `votes` outputs in all (the one written with the input
+  plus `votes - 1` answers to the input alone); the majority wins, ties go to the shortest;
+- exact and near-duplicate inputs removed (rapidfuzz ratio against everything kept so far).
+
+Batches are the unit of work (one Prefect task each when run by a flow). Replies that are not
+JSON with the needed fields are rejected and counted, never fatal. Generation always ends, and
+says why: enough examples, the request cap, the cost budget, or too many batches in a row that
+brought nothing new. Randomness is seeded per batch and replies are cached per request, so a
+killed run started again replays its answered requests from disk and reaches the same state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from rapidfuzz import fuzz, process
+
+from tasks.config import GenerationConfig, LimitsConfig
+from tasks.jsonreply import extract_json_object
+from tasks.parse import PromptSpec
+from tasks.prompts import format_examples, render
+
+MAX_FIELD_CHARS = 2000
+
+
+@dataclass
+class BatchResult:
+    """What one batch brought: candidate examples and why the rest were rejected."""
+
+    candidates: list[dict] = field(default_factory=list)
+    rejected: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class GenerationReport:
+    examples: list[dict]
+    stop_reason: str
+    batches: int
+    rejected: dict
+    duplicates_removed: int
+    usage: dict
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "examples"} | {"accepted": len(self.examples)}
+
+
+def annealed_temperature(filled: int, target: int, cfg: GenerationConfig) -> float:
+    """Low temperature while the set is empty (safe, on-task), rising to high as it fills (diverse)."""
+    frac = min(1.0, filled / target) if target else 1.0
+    return round(cfg.temperature_start + (cfg.temperature_end - cfg.temperature_start) * frac, 3)
+
+
+def sample_shots(spec: PromptSpec, accepted: list[dict], cfg: GenerationConfig, rng: random.Random) -> list[dict]:
+    """Few-shot examples for one prompt: some of the user's demos plus some earlier generated ones."""
+    demos = [d.model_dump() for d in spec.demonstrations]
+    shots = rng.sample(demos, min(cfg.demos_per_prompt, len(demos)))
+    shots += rng.sample(accepted, min(cfg.generated_per_prompt, len(accepted)))
+    rng.shuffle(shots)
+    return shots
+
+
+def example_prompt(spec: PromptSpec, shots: list[dict]) -> list[dict]:
+    """Chat messages asking for one new example as JSON."""
+    examples = format_examples(shots) if shots else "(none yet)"
+    return [{"role": "user", "content": render("generate_example", instruction=spec.instruction, examples=examples)}]
+
+
+def answer_prompt(spec: PromptSpec, text: str) -> list[dict]:
+    """Chat messages asking for the output of one input, few-shot with the user's demos.
+
+    Used for self-consistency votes here and for the teacher baseline in evaluation.
+    """
+    demos = [d.model_dump() for d in spec.demonstrations]
+    return [{"role": "user", "content": render("answer_input", instruction=spec.instruction, examples=format_examples(demos), input=text)}]
+
+
+def parse_example(reply: str) -> tuple[dict | None, str]:
+    """(example, "") from a reply holding {"input": ..., "output": ...}, else (None, reason)."""
+    obj = extract_json_object(reply)
+    if obj is None:
+        return None, "not_json"
+    inp, out = obj.get("input"), obj.get("output")
+    if not isinstance(inp, (str, int, float)) or not isinstance(out, (str, int, float)):
+        return None, "missing_fields"
+    inp, out = str(inp).strip(), str(out).strip()
+    if not inp or not out or inp in {"...", "…"} or out in {"...", "…"}:
+        return None, "empty_field"
+    if len(inp) > MAX_FIELD_CHARS or len(out) > MAX_FIELD_CHARS:
+        return None, "too_long"
+    return {"input": inp, "output": out}, ""
+
+
+def clean_answer(reply: str) -> str:
+    """The first line of a free-text answer, without an echoed `Output:` label."""
+    text = reply.strip()
+    text = re.sub(r"^\s*output\s*[:：]\s*", "", text, flags=re.IGNORECASE)
+    return text.split("\n", 1)[0].strip()
+
+
+def majority_vote(outputs: list[str]) -> str:
+    """The most frequent non-empty output; ties go to the shortest (the paper's rule)."""
+    counts = Counter(o for o in outputs if o)
+    if not counts:
+        return ""
+    return min(counts, key=lambda o: (-counts[o], len(o), o))
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+async def generate_batch(
+    llm, spec: PromptSpec, cfg: GenerationConfig, accepted: list[dict], batch_index: int, temperature: float
+) -> BatchResult:
+    """One batch: `cfg.batch_size` new examples requested concurrently, then the votes.
+
+    `llm` is a `tasks.llm.LLMClient`. The batch's randomness comes from (seed, batch_index), so a
+    replayed batch sends exactly the requests it sent before (and finds them in the cache).
+    """
+    rng = random.Random(f"{cfg.seed}:{batch_index}")
+    prompts = [example_prompt(spec, sample_shots(spec, accepted, cfg, rng)) for _ in range(cfg.batch_size)]
+    replies = await asyncio.gather(*[
+        llm.acomplete(p, temperature=temperature, max_tokens=cfg.max_tokens, salt=f"gen:{cfg.seed}:{batch_index}:{i}", purpose="generate")
+        for i, p in enumerate(prompts)
+    ])
+    result = BatchResult()
+    fresh: dict[str, dict] = {}
+    for texts in replies:
+        example, reason = parse_example(texts[0] if texts else "")
+        if example is None:
+            result.rejected[reason] += 1
+        elif normalise(example["input"]) in fresh:
+            result.rejected["duplicate_in_batch"] += 1
+        else:
+            fresh[normalise(example["input"])] = example
+    examples = list(fresh.values())
+    if cfg.votes > 1 and examples:
+        votes = await asyncio.gather(*[
+            llm.acomplete(
+                answer_prompt(spec, e["input"]), temperature=max(temperature, 0.3), max_tokens=cfg.max_tokens,
+                n=cfg.votes - 1, salt=f"vote:{cfg.seed}", purpose="vote",
+            )
+            for e in examples
+        ])
+        for e, texts in zip(examples, votes):
+            e["output"] = majority_vote([e["output"]] + [clean_answer(t) for t in texts])
+    result.candidates = examples
+    return result
+
+
+BatchRunner = Callable[..., Awaitable[BatchResult]]
+
+
+async def generate_examples(
+    llm,
+    spec: PromptSpec,
+    cfg: GenerationConfig,
+    limits: LimitsConfig,
+    run_batch: BatchRunner = generate_batch,
+    on_progress: Callable[[int, dict], None] | None = None,
+) -> GenerationReport:
+    """Generate up to `cfg.num_examples` distinct examples; always ends, and says why.
+
+    `run_batch` runs one batch (the flow passes a Prefect task with the same signature).
+    `on_progress(accepted_count, usage)` is called after every batch.
+    """
+    target = cfg.num_examples
+    max_calls = limits.max_api_calls or max(20 * target, 50)
+    accepted: list[dict] = []
+    # Demonstrations count as seen: the teacher copying them back is not a new example.
+    seen_keys = {normalise(d.input) for d in spec.demonstrations}
+    seen_texts = [normalise(d.input) for d in spec.demonstrations]
+    rejected: Counter = Counter()
+    duplicates = stale = batch_index = 0
+    stop_reason = ""
+    while not stop_reason:
+        if len(accepted) >= target:
+            stop_reason = f"reached the {target} examples asked for"
+        elif llm.meter.requests >= max_calls:
+            stop_reason = f"reached the cap of {max_calls} API requests (--max-api-calls)"
+        elif limits.max_cost_usd is not None and llm.meter.cost_usd >= limits.max_cost_usd:
+            stop_reason = f"reached the cost budget of ${limits.max_cost_usd:.2f}"
+        elif stale >= cfg.max_stale_batches:
+            stop_reason = (
+                f"{stale} batches in a row brought no new distinct example; the teacher seems unable to "
+                "write more (a stronger teacher, a clearer instruction or more demonstrations would help)"
+            )
+        if stop_reason:
+            break
+        temperature = annealed_temperature(len(accepted), target, cfg)
+        result = await run_batch(llm, spec, cfg, accepted, batch_index, temperature)
+        batch_index += 1
+        rejected.update(result.rejected)
+        new = 0
+        for example in result.candidates:
+            key = normalise(example["input"])
+            near = process.extractOne(key, seen_texts, scorer=fuzz.ratio, score_cutoff=cfg.near_duplicate_threshold) if seen_texts else None
+            if key in seen_keys or near is not None:
+                duplicates += 1
+                continue
+            if not example["output"]:
+                rejected["no_output_after_vote"] += 1
+                continue
+            seen_keys.add(key)
+            seen_texts.append(key)
+            accepted.append(example)
+            new += 1
+            if len(accepted) >= target:
+                break
+        stale = 0 if new else stale + 1
+        if on_progress:
+            on_progress(len(accepted), llm.meter.as_dict())
+    return GenerationReport(
+        examples=accepted,
+        stop_reason=stop_reason,
+        batches=batch_index,
+        rejected=dict(rejected),
+        duplicates_removed=duplicates,
+        usage=llm.meter.as_dict(),
+    )

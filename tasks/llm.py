@@ -1,0 +1,393 @@
+"""The teacher LLM client: any OpenAI-compatible endpoint, paced, retried, cached per request.
+
+- Pacing (`RequestPacer`) holds requests AND tokens per minute across the whole process: every
+  client for the same endpoint shares one pacer, so separate batches (separate Prefect tasks)
+  cannot add up to more than the limit. A 429 pauses everyone for its `retry-after` and lowers
+  the pace; successes raise it back towards the configured limit.
+- Retries are ours alone (the openai client's own are switched off) so that every attempt is
+  paced and counted: 429 honours `retry-after-ms` / `retry-after`; 5xx, timeouts and dropped
+  connections back off exponentially with jitter; other 4xx end with a message saying what to do.
+- Every answered request is stored in a SQLite cache keyed by a hash of model, messages and
+  sampling settings (plus a caller-chosen `salt` to ask for distinct samples). A run killed at
+  any moment and started again replays answered requests from disk: no request is paid twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import openai
+
+from tasks.config import LimitsConfig, Settings
+from tasks.errors import P2MError
+from tasks.run_store import append_jsonl
+
+OPENAI_URL = "https://api.openai.com/v1"
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+
+# USD per million tokens (input, output). Extend or override with a JSON file named by
+# P2M_PRICES_FILE: {"model-name": [input_price, output_price]}. Unknown models cost 0 and are flagged.
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-3.5-turbo": (0.50, 1.50),
+}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the teacher lives. `identity` (not the URL, whose port may change) goes into cache keys."""
+
+    base_url: str
+    api_key: str
+    model: str
+    kind: str = "custom"
+
+    @property
+    def identity(self) -> str:
+        return f"{self.kind}:{self.model}"
+
+
+def resolve_endpoint(settings: Settings, local_base_url: str | None = None, local_model: str | None = None) -> Endpoint:
+    """The endpoint the settings select. For the local teacher pass the URL of the started server.
+
+    Raises P2MError for api.openai.com without a key.
+    """
+    kind = settings.teacher_kind()
+    if kind == "local":
+        if local_base_url is None:
+            raise P2MError("the local teacher is not running")
+        return Endpoint(local_base_url, "local", local_model or "smollm2-135m-instruct", "local")
+    base_url = (settings.openai_base_url or OPENAI_URL).rstrip("/")
+    if "api.openai.com" in base_url and not settings.openai_api_key:
+        raise P2MError("api.openai.com needs a key: set OPENAI_API_KEY in .env or the environment")
+    model = settings.teacher_model or (DEFAULT_OPENAI_MODEL if kind == "openai" or "api.openai.com" in base_url else "")
+    if not model:
+        model = first_served_model(base_url, settings.openai_api_key or "none")
+    return Endpoint(base_url, settings.openai_api_key or "none", model, kind)
+
+
+def first_served_model(base_url: str, api_key: str) -> str:
+    """The first model an OpenAI-compatible server lists; raises P2MError if it cannot be reached."""
+    check = check_endpoint(base_url, api_key)
+    if not check:
+        raise P2MError(f"{base_url} serves no model; set P2M_TEACHER_MODEL")
+    return check[0]
+
+
+def check_endpoint(base_url: str, api_key: str, timeout: float = 10.0) -> list[str]:
+    """The model names the endpoint lists (GET /models). Raises P2MError when it cannot be reached."""
+    try:
+        r = httpx.get(f"{base_url.rstrip('/')}/models", headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout)
+    except httpx.HTTPError as e:
+        raise P2MError(
+            f"cannot reach the LLM endpoint {base_url} ({e.__class__.__name__}); start the server, fix "
+            "OPENAI_BASE_URL, or unset it (and OPENAI_API_KEY) to use p2m's local teacher"
+        ) from None
+    if r.status_code in (401, 403):
+        raise P2MError(f"the LLM endpoint {base_url} rejected the API key (HTTP {r.status_code}); check OPENAI_API_KEY")
+    if r.status_code >= 400:
+        return []  # some servers do not implement /models; requests will tell
+    return [m.get("id", "") for m in r.json().get("data", [])]
+
+
+def load_prices(prices_file: Path | None) -> dict[str, tuple[float, float]]:
+    prices = dict(PRICES)
+    if prices_file:
+        prices.update({k: tuple(v) for k, v in json.loads(Path(prices_file).read_text()).items()})
+    return prices
+
+
+class RequestCache:
+    """Answered requests on disk (SQLite, WAL): safe across processes and across kill -9."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT NOT NULL, created REAL)")
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, reply: dict) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?)", (key, json.dumps(reply), time.time()))
+
+
+class RequestPacer:
+    """Spaces requests evenly at the configured rate and keeps a token bucket for tokens/minute.
+
+    Reservations are arithmetic under a thread lock (no awaiting inside), so concurrent
+    coroutines and threads each get their own slot; the caller then sleeps until its slot.
+    """
+
+    def __init__(self, requests_per_minute: float, tokens_per_minute: float):
+        self.rpm = requests_per_minute
+        self.tpm = tokens_per_minute
+        self.pace = 1.0  # fraction of the configured rate, lowered by 429s
+        self._lock = threading.Lock()
+        self._next_slot = 0.0
+        self._paused_until = 0.0
+        self._tokens = tokens_per_minute
+        self._tokens_at = time.monotonic()
+
+    def reserve(self, est_tokens: int) -> float:
+        """Reserve a slot for one request of about `est_tokens`; returns seconds to wait for it."""
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next_slot, self._paused_until)
+            rate = self.tpm / 60.0
+            self._tokens = min(self.tpm, self._tokens + rate * (start - self._tokens_at))
+            need = min(est_tokens, self.tpm)
+            if self._tokens < need:
+                start += (need - self._tokens) / rate
+                self._tokens = need
+            self._tokens -= need
+            self._tokens_at = start
+            # 1% under the limit: a server counting a sliding minute never sees rpm + 1.
+            self._next_slot = start + 60.0 / (self.rpm * self.pace) * 1.01
+            return start - now
+
+    def settle(self, est_tokens: int, used_tokens: int) -> None:
+        """Correct the token bucket once the reply says how many tokens were really used."""
+        with self._lock:
+            self._tokens += min(est_tokens, self.tpm) - used_tokens
+
+    def back_off(self, seconds: float) -> None:
+        """A 429: nobody sends for `seconds`, and the pace drops (multiplicative decrease)."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+            self.pace = max(0.25, self.pace * 0.8)
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self.pace = min(1.0, self.pace * 1.02)
+
+
+_PACERS: dict[tuple, RequestPacer] = {}
+_PACERS_LOCK = threading.Lock()
+
+
+def shared_pacer(endpoint: Endpoint, limits: LimitsConfig) -> RequestPacer:
+    """One pacer per endpoint and limits in this process, however many clients and tasks use it."""
+    key = (endpoint.base_url, endpoint.model, limits.requests_per_minute, limits.tokens_per_minute)
+    with _PACERS_LOCK:
+        if key not in _PACERS:
+            _PACERS[key] = RequestPacer(limits.requests_per_minute, limits.tokens_per_minute)
+        return _PACERS[key]
+
+
+@dataclass
+class UsageMeter:
+    """What the teacher cost so far: requests sent, replayed from cache, failures, tokens, dollars."""
+
+    requests: int = 0  # logical requests, answered from the endpoint or the cache
+    sent: int = 0  # HTTP attempts, retries included
+    cached: int = 0
+    rate_limited: int = 0
+    server_errors: int = 0
+    timeouts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    price_known: bool = True
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+def retry_after_seconds(response: httpx.Response | None) -> float | None:
+    """Seconds the server asks us to wait (`retry-after-ms`, then `retry-after`), if it says."""
+    if response is None:
+        return None
+    for header, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = response.headers.get(header)
+        if value:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+def backoff_seconds(attempt: int, base: float = 1.0, cap: float = 60.0) -> float:
+    """Exponential backoff with full jitter."""
+    return random.uniform(0, min(cap, base * 2**attempt))
+
+
+def request_key(model: str, messages: list[dict], temperature: float, max_tokens: int, n: int, salt: str) -> str:
+    payload = json.dumps([model, messages, round(temperature, 4), max_tokens, n, salt], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class LLMClient:
+    """Chat completions against one endpoint, with pacing, retries, a request cache and a log."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        limits: LimitsConfig,
+        cache_path: Path,
+        log_path: Path | None = None,
+        prices: dict[str, tuple[float, float]] | None = None,
+    ):
+        self.endpoint = endpoint
+        self.limits = limits
+        self.cache = RequestCache(cache_path)
+        self.log_path = log_path
+        self.pacer = shared_pacer(endpoint, limits)
+        self.meter = UsageMeter()
+        price = (prices or PRICES).get(endpoint.model)
+        if endpoint.kind == "local":
+            price = (0.0, 0.0)
+        self.meter.price_known = price is not None
+        self._price = price or (0.0, 0.0)
+        self._per_loop: dict[int, tuple[openai.AsyncOpenAI, asyncio.Semaphore]] = {}
+
+    def _client(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
+        # httpx async clients and semaphores belong to one event loop; Prefect may use several.
+        loop = asyncio.get_running_loop()
+        if id(loop) not in self._per_loop:
+            client = openai.AsyncOpenAI(
+                base_url=self.endpoint.base_url,
+                api_key=self.endpoint.api_key,
+                max_retries=0,  # ours, paced and counted
+                timeout=httpx.Timeout(self.limits.request_timeout, connect=10.0),
+            )
+            self._per_loop[id(loop)] = (client, asyncio.Semaphore(self.limits.max_concurrency))
+        return self._per_loop[id(loop)]
+
+    async def acomplete(
+        self,
+        messages: list[dict],
+        *,
+        temperature: float = 0.0,
+        max_tokens: int = 256,
+        n: int = 1,
+        salt: str = "",
+        purpose: str = "",
+    ) -> list[str]:
+        """The reply texts (one per choice) for `messages`, from the cache or the endpoint.
+
+        Raises P2MError when retries are exhausted or the endpoint refuses the request.
+        """
+        key = request_key(self.endpoint.model, messages, temperature, max_tokens, n, salt)
+        with self.meter._lock:
+            self.meter.requests += 1
+        hit = self.cache.get(key)
+        if hit is not None:
+            with self.meter._lock:
+                self.meter.cached += 1
+            self._log(purpose, key, cached=True, texts=hit["texts"], attempts=0, usage=hit.get("usage"))
+            return hit["texts"]
+
+        client, semaphore = self._client()
+        est_tokens = sum(len(m["content"]) for m in messages) // 3 + max_tokens * n
+        last_error = ""
+        for attempt in range(self.limits.max_retries + 1):
+            async with semaphore:
+                await asyncio.sleep(self.pacer.reserve(est_tokens))
+                started = time.monotonic()
+                try:
+                    with self.meter._lock:
+                        self.meter.sent += 1
+                    resp = await client.chat.completions.create(
+                        model=self.endpoint.model, messages=messages, temperature=temperature, max_tokens=max_tokens, n=n
+                    )
+                except openai.RateLimitError as e:
+                    wait = retry_after_seconds(e.response) or backoff_seconds(attempt, base=2.0)
+                    self.pacer.back_off(wait)
+                    self.pacer.settle(est_tokens, 0)
+                    with self.meter._lock:
+                        self.meter.rate_limited += 1
+                    last_error = f"429 (waited {wait:.1f}s)"
+                    continue
+                except (openai.APITimeoutError, openai.APIConnectionError) as e:
+                    self.pacer.settle(est_tokens, 0)
+                    with self.meter._lock:
+                        self.meter.timeouts += 1
+                    last_error = e.__class__.__name__
+                    await asyncio.sleep(backoff_seconds(attempt))
+                    continue
+                except openai.APIStatusError as e:
+                    self.pacer.settle(est_tokens, 0)
+                    if e.status_code >= 500 or e.status_code in (408, 409):
+                        with self.meter._lock:
+                            self.meter.server_errors += 1
+                        last_error = f"HTTP {e.status_code}"
+                        await asyncio.sleep(backoff_seconds(attempt))
+                        continue
+                    raise P2MError(self._explain_status(e)) from None
+            texts = [(c.message.content or "") for c in resp.choices]
+            usage = {"prompt_tokens": 0, "completion_tokens": 0}
+            if resp.usage is not None:
+                usage = {"prompt_tokens": resp.usage.prompt_tokens or 0, "completion_tokens": resp.usage.completion_tokens or 0}
+            self.pacer.settle(est_tokens, usage["prompt_tokens"] + usage["completion_tokens"])
+            self.pacer.succeeded()
+            with self.meter._lock:
+                self.meter.prompt_tokens += usage["prompt_tokens"]
+                self.meter.completion_tokens += usage["completion_tokens"]
+                self.meter.cost_usd += (usage["prompt_tokens"] * self._price[0] + usage["completion_tokens"] * self._price[1]) / 1e6
+            self.cache.put(key, {"texts": texts, "usage": usage})
+            self._log(purpose, key, cached=False, texts=texts, attempts=attempt + 1, usage=usage, seconds=time.monotonic() - started)
+            return texts
+        self._log(purpose, key, cached=False, texts=None, attempts=self.limits.max_retries + 1, error=last_error)
+        raise P2MError(
+            f"the LLM endpoint {self.endpoint.base_url} kept failing ({last_error}) after "
+            f"{self.limits.max_retries + 1} attempts; answered requests are cached, so run the same command again to resume"
+        )
+
+    def complete(self, messages: list[dict], **kwargs) -> list[str]:
+        """Synchronous `acomplete`, usable from plain code and sync Prefect tasks."""
+        return run_sync(self.acomplete(messages, **kwargs))
+
+    def _explain_status(self, e: openai.APIStatusError) -> str:
+        where = self.endpoint.base_url
+        if e.status_code in (401, 403):
+            return f"the LLM endpoint {where} rejected the API key (HTTP {e.status_code}); check OPENAI_API_KEY"
+        if e.status_code == 404:
+            return f"the LLM endpoint {where} does not know model {self.endpoint.model!r}; set P2M_TEACHER_MODEL"
+        return f"the LLM endpoint {where} refused the request (HTTP {e.status_code}: {str(e)[:200]})"
+
+    def _log(self, purpose: str, key: str, **record) -> None:
+        if self.log_path is not None:
+            append_jsonl(self.log_path, {"time": time.time(), "purpose": purpose, "key": key[:16], **record})
+
+
+def run_sync(coro):
+    """Run a coroutine to completion from sync code, even when this thread already runs a loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    result: dict = {}
+
+    def target():
+        try:
+            result["value"] = asyncio.run(coro)
+        except BaseException as e:  # re-raised in the caller's thread
+            result["error"] = e
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]

@@ -1,0 +1,63 @@
+"""Stage, process: retrieved + generated examples -> `splits/` (train / validation / test).
+
+Examples are deduplicated on their normalised input before splitting, so no test input is ever
+seen in training; retrieved and generated examples are shuffled together (the paper's recipe).
+The user's demonstrations go to training only: they are few, and scoring on them would flatter.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from tasks.config import TrainConfig
+from tasks.errors import BadInputError
+from tasks.parse import PromptSpec
+from tasks.run_store import write_json
+
+MIN_EXAMPLES = 10
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def make_splits(spec: PromptSpec, retrieved_dir: Path, generated_dir: Path | None, cfg: TrainConfig, out_dir: Path) -> dict:
+    """Write `out_dir/splits` (a DatasetDict with input, output, source) and return split sizes.
+
+    Raises BadInputError when there are too few examples to train and test on.
+    """
+    import datasets
+
+    pool: dict[str, dict] = {}
+    sources = [("retrieved", retrieved_dir), ("generated", generated_dir)]
+    for source, folder in sources:
+        if folder is None or not Path(folder).exists():
+            continue
+        for row in datasets.load_from_disk(str(folder)):
+            pool.setdefault(_norm(row["input"]), {"input": row["input"], "output": row["output"], "source": source})
+    demo_keys = {_norm(d.input) for d in spec.demonstrations}
+    rows = [r for k, r in pool.items() if k not in demo_keys]
+    if len(rows) < MIN_EXAMPLES:
+        raise BadInputError(
+            f"only {len(rows)} usable examples (retrieved + generated); at least {MIN_EXAMPLES} are needed: "
+            "raise --num-examples, add a matching dataset to --datasets-dir, or use a stronger teacher"
+        )
+    rng = random.Random(cfg.seed)
+    rng.shuffle(rows)
+    n_test = min(cfg.max_test_examples, max(1, round(len(rows) * cfg.test_fraction)))
+    n_val = max(1, round(len(rows) * cfg.val_fraction)) if cfg.val_fraction else 0
+    test, val, train = rows[:n_test], rows[n_test:n_test + n_val], rows[n_test + n_val:]
+    if cfg.max_train_examples:
+        train = train[: cfg.max_train_examples]
+    train += [{"input": d.input, "output": d.output, "source": "demonstration"} for d in spec.demonstrations]
+    splits = datasets.DatasetDict({
+        name: datasets.Dataset.from_list(part, features=datasets.Features({k: datasets.Value("string") for k in ("input", "output", "source")}))
+        for name, part in (("train", train), ("validation", val or train[:1]), ("test", test))
+    })
+    splits.save_to_disk(str(out_dir / "splits"))
+    sizes = {name: len(ds) for name, ds in splits.items()}
+    counts = {s: sum(r["source"] == s for r in train) for s in ("retrieved", "generated", "demonstration")}
+    record = {"sizes": sizes, "train_sources": counts, "deduplicated_pool": len(rows), "seed": cfg.seed}
+    write_json(out_dir / "splits.json", record)
+    return record

@@ -1,0 +1,148 @@
+"""Local registries of datasets and models, laid out like Hugging Face repos.
+
+A dataset folder: `README.md` (a card: YAML front matter between `---` lines, then prose) and data
+files (`.jsonl`, `.json`, `.csv`, `.parquet`, at the top or under `data/`). A model folder:
+`config.json`, weights, tokenizer files and a `README.md` card. Front-matter keys read here, all
+optional: `pretty_name`, `license`, `tags`, `task_categories`, `gated`, `downloads`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel
+
+from tasks.embedded import SMOLLM2_NAME, TINY_MODELS
+
+DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+DECODER_ONLY = {"llama", "gpt2", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "smollm3", "olmo", "gpt_neox", "opt", "bloom"}
+ENCODER_DECODER = {"t5", "mt5", "bart", "mbart", "umt5", "pegasus", "marian", "longt5"}
+
+
+class DatasetRecord(BaseModel):
+    name: str
+    path: str
+    description: str
+    columns: list[str] = []
+    sample_rows: list[dict] = []
+    num_rows: int = 0
+    license: str | None = None
+    gated: bool = False
+    downloads: int = 0
+    data_files: list[str] = []
+
+
+class ModelRecord(BaseModel):
+    name: str
+    path: str  # a folder, or "embedded:NAME" resolved when the model is loaded
+    description: str
+    architecture: str  # "decoder-only" | "encoder-decoder"
+    model_type: str = ""
+    num_parameters: int = 0
+    size_bytes: int = 0
+    downloads: int = 0
+    license: str | None = None
+    test_only: bool = False
+
+
+def read_card(readme: Path) -> tuple[dict, str]:
+    """(front matter, prose) of a model or dataset card; ({}, "") when there is none."""
+    if not readme.exists():
+        return {}, ""
+    text = readme.read_text(encoding="utf-8", errors="replace")
+    if text.startswith("---"):
+        parts = text.split("---", 2)
+        if len(parts) == 3:
+            try:
+                meta = yaml.safe_load(parts[1]) or {}
+            except yaml.YAMLError:
+                meta = {}
+            return (meta if isinstance(meta, dict) else {}), parts[2].strip()
+    return {}, text.strip()
+
+
+def data_files(folder: Path) -> list[Path]:
+    """The data files of a dataset folder, top level and under data/, sorted."""
+    found = [p for p in folder.glob("*") if p.suffix in DATA_SUFFIXES] + [p for p in folder.glob("data/**/*") if p.suffix in DATA_SUFFIXES]
+    return sorted(found)
+
+
+def _peek_rows(path: Path, limit: int = 3) -> tuple[list[str], list[dict], int]:
+    """(columns, first rows, row count) of a data file, read cheaply."""
+    import datasets
+
+    kind = DATA_SUFFIXES[path.suffix]
+    ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+    rows = [dict(r) for r in ds.select(range(min(limit, len(ds))))]
+    return list(ds.column_names), rows, len(ds)
+
+
+def scan_datasets(root: Path) -> list[DatasetRecord]:
+    """A record for every dataset folder under `root` (sorted by name)."""
+    records = []
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        meta, body = read_card(folder / "README.md")
+        files = data_files(folder)
+        columns, rows, n = [], [], 0
+        if files:
+            try:
+                columns, rows, n = _peek_rows(files[0])
+            except Exception:  # a malformed file: the record says so through empty columns
+                pass
+        tags = " ".join(str(t) for t in (meta.get("tags") or []) + (meta.get("task_categories") or []))
+        records.append(DatasetRecord(
+            name=folder.name,
+            path=str(folder),
+            description=f"{meta.get('pretty_name', folder.name)}. {tags}. {body}".strip(),
+            columns=columns,
+            sample_rows=rows,
+            num_rows=n,
+            license=meta.get("license"),
+            gated=bool(meta.get("gated", False)),
+            downloads=int(meta.get("downloads", 0) or 0),
+            data_files=[str(f) for f in files],
+        ))
+    return records
+
+
+def architecture_of(model_type: str) -> str | None:
+    if model_type in ENCODER_DECODER:
+        return "encoder-decoder"
+    if model_type in DECODER_ONLY:
+        return "decoder-only"
+    return None
+
+
+def scan_models(root: Path | None) -> list[ModelRecord]:
+    """Records for the embedded models and every model folder under `root`."""
+    records = [
+        ModelRecord(
+            name=SMOLLM2_NAME, path=f"embedded:{SMOLLM2_NAME}", architecture="decoder-only", model_type="llama",
+            description="SmolLM2-135M-Instruct: small decoder-only instruction-tuned language model for short English "
+            "text tasks: classification, extraction, rewriting, conversion, question answering, generation.",
+            num_parameters=134_515_008, size_bytes=538_000_000, downloads=1_000_000, license="apache-2.0",
+        ),
+    ] + [
+        ModelRecord(name=n, path=f"embedded:{n}", architecture="encoder-decoder" if "t5" in n else "decoder-only",
+                    model_type="t5" if "t5" in n else "gpt2", description=f"{n}: random tiny model for tests",
+                    num_parameters=200_000, size_bytes=1_000_000, test_only=True)
+        for n in TINY_MODELS
+    ]
+    if root is None:
+        return records
+    for folder in sorted(p for p in Path(root).iterdir() if (p / "config.json").exists()):
+        config = json.loads((folder / "config.json").read_text())
+        arch = architecture_of(config.get("model_type", ""))
+        if arch is None:
+            continue
+        meta, body = read_card(folder / "README.md")
+        size = sum(p.stat().st_size for p in folder.glob("*.safetensors")) or sum(p.stat().st_size for p in folder.glob("*.bin"))
+        tags = " ".join(str(t) for t in meta.get("tags") or [])
+        records.append(ModelRecord(
+            name=folder.name, path=str(folder), architecture=arch, model_type=config["model_type"],
+            description=f"{folder.name}. {tags}. {body}", size_bytes=size, num_parameters=size // 4,
+            downloads=int(meta.get("downloads", 0) or 0), license=meta.get("license"), test_only="test-only" in tags,
+        ))
+    return records

@@ -1,0 +1,70 @@
+"""Stage, retrieve model: pick the pretrained student to fine-tune.
+
+The paper's method: HyDE (the teacher writes a hypothetical model card for the task; that card is
+the query), BM25 over model descriptions, score times log(downloads), models over the size cap
+left out. Only architectures the trainer supports are candidates; test-only models (random tiny
+ones) only when forced with `--model`. Output: `model_choice.json` saying why the winner won.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from rank_bm25 import BM25Okapi
+
+from tasks.config import RetrievalConfig
+from tasks.errors import BadInputError
+from tasks.parse import PromptSpec
+from tasks.prompts import render
+from tasks.registry import ModelRecord, scan_models
+from tasks.retrieve_datasets import tokenize
+from tasks.run_store import write_json
+
+
+def hypothetical_card(spec: PromptSpec, llm) -> str:
+    """The teacher's hypothetical model card for the task ("" without a teacher)."""
+    if llm is None:
+        return ""
+    replies = llm.complete([{"role": "user", "content": render("hyde_model_card", instruction=spec.instruction)}],
+                           temperature=0, max_tokens=160, purpose="hyde")
+    return replies[0] if replies else ""
+
+
+def rank_models(query: str, records: list[ModelRecord]) -> list[dict]:
+    """Candidates best first, scored BM25 x log(downloads + e) (ties broken by smaller size)."""
+    if not records:
+        return []
+    bm25 = BM25Okapi([tokenize(f"{r.name} {r.description}") for r in records])
+    # A floor of 1 keeps a model with no word overlap rankable by popularity alone.
+    lexical = bm25.get_scores(tokenize(query))
+    scored = [
+        {"name": r.name, "score": round((1.0 + float(s)) * math.log(r.downloads + math.e), 4), "bm25": round(float(s), 4),
+         "downloads": r.downloads, "size_mb": round(r.size_bytes / 1e6, 1), "architecture": r.architecture}
+        for r, s in zip(records, lexical)
+    ]
+    return sorted(scored, key=lambda c: (-c["score"], c["size_mb"]))
+
+
+def choose_model(spec: PromptSpec, cfg: RetrievalConfig, models_dir: Path | None, out_dir: Path, llm=None) -> dict:
+    """Choose the student; write `out_dir/model_choice.json`; return that record."""
+    records = scan_models(models_dir)
+    by_name = {r.name: r for r in records}
+    cap = cfg.model_size_cap_gb * 1e9
+    if cfg.model:
+        if cfg.model not in by_name:
+            raise BadInputError(f"--model {cfg.model}: unknown; choose one of {sorted(by_name)} or add its folder to --models-dir")
+        chosen, reason, ranked, card = by_name[cfg.model], "forced with --model", [], ""
+    else:
+        pool = [r for r in records if not r.test_only and r.size_bytes <= cap]
+        if not pool:
+            raise BadInputError(f"no model under {cfg.model_size_cap_gb} GB is available; raise P2M_RETRIEVAL__MODEL_SIZE_CAP_GB or add models")
+        card = hypothetical_card(spec, llm)
+        ranked = rank_models(f"{spec.instruction} {card}", pool)
+        chosen = by_name[ranked[0]["name"]]
+        reason = f"highest BM25 x log(downloads) score ({ranked[0]['score']}) of {len(pool)} models under {cfg.model_size_cap_gb} GB"
+    record = {"name": chosen.name, "path": chosen.path, "architecture": chosen.architecture, "model_type": chosen.model_type,
+              "num_parameters": chosen.num_parameters, "size_mb": round(chosen.size_bytes / 1e6, 1), "license": chosen.license,
+              "reason": reason, "hypothetical_card": card, "candidates": ranked}
+    write_json(out_dir / "model_choice.json", record)
+    return record

@@ -1,0 +1,84 @@
+"""The run folder: every stage's artifact, written atomically, plus content hashes for cache keys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tasks.errors import BadInputError
+
+RUN_MARKER = "run.json"
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write `data` as pretty JSON to `path` atomically (a crash never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one JSON line and flush it to disk, so a kill -9 loses at most the line being written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every complete JSON line of `path`; a torn last line (from a crash) is skipped."""
+    records = []
+    if not Path(path).exists():
+        return records
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def content_hash(path: Path) -> str:
+    """sha256 over a file, or over every file in a folder (names and bytes), for cache keys."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for p in files:
+        h.update(str(p.relative_to(path) if p != path else p.name).encode())
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def claim_run_dir(run_dir: Path, spec_hash: str, prompt_file: str) -> None:
+    """Make `run_dir` this prompt's run folder; refuse one that holds another prompt's run.
+
+    Raises BadInputError (nothing is deleted) when the folder has files but is not this prompt's.
+    """
+    run_dir = Path(run_dir)
+    marker = run_dir / RUN_MARKER
+    if marker.exists():
+        owner = read_json(marker)
+        if owner.get("spec_hash") != spec_hash:
+            raise BadInputError(
+                f"{run_dir} holds the run of another prompt ({owner.get('prompt_file')}); "
+                "pass another --out, or delete that folder to start over"
+            )
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise BadInputError(f"{run_dir} is not empty and is not a p2m run folder; pass another --out")
+    write_json(marker, {"spec_hash": spec_hash, "prompt_file": prompt_file})

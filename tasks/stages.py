@@ -1,0 +1,177 @@
+"""The stages as Prefect tasks: retries, input-based caching, persisted results.
+
+Cache keys (see ../shared/PREFECT.md for the traps) are built by `stage_cache_key` from:
+the task's name (so two tasks with equal inputs never share a record), a hash of the source file
+of the module that does the stage's work (editing a helper re-runs the stage, which TASK_SOURCE
+alone would miss), the prompt templates, and the task's parameters. Upstream results are passed
+as small dicts that carry a content hash of their artifact, so a changed upstream artifact
+changes every downstream key. The teacher enters keys as its identity (kind and model), not its
+URL, whose port changes from run to run.
+
+Stages pass paths and hashes between each other, never large objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from pathlib import Path
+
+from prefect import task
+from prefect.tasks import exponential_backoff
+from pydantic import BaseModel
+
+from tasks import demo, evaluate_model, generate, parse, process, retrieve_datasets, retrieve_model, train
+from tasks.config import EvalConfig, GenerationConfig, LimitsConfig, RetrievalConfig, TrainConfig
+from tasks.errors import P2MError
+from tasks.llm import run_sync
+from tasks.prompts import templates_hash
+from tasks.run_store import claim_run_dir, content_hash, write_json
+from tasks.teacher import Teacher
+
+CACHE_VERSION = "1"  # bump to invalidate every cached stage at once
+
+
+def _jsonable(value):
+    if isinstance(value, Teacher):
+        return value.identity
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, set):
+        return sorted(value)
+    if hasattr(value, "__dict__"):
+        return type(value).__name__
+    return str(value)
+
+
+def _module_hash(module) -> str:
+    return hashlib.sha256(inspect.getsource(module).encode()).hexdigest()[:12]
+
+
+def stage_cache_key(work_module, templates: tuple[str, ...] = ()):
+    """A Prefect cache_key_fn for a task whose work lives in `work_module`."""
+    code = _module_hash(work_module) + templates_hash(*templates) if templates else _module_hash(work_module)
+
+    def key(context, parameters: dict) -> str:
+        payload = json.dumps(
+            [context.task.name, CACHE_VERSION, code, parameters], sort_keys=True, default=_jsonable, ensure_ascii=False
+        )
+        return f"{context.task.name}-{hashlib.sha256(payload.encode()).hexdigest()[:32]}"
+
+    return key
+
+
+def retry_unless_user_error(task, task_run, state) -> bool:
+    """Retrying cannot fix bad input, a bad config or a missing key: fail at once with the message."""
+    try:
+        state.result()
+    except P2MError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+def stage(work_module, templates: tuple[str, ...] = (), retries: int = 2, **kwargs):
+    """The decorator every stage task uses."""
+    return task(
+        cache_key_fn=stage_cache_key(work_module, templates),
+        persist_result=True,
+        retries=retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=2),
+        retry_jitter_factor=0.2,
+        retry_condition_fn=retry_unless_user_error,
+        **kwargs,
+    )
+
+
+@stage(parse, templates=("parse_prompt",))
+def parse_task(prompt: parse.PromptFile, prompt_file: str, run_dir: Path, teacher: Teacher) -> dict:
+    """Parse the prompt, claim the run folder for it, write spec.json; returns the spec as a dict."""
+    llm = None if prompt.spec is not None else teacher.client(run_dir / "parse.jsonl")
+    spec = parse.parse_prompt(prompt, llm)
+    claim_run_dir(run_dir, spec.content_hash(), prompt_file)
+    write_json(run_dir / "spec.json", spec.model_dump())
+    return spec.model_dump()
+
+
+@stage(retrieve_datasets)
+def retrieve_datasets_task(spec: dict, cfg: RetrievalConfig, datasets_dir: Path | None, datasets_fingerprint: str, run_dir: Path, seed: int) -> dict:
+    record = retrieve_datasets.retrieve_dataset(parse.PromptSpec(**spec), cfg, datasets_dir, run_dir, seed)
+    return {"chosen": record["chosen"], "rows": record["rows"], "path": str(run_dir / "retrieved"), "hash": content_hash(run_dir / "retrieved")}
+
+
+@stage(generate, retries=1)
+async def generate_batch_task(llm, spec: parse.PromptSpec, cfg: GenerationConfig, accepted: list[dict], batch_index: int, temperature: float, teacher_id: str) -> generate.BatchResult:
+    """One generation batch; replies come from the request cache when they were paid for before."""
+    return await generate.generate_batch(llm, spec, cfg, accepted, batch_index, temperature)
+
+
+@stage(generate, templates=("generate_example", "answer_input"))
+def generate_task(spec: dict, cfg: GenerationConfig, limits: LimitsConfig, run_dir: Path, teacher: Teacher) -> dict:
+    """Generate examples into `generated/`; `generation.jsonl` logs every request, `generation.json` the outcome."""
+    import datasets
+
+    from tasks.progress import GenerationProgress
+
+    prompt_spec = parse.PromptSpec(**spec)
+    rows: list[dict] = []
+    report_dict: dict = {"accepted": 0, "stop_reason": "generation skipped (--num-examples 0)"}
+    if cfg.num_examples > 0:
+        llm = teacher.client(run_dir / "generation.jsonl")
+
+        async def run_batch(llm, spec, cfg, accepted, batch_index, temperature):
+            return await generate_batch_task(llm, spec, cfg, list(accepted), batch_index, temperature, teacher.identity)
+
+        with GenerationProgress(cfg.num_examples) as progress:
+            report = run_sync(generate.generate_examples(llm, prompt_spec, cfg, limits, run_batch=run_batch, on_progress=progress.update))
+        rows, report_dict = report.examples, report.as_dict()
+    datasets.Dataset.from_list(rows, features=datasets.Features({"input": datasets.Value("string"), "output": datasets.Value("string")})).save_to_disk(str(run_dir / "generated"))
+    write_json(run_dir / "generation.json", report_dict)
+    return {**report_dict, "path": str(run_dir / "generated"), "hash": content_hash(run_dir / "generated")}
+
+
+@stage(retrieve_model, templates=("hyde_model_card",))
+def retrieve_model_task(spec: dict, cfg: RetrievalConfig, models_dir: Path | None, run_dir: Path, teacher: Teacher) -> dict:
+    # HyDE needs the teacher only when the choice is not forced.
+    llm = None if cfg.model else teacher.client(run_dir / "retrieve_model.jsonl")
+    return retrieve_model.choose_model(parse.PromptSpec(**spec), cfg, models_dir, run_dir, llm)
+
+
+@stage(process)
+def process_task(spec: dict, retrieved: dict, generated: dict, cfg: TrainConfig, run_dir: Path) -> dict:
+    record = process.make_splits(parse.PromptSpec(**spec), Path(retrieved["path"]), Path(generated["path"]), cfg, run_dir)
+    return {**record, "path": str(run_dir / "splits"), "hash": content_hash(run_dir / "splits")}
+
+
+@stage(train, retries=1)
+def train_task(splits: dict, choice: dict, instruction: str, cfg: TrainConfig, run_dir: Path, home: Path) -> dict:
+    record = train.train_student(Path(splits["path"]), choice, instruction, cfg, run_dir, home)
+    return {**record, "path": str(run_dir / "model"), "hash": content_hash(run_dir / "model")}
+
+
+@stage(evaluate_model)
+def evaluate_task(spec: dict, splits: dict, trained: dict, architecture: str, cfg: EvalConfig, eval_data_hash: str, run_dir: Path, teacher: Teacher) -> dict:
+    llm = teacher.client(run_dir / "teacher_baseline.jsonl") if cfg.teacher_baseline else None
+    return evaluate_model.evaluate_run(parse.PromptSpec(**spec), Path(splits["path"]), Path(trained["path"]), architecture, cfg, run_dir, llm)
+
+
+@stage(demo)
+def publish_demo_task(run_dir: Path, trained: dict) -> dict:
+    return demo.check_demo(run_dir)
+
+
+def tree_fingerprint(root: Path | None) -> str:
+    """Cheap fingerprint of a folder tree (names, sizes, mtimes) for cache keys; "" for none."""
+    if root is None or not Path(root).exists():
+        return ""
+    h = hashlib.sha256()
+    for p in sorted(Path(root).rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+

@@ -1,0 +1,170 @@
+"""Stage, train: fine-tune the chosen student on `splits/` -> `model/` + `train_log.jsonl`.
+
+Both architectures: decoder-only models learn `prompt + output` with the loss on the output tokens
+only; encoder-decoder models map prompt -> output. Every example is textualised with the
+instruction (`format_prompt`), exactly as evaluation and the demo will present it. The paper's
+defaults (AdamW, lr 5e-5, 3 epochs) are the config's defaults. Validation loss every epoch, the best
+epoch kept, early stopping; checkpoints under `checkpoints/<fingerprint>` so an interrupted run
+resumes where it stopped (and a changed config never resumes from a stale checkpoint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from tasks.config import TrainConfig
+from tasks.embedded import SMOLLM2_NAME, TINY_MODELS, build_tiny_model, smollm2_path
+from tasks.run_store import write_json
+
+
+def format_prompt(instruction: str, text: str) -> str:
+    """The student's input for one example: the same textualisation in training, evaluation and demo."""
+    return f"{instruction}\n\nInput: {text}\nOutput:"
+
+
+def resolve_model_path(path: str, home: Path) -> Path:
+    """A loadable folder for a registry path (`embedded:NAME` is materialised under `home`)."""
+    if not path.startswith("embedded:"):
+        return Path(path)
+    name = path.split(":", 1)[1]
+    if name == SMOLLM2_NAME:
+        return smollm2_path(home)
+    if name in TINY_MODELS:
+        target = Path(home) / "models" / name
+        return target if (target / "config.json").exists() else build_tiny_model(name, target)
+    raise ValueError(f"unknown embedded model {name}")
+
+
+def load_model(path: Path, architecture: str):
+    """(model, tokenizer) from a folder; decoder-only tokenizers get a pad token and left padding."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    cls = AutoModelForSeq2SeqLM if architecture == "encoder-decoder" else AutoModelForCausalLM
+    model = cls.from_pretrained(path, dtype=torch.float32)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if architecture == "decoder-only":
+        tokenizer.padding_side = "left"  # generation appends on the right
+    return model, tokenizer
+
+
+def encode_example(tokenizer, architecture: str, prompt: str, output: str, max_length: int) -> dict:
+    """Token ids and labels for one example; prompt tokens are masked (-100) for decoder-only."""
+    if architecture == "encoder-decoder":
+        ids = tokenizer(prompt, truncation=True, max_length=max_length)["input_ids"]
+        labels = tokenizer(output, truncation=True, max_length=max_length)["input_ids"]
+        return {"input_ids": ids, "labels": labels}
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    target_ids = tokenizer(" " + output, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    target_ids = target_ids[:max_length // 2] if len(target_ids) > max_length // 2 else target_ids
+    prompt_ids = prompt_ids[-(max_length - len(target_ids)):]  # keep the end: it holds the input
+    return {"input_ids": prompt_ids + target_ids, "labels": [-100] * len(prompt_ids) + target_ids}
+
+
+class PadCollator:
+    """Pads a batch on the right: input ids with the pad id, labels with -100."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict]) -> dict:
+        width = max(len(f["input_ids"]) for f in features)
+        lwidth = max(len(f["labels"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        labels = torch.full((len(features), lwidth), -100, dtype=torch.long)
+        for i, f in enumerate(features):
+            ids[i, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
+            mask[i, : len(f["input_ids"])] = 1
+            labels[i, : len(f["labels"])] = torch.tensor(f["labels"])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def choose_max_length(lengths: list[int], cap: int | None) -> int:
+    """Long enough for 99% of examples (a few outliers are truncated), at most 512 or `cap`."""
+    if not lengths:
+        return 64
+    longest = sorted(lengths)[min(len(lengths) - 1, int(len(lengths) * 0.99))]
+    return min(cap or 512, max(16, longest))
+
+
+def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainConfig, out_dir: Path, home: Path) -> dict:
+    """Fine-tune; write `out_dir/model` and `out_dir/train_log.jsonl`; return a training record."""
+    import datasets
+    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+
+    set_seed(cfg.seed)
+    arch = choice["architecture"]
+    model, tokenizer = load_model(resolve_model_path(choice["path"], home), arch)
+    splits = datasets.load_from_disk(str(splits_dir))
+    raw_lengths = [len(tokenizer(format_prompt(instruction, r["input"]) + " " + r["output"])["input_ids"]) + 1 for r in splits["train"]]
+    max_length = choose_max_length(raw_lengths, cfg.max_length)
+
+    def encode(row):
+        return encode_example(tokenizer, arch, format_prompt(instruction, row["input"]), row["output"], max_length)
+
+    train_ds = splits["train"].map(encode, remove_columns=splits["train"].column_names)
+    val_ds = splits["validation"].map(encode, remove_columns=splits["validation"].column_names)
+
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        task = "SEQ_2_SEQ_LM" if arch == "encoder-decoder" else "CAUSAL_LM"
+        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type=task))
+
+    fingerprint = hashlib.sha256(json.dumps([choice["path"], cfg.model_dump(), len(train_ds), max_length], sort_keys=True, default=str).encode()).hexdigest()[:12]
+    ckpt_dir = out_dir / "checkpoints" / fingerprint
+    cuda = torch.cuda.is_available()
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        logging_steps=5,
+        report_to=[],
+        seed=cfg.seed,
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+        data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=2)],
+    )
+    resume = any(ckpt_dir.glob("checkpoint-*")) if ckpt_dir.exists() else False
+    started = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=resume or None)
+    seconds = time.monotonic() - started
+
+    model_dir = out_dir / "model"
+    final = trainer.model.merge_and_unload() if cfg.lora else trainer.model
+    final.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    log = trainer.state.log_history
+    with open(out_dir / "train_log.jsonl", "w", encoding="utf-8") as f:
+        for entry in log:
+            f.write(json.dumps(entry) + "\n")
+    record = {
+        "base_model": choice["name"], "architecture": arch, "max_length": max_length, "train_examples": len(train_ds),
+        "epochs": cfg.epochs, "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size, "lora": cfg.lora,
+        "steps": trainer.state.global_step, "train_loss": round(result.training_loss, 4), "seconds": round(seconds, 1),
+        "best_eval_loss": trainer.state.best_metric, "resumed": bool(resume), "device": "cuda" if cuda else "cpu",
+        "tokens_seen": int(sum(len(x) for x in train_ds["input_ids"]) * cfg.epochs),
+    }
+    write_json(out_dir / "train.json", record)
+    return record
