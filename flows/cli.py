@@ -24,7 +24,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         "limits": {"requests_per_minute": getattr(args, "requests_per_minute", None), "tokens_per_minute": getattr(args, "tokens_per_minute", None),
                    "max_concurrency": getattr(args, "max_concurrency", None), "max_api_calls": getattr(args, "max_api_calls", None)},
         "retrieval": {"dataset": getattr(args, "dataset", None), "model": getattr(args, "model", None)},
-        "train": {"epochs": getattr(args, "epochs", None), "max_train_examples": getattr(args, "max_train_examples", None)},
+        "process": {"max_train_examples": getattr(args, "max_train_examples", None)},
+        "train": {"epochs": getattr(args, "epochs", None)},
         "evaluation": {"eval_data": getattr(args, "eval_data", None)},
     }
     out: dict = {k: {f: v for f, v in fields.items() if v is not None} for k, fields in sections.items()}

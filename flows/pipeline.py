@@ -44,11 +44,11 @@ def pipeline(prompt_file: str, out_dir: str, overrides: dict | None = None) -> d
     try:
         spec = stages.run("parse", parse_task, "spec.json", prompt=prompt, prompt_file=str(prompt_file), run_dir=run_dir, teacher=teacher)
         retrieved = stages.run("retrieve_datasets", retrieve_datasets_task, "retrieved", spec=spec, cfg=s.retrieval, datasets_dir=s.datasets_dir,
-                               datasets_fingerprint=tree_fingerprint(s.datasets_dir), run_dir=run_dir, seed=s.train.seed)
+                               datasets_fingerprint=tree_fingerprint(s.datasets_dir), run_dir=run_dir, seed=s.process.seed)
         generated = stages.run("generate", generate_task, "generated", spec=spec, cfg=s.generation, limits=s.limits, run_dir=run_dir, teacher=teacher)
         choice = stages.run("retrieve_model", retrieve_model_task, "model_choice.json", spec=spec, cfg=s.retrieval, models_dir=s.models_dir,
                             run_dir=run_dir, teacher=teacher)
-        splits = stages.run("process", process_task, "splits", spec=spec, retrieved=retrieved, generated=generated, cfg=s.train, run_dir=run_dir)
+        splits = stages.run("process", process_task, "splits", spec=spec, retrieved=retrieved, generated=generated, cfg=s.process, run_dir=run_dir)
         trained = stages.run("train", train_task, "model", splits=splits, choice=choice, instruction=spec["instruction"], cfg=s.train,
                              run_dir=run_dir, home=s.home)
         metrics = stages.run("evaluate", evaluate_task, "metrics.json", spec=spec, splits=splits, trained=trained, architecture=choice["architecture"],

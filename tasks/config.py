@@ -48,7 +48,7 @@ class GenerationConfig(StageConfig):
     votes: int = Field(3, ge=1, description="Outputs sampled per input; the majority wins (self-consistency).")
     near_duplicate_threshold: float = Field(95, ge=0, le=100, description="Inputs this similar (rapidfuzz ratio) count as duplicates.")
     max_stale_batches: int = Field(5, ge=1, description="Stop after this many batches in a row bring nothing new.")
-    max_tokens: int = Field(256, ge=16, description="Completion tokens per request.")
+    max_tokens: int = Field(192, ge=16, description="Completion tokens per request.")
     seed: int = Field(0, description="Change it to sample new data for the same prompt (nightly regeneration).")
 
 
@@ -66,12 +66,18 @@ class TrainConfig(StageConfig):
     learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate (paper: 5e-5).")
     batch_size: int = Field(8, ge=1)
     max_length: int | None = Field(None, ge=8, description="Token cap per example; None: chosen from the data.")
-    max_train_examples: int | None = Field(None, ge=1, description="Cap on training examples (for quick runs).")
     lora: bool = Field(False, description="Train LoRA adapters (peft) instead of all weights.")
+    seed: int = 42
+
+
+class ProcessConfig(StageConfig):
+    """How retrieved and generated examples become train / validation / test splits."""
+
     seed: int = 42
     val_fraction: float = Field(0.1, ge=0, lt=0.5)
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
     max_test_examples: int = Field(100, ge=1, description="Held-out examples at most (kept small: the teacher is scored on them too).")
+    max_train_examples: int | None = Field(None, ge=1, description="Cap on training examples (for quick runs).")
 
 
 class EvalConfig(StageConfig):
@@ -117,6 +123,7 @@ class Settings(BaseSettings):
     limits: LimitsConfig = LimitsConfig()
     generation: GenerationConfig = GenerationConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
+    process: ProcessConfig = ProcessConfig()
     train: TrainConfig = TrainConfig()
     evaluation: EvalConfig = EvalConfig()
 

@@ -59,8 +59,9 @@ def bertscore_f1(predictions: list[str], references: list[str], cfg: EvalConfig)
 
     model_type = cfg.bertscore_model or str(minilm_path())
     num_layers = cfg.bertscore_num_layers or (6 if cfg.bertscore_model is None else None)
-    # Empty strings make BERTScore warn and score 0; a single space scores the same, quietly.
-    preds = [p or " " for p in predictions]
+    # bert_score 0.3.13 breaks on an empty string under transformers 5 (it calls a removed
+    # tokenizer method); an empty prediction is wrong anyway, so it is scored as "-".
+    preds = [p.strip() or "-" for p in predictions]
     _, _, f1 = bert_score.score(preds, references, model_type=model_type, num_layers=num_layers, batch_size=64, verbose=False)
     return float(f1.mean())
 

@@ -121,15 +121,17 @@ def normalise(text: str) -> str:
 
 
 async def generate_batch(
-    llm, spec: PromptSpec, cfg: GenerationConfig, accepted: list[dict], batch_index: int, temperature: float
+    llm, spec: PromptSpec, cfg: GenerationConfig, accepted: list[dict], batch_index: int, temperature: float, max_requests: int
 ) -> BatchResult:
-    """One batch: `cfg.batch_size` new examples requested concurrently, then the votes.
+    """One batch: up to `cfg.batch_size` new examples requested concurrently, then the votes.
 
-    `llm` is a `tasks.llm.LLMClient`. The batch's randomness comes from (seed, batch_index), so a
-    replayed batch sends exactly the requests it sent before (and finds them in the cache).
+    `llm` is a `tasks.llm.LLMClient`; the batch sends at most `max_requests` requests (examples
+    that cannot get their votes within it are dropped, not kept unvoted). The batch's randomness
+    comes from (seed, batch_index), so a replayed batch sends exactly the requests it sent
+    before (and finds them in the cache).
     """
     rng = random.Random(f"{cfg.seed}:{batch_index}")
-    prompts = [example_prompt(spec, sample_shots(spec, accepted, cfg, rng)) for _ in range(cfg.batch_size)]
+    prompts = [example_prompt(spec, sample_shots(spec, accepted, cfg, rng)) for _ in range(min(cfg.batch_size, max_requests))]
     replies = await asyncio.gather(*[
         llm.acomplete(p, temperature=temperature, max_tokens=cfg.max_tokens, salt=f"gen:{cfg.seed}:{batch_index}:{i}", purpose="generate")
         for i, p in enumerate(prompts)
@@ -145,6 +147,11 @@ async def generate_batch(
         else:
             fresh[normalise(example["input"])] = example
     examples = list(fresh.values())
+    if cfg.votes > 1:
+        room = max_requests - len(prompts)
+        if len(examples) > room:
+            result.rejected["no_budget_for_votes"] += len(examples) - room
+            examples = examples[:room]
     if cfg.votes > 1 and examples:
         votes = await asyncio.gather(*[
             llm.acomplete(
@@ -199,7 +206,7 @@ async def generate_examples(
         if stop_reason:
             break
         temperature = annealed_temperature(len(accepted), target, cfg)
-        result = await run_batch(llm, spec, cfg, accepted, batch_index, temperature)
+        result = await run_batch(llm, spec, cfg, accepted, batch_index, temperature, max_calls - llm.meter.requests)
         batch_index += 1
         rejected.update(result.rejected)
         new = 0

@@ -10,10 +10,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from tasks.config import TrainConfig
+from tasks.config import ProcessConfig
 from tasks.errors import BadInputError
 from tasks.parse import PromptSpec
-from tasks.run_store import write_json
+from tasks.run_store import dataset_rows, rows_to_dataset, write_json
 
 MIN_EXAMPLES = 10
 
@@ -22,7 +22,7 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def make_splits(spec: PromptSpec, retrieved_dir: Path, generated_dir: Path | None, cfg: TrainConfig, out_dir: Path) -> dict:
+def make_splits(spec: PromptSpec, retrieved_dir: Path, generated_dir: Path | None, cfg: ProcessConfig, out_dir: Path) -> dict:
     """Write `out_dir/splits` (a DatasetDict with input, output, source) and return split sizes.
 
     Raises BadInputError when there are too few examples to train and test on.
@@ -34,7 +34,7 @@ def make_splits(spec: PromptSpec, retrieved_dir: Path, generated_dir: Path | Non
     for source, folder in sources:
         if folder is None or not Path(folder).exists():
             continue
-        for row in datasets.load_from_disk(str(folder)):
+        for row in dataset_rows(Path(folder)):
             pool.setdefault(_norm(row["input"]), {"input": row["input"], "output": row["output"], "source": source})
     demo_keys = {_norm(d.input) for d in spec.demonstrations}
     rows = [r for k, r in pool.items() if k not in demo_keys]
@@ -52,7 +52,7 @@ def make_splits(spec: PromptSpec, retrieved_dir: Path, generated_dir: Path | Non
         train = train[: cfg.max_train_examples]
     train += [{"input": d.input, "output": d.output, "source": "demonstration"} for d in spec.demonstrations]
     splits = datasets.DatasetDict({
-        name: datasets.Dataset.from_list(part, features=datasets.Features({k: datasets.Value("string") for k in ("input", "output", "source")}))
+        name: rows_to_dataset(part, ("input", "output", "source"))
         for name, part in (("train", train), ("validation", val or train[:1]), ("test", test))
     })
     splits.save_to_disk(str(out_dir / "splits"))

@@ -20,7 +20,7 @@ from rank_bm25 import BM25Okapi
 from tasks.config import RetrievalConfig
 from tasks.parse import PromptSpec
 from tasks.registry import DATA_SUFFIXES, DatasetRecord, scan_datasets
-from tasks.run_store import write_json
+from tasks.run_store import rows_to_dataset, write_json
 
 INPUT_NAMES = ["input", "inputs", "question", "text", "source", "sentence", "prompt", "query", "words", "x", "src"]
 OUTPUT_NAMES = ["output", "outputs", "answer", "label", "target", "digits", "response", "completion", "y", "tgt"]
@@ -110,8 +110,6 @@ def retrieve_dataset(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path 
 
     Returns the retrieval record: {"chosen": name or None, "reason", "rows", "candidates", "skipped"}.
     """
-    import datasets
-
     records = scan_datasets(datasets_dir) if datasets_dir and Path(datasets_dir).is_dir() else []
     by_name = {r.name: r for r in records}
     record: dict = {"datasets_dir": str(datasets_dir) if datasets_dir else None, "candidates": [], "skipped": [], "chosen": None, "rows": 0}
@@ -149,7 +147,7 @@ def retrieve_dataset(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path 
     else:
         record.setdefault("reason", "no candidate datasets" if not ranked else "every candidate was unusable")
     if record["chosen"] is None:
-        ds = datasets.Dataset.from_dict({"input": [], "output": []})
+        ds = rows_to_dataset([])
     ds.save_to_disk(str(out_dir / "retrieved"))
     write_json(out_dir / "retrieval.json", record)
     return record

@@ -82,3 +82,21 @@ def claim_run_dir(run_dir: Path, spec_hash: str, prompt_file: str) -> None:
     if run_dir.exists() and any(run_dir.iterdir()):
         raise BadInputError(f"{run_dir} is not empty and is not a p2m run folder; pass another --out")
     write_json(marker, {"spec_hash": spec_hash, "prompt_file": prompt_file})
+
+
+def rows_to_dataset(rows: list[dict], columns: tuple[str, ...] = ("input", "output")):
+    """A `datasets.Dataset` of string columns from rows (works for zero rows, unlike from_list)."""
+    import datasets
+
+    features = datasets.Features({c: datasets.Value("string") for c in columns})
+    return datasets.Dataset.from_dict({c: [str(r[c]) for r in rows] for c in columns}, features=features)
+
+
+def dataset_rows(folder: Path) -> list[dict]:
+    """Rows of a folder written by `save_to_disk` (datasets 5 cannot load back a zero-row one: [])."""
+    import datasets
+
+    try:
+        return [dict(r) for r in datasets.load_from_disk(str(folder))]
+    except IndexError:  # no arrow shards were written for zero rows
+        return []

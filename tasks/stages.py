@@ -23,11 +23,11 @@ from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
 
 from tasks import demo, evaluate_model, generate, parse, process, retrieve_datasets, retrieve_model, train
-from tasks.config import EvalConfig, GenerationConfig, LimitsConfig, RetrievalConfig, TrainConfig
+from tasks.config import EvalConfig, GenerationConfig, LimitsConfig, ProcessConfig, RetrievalConfig, TrainConfig
 from tasks.errors import P2MError
 from tasks.llm import run_sync
 from tasks.prompts import templates_hash
-from tasks.run_store import claim_run_dir, content_hash, write_json
+from tasks.run_store import claim_run_dir, content_hash, rows_to_dataset, write_json
 from tasks.teacher import Teacher
 
 CACHE_VERSION = "1"  # bump to invalidate every cached stage at once
@@ -105,16 +105,15 @@ def retrieve_datasets_task(spec: dict, cfg: RetrievalConfig, datasets_dir: Path 
 
 
 @stage(generate, retries=1)
-async def generate_batch_task(llm, spec: parse.PromptSpec, cfg: GenerationConfig, accepted: list[dict], batch_index: int, temperature: float, teacher_id: str) -> generate.BatchResult:
+async def generate_batch_task(llm, spec: parse.PromptSpec, cfg: GenerationConfig, accepted: list[dict], batch_index: int,
+                              temperature: float, max_requests: int, teacher_id: str) -> generate.BatchResult:
     """One generation batch; replies come from the request cache when they were paid for before."""
-    return await generate.generate_batch(llm, spec, cfg, accepted, batch_index, temperature)
+    return await generate.generate_batch(llm, spec, cfg, accepted, batch_index, temperature, max_requests)
 
 
 @stage(generate, templates=("generate_example", "answer_input"))
 def generate_task(spec: dict, cfg: GenerationConfig, limits: LimitsConfig, run_dir: Path, teacher: Teacher) -> dict:
     """Generate examples into `generated/`; `generation.jsonl` logs every request, `generation.json` the outcome."""
-    import datasets
-
     from tasks.progress import GenerationProgress
 
     prompt_spec = parse.PromptSpec(**spec)
@@ -123,13 +122,13 @@ def generate_task(spec: dict, cfg: GenerationConfig, limits: LimitsConfig, run_d
     if cfg.num_examples > 0:
         llm = teacher.client(run_dir / "generation.jsonl")
 
-        async def run_batch(llm, spec, cfg, accepted, batch_index, temperature):
-            return await generate_batch_task(llm, spec, cfg, list(accepted), batch_index, temperature, teacher.identity)
+        async def run_batch(llm, spec, cfg, accepted, batch_index, temperature, max_requests):
+            return await generate_batch_task(llm, spec, cfg, list(accepted), batch_index, temperature, max_requests, teacher.identity)
 
         with GenerationProgress(cfg.num_examples) as progress:
             report = run_sync(generate.generate_examples(llm, prompt_spec, cfg, limits, run_batch=run_batch, on_progress=progress.update))
         rows, report_dict = report.examples, report.as_dict()
-    datasets.Dataset.from_list(rows, features=datasets.Features({"input": datasets.Value("string"), "output": datasets.Value("string")})).save_to_disk(str(run_dir / "generated"))
+    rows_to_dataset(rows).save_to_disk(str(run_dir / "generated"))
     write_json(run_dir / "generation.json", report_dict)
     return {**report_dict, "path": str(run_dir / "generated"), "hash": content_hash(run_dir / "generated")}
 
@@ -142,7 +141,7 @@ def retrieve_model_task(spec: dict, cfg: RetrievalConfig, models_dir: Path | Non
 
 
 @stage(process)
-def process_task(spec: dict, retrieved: dict, generated: dict, cfg: TrainConfig, run_dir: Path) -> dict:
+def process_task(spec: dict, retrieved: dict, generated: dict, cfg: ProcessConfig, run_dir: Path) -> dict:
     record = process.make_splits(parse.PromptSpec(**spec), Path(retrieved["path"]), Path(generated["path"]), cfg, run_dir)
     return {**record, "path": str(run_dir / "splits"), "hash": content_hash(run_dir / "splits")}
 

@@ -1,0 +1,55 @@
+"""Test set-up: no network, every p2m and Prefect folder in a temporary directory.
+
+Flow tests share one Prefect test harness (about 10 s to start) whose result storage points at
+this session's temporary folder: the harness alone does not isolate it (../shared/PREFECT.md).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="p2m-tests-"))
+os.environ.update({
+    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GRADIO_ANALYTICS_ENABLED": "False", "TOKENIZERS_PARALLELISM": "false",
+    "P2M_HOME": str(_SESSION_DIR / "p2m-home"),
+    "PREFECT_HOME": str(_SESSION_DIR / "prefect-home"),
+    "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(_SESSION_DIR / "prefect-results"),
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+})
+for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+    os.environ.pop(var, None)
+
+import pytest  # noqa: E402
+
+from tests.fake_llm_server import FakeLLMServer, numbers_teacher  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "numbers_to_digits.yaml"
+DATASETS = REPO / "examples" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(), temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
+@pytest.fixture
+def numbers_server():
+    """A correct, deterministic teacher for the numbers task behind the OpenAI protocol."""
+    numbers_teacher.counter = 0
+    with FakeLLMServer(numbers_teacher) as server:
+        yield server
+
+
+@pytest.fixture
+def fast_limits():
+    from tasks.config import LimitsConfig
+
+    return LimitsConfig(requests_per_minute=60_000, tokens_per_minute=10_000_000, max_retries=4, request_timeout=5)

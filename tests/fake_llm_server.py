@@ -1,0 +1,131 @@
+"""A local OpenAI-compatible server for tests: scripted replies and injected faults, on loopback.
+
+`FakeLLMServer(reply_fn)` serves /v1/models and /v1/chat/completions in a background thread.
+`reply_fn(messages, request) -> str` writes each reply. Faults are queued per request:
+`server.faults.extend(["429", "500", "timeout"])` makes the next requests fail that way;
+`rate_limit_per_minute` enforces a real sliding-window limit with 429 + retry-after.
+Every request is recorded in `server.requests` (time, messages, status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import json
+import socket
+import threading
+import time
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+
+class FakeLLMServer:
+    def __init__(self, reply_fn=None, model: str = "fake-teacher", rate_limit_per_minute: float | None = None, latency_s: float = 0.0):
+        self.reply_fn = reply_fn or (lambda messages, req: '{"input": "x", "output": "y"}')
+        self.model = model
+        self.rate_limit = rate_limit_per_minute
+        self.latency_s = latency_s
+        self.faults: collections.deque[str] = collections.deque()
+        self.requests: list[dict] = []
+        self._window: collections.deque[float] = collections.deque()
+        self._lock = threading.Lock()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._server = uvicorn.Server(uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="error"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def _app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/v1/models")
+        async def models():
+            return {"object": "list", "data": [{"id": self.model, "object": "model"}]}
+
+        @app.post("/v1/chat/completions")
+        async def chat(request: Request):
+            body = json.loads(await request.body())
+            now = time.monotonic()
+            with self._lock:
+                fault = self.faults.popleft() if self.faults else None
+                limited = False
+                if self.rate_limit:
+                    while self._window and now - self._window[0] >= 60:
+                        self._window.popleft()
+                    limited = len(self._window) >= self.rate_limit
+                    if not limited:
+                        self._window.append(now)
+                status = 429 if (fault == "429" or limited) else 500 if fault == "500" else 200
+                self.requests.append({"time": time.time(), "messages": body["messages"], "status": status, "n": body.get("n", 1),
+                                      "temperature": body.get("temperature")})
+            if status == 429:
+                wait = (60 - (now - self._window[0])) if limited else 0.05
+                return JSONResponse({"error": {"message": "rate limited", "type": "rate_limit"}}, status_code=429,
+                                    headers={"retry-after-ms": str(int(max(wait, 0.01) * 1000))})
+            if status == 500:
+                return JSONResponse({"error": {"message": "boom"}}, status_code=500)
+            if fault == "timeout":
+                await asyncio.sleep(30)
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s)
+            n = int(body.get("n") or 1)
+            texts = [self.reply_fn(body["messages"], body) for _ in range(n)]
+            return {
+                "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": self.model,
+                "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"} for i, t in enumerate(texts)],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5 * n, "total_tokens": 10 + 5 * n},
+            }
+
+        return app
+
+    def __enter__(self) -> "FakeLLMServer":
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake LLM server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)
+
+    @property
+    def answered(self) -> int:
+        return sum(r["status"] == 200 for r in self.requests)
+
+
+def numbers_teacher(messages: list[dict], request: dict) -> str:
+    """A teacher for the numbers-to-digits task that knows the answer: deterministic and correct.
+
+    Generation prompts get a fresh number (a counter), answer prompts get the digits.
+    """
+    from examples.make_datasets import number_to_words
+
+    prompt = messages[-1]["content"]
+    if "Write one new example" in prompt:
+        numbers_teacher.counter += 7
+        n = 1000 + numbers_teacher.counter
+        return json.dumps({"input": number_to_words(n), "output": str(n)})
+    text = prompt.rsplit("Input:", 1)[-1].split("\n", 1)[0].strip()
+    return words_to_number(text)
+
+
+numbers_teacher.counter = 0
+
+
+def words_to_number(text: str) -> str:
+    """The digits for number words (below 200,000), or "unknown"."""
+    return _WORDS_TO_NUMBER().get(text.strip(), "unknown")
+
+
+@functools.cache
+def _WORDS_TO_NUMBER() -> dict[str, str]:
+    from examples.make_datasets import number_to_words
+
+    return {number_to_words(n): str(n) for n in range(200_000)}

@@ -1,0 +1,105 @@
+"""The whole flow on tiny models and a scripted teacher: states, caching, resume after failure, errors."""
+
+import json
+
+import pytest
+
+from flows.cli import main
+from tasks.run_store import read_json
+from tests.conftest import DATASETS, EXAMPLE
+
+QUICK = {
+    "retrieval": {"model": "tiny-gpt2", "max_rows": 60},
+    "generation": {"num_examples": 6, "batch_size": 4, "votes": 2},
+    "process": {"max_test_examples": 8},
+    "train": {"epochs": 1},
+    "evaluation": {"max_new_tokens": 8},
+}
+
+
+def run_pipeline(out, server, monkeypatch, **extra):
+    from flows.pipeline import pipeline
+
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    return pipeline(prompt_file=str(EXAMPLE), out_dir=str(out), overrides={**QUICK, "datasets_dir": str(DATASETS), **extra})
+
+
+def states(summary):
+    return {s["stage"]: s["state"] for s in summary["stages"]}
+
+
+def test_run_then_rerun_is_all_cached_and_a_failed_training_resumes(tmp_path, prefect_harness, numbers_server, monkeypatch):
+    out = tmp_path / "run"
+    summary = run_pipeline(out, numbers_server, monkeypatch)
+    assert set(states(summary).values()) == {"Completed"}, summary["stages"]
+    for artifact in ("spec.json", "retrieval.json", "generated", "generation.jsonl", "model_choice.json", "splits", "model",
+                     "train_log.jsonl", "metrics.json", "predictions.jsonl", "loss_curve.png", "student_vs_teacher.png", "demo.json"):
+        assert (out / artifact).exists(), artifact
+    metrics = read_json(out / "metrics.json")
+    assert set(metrics["student"]["held_out"]) >= {"exact_match", "chrf", "bertscore_f1"}
+    assert metrics["teacher"]["held_out"]["exact_match"] == 1.0  # the scripted teacher is always right
+    assert read_json(out / "summary.json")["stages"] == summary["stages"]
+    assert summary["generated"] == 6
+
+    # Same command again: nothing runs, the teacher is not asked anything.
+    asked = numbers_server.answered
+    again = run_pipeline(out, numbers_server, monkeypatch)
+    assert set(states(again).values()) == {"Cached"}, again["stages"]
+    assert numbers_server.answered == asked
+
+    # A changed training setting fails in training; fixing it re-runs only training onward.
+    import tasks.train
+
+    real = tasks.train.train_student
+    monkeypatch.setattr(tasks.train, "train_student", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("GPU fell off")))
+    changed = {**QUICK, "train": {**QUICK["train"], "learning_rate": 1e-4}}
+    with pytest.raises(RuntimeError, match="GPU fell off"):
+        run_pipeline(out, numbers_server, monkeypatch, **changed)
+    failed = states(read_json(out / "summary.json"))
+    assert failed["train"] == "Failed" and failed["process"] == "Cached" and "evaluate" not in failed
+    monkeypatch.setattr(tasks.train, "train_student", real)
+    resumed = states(run_pipeline(out, numbers_server, monkeypatch, **changed))
+    assert [resumed[s] for s in ("parse", "retrieve_datasets", "generate", "retrieve_model", "process")] == ["Cached"] * 5
+    assert [resumed[s] for s in ("train", "evaluate", "publish_demo")] == ["Completed"] * 3
+
+
+def test_deleted_artifact_is_rebuilt_not_trusted(tmp_path, prefect_harness, numbers_server, monkeypatch):
+    import shutil
+
+    out = tmp_path / "run"
+    run_pipeline(out, numbers_server, monkeypatch, train={**QUICK["train"], "seed": 7})
+    shutil.rmtree(out / "model")
+    again = states(run_pipeline(out, numbers_server, monkeypatch, train={**QUICK["train"], "seed": 7}))
+    assert again["train"] == "Completed" and again["process"] == "Cached"
+    assert (out / "model").exists()
+
+
+@pytest.mark.parametrize("setup, args, message", [
+    (lambda d: None, ["missing.txt"], "does not exist"),
+    (lambda d: (d / "empty.txt").write_text(""), ["empty.txt"], "is empty"),
+    (lambda d: (d / "p.yaml").write_text("demonstrations: []\n"), ["p.yaml"], "instruction"),
+])
+def test_cli_bad_prompt_exits_2_with_one_line(tmp_path, capsys, setup, args, message, prefect_harness):
+    setup(tmp_path)
+    assert main(["run", str(tmp_path / args[0]), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("p2m: error:") and message in err[-1]
+
+
+def test_cli_unreachable_endpoint_and_missing_key_exit_2(tmp_path, capsys, monkeypatch, prefect_harness):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    assert main(["run", str(EXAMPLE), "--out", str(tmp_path / "a"), "--datasets-dir", str(DATASETS)]) == 2
+    assert "cannot reach the LLM endpoint" in capsys.readouterr().err
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://api.openai.com/v1")
+    assert main(["run", str(EXAMPLE), "--out", str(tmp_path / "b")]) == 2
+    assert "needs a key" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_folder_holding_another_prompts_run(tmp_path, capsys, prefect_harness):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"spec_hash": "someone-else", "prompt_file": "other.yaml"}))
+    assert main(["run", str(EXAMPLE), "--out", str(out)]) == 2
+    assert "holds the run of another prompt" in capsys.readouterr().err
+    assert (out / "run.json").exists()  # nothing was deleted

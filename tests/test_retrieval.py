@@ -1,0 +1,52 @@
+import pytest
+
+from tasks.config import RetrievalConfig
+from tasks.errors import BadInputError
+from tasks.parse import parse_prompt, read_prompt_file
+from tasks.registry import scan_datasets
+from tasks.retrieve_datasets import map_columns, retrieve_dataset, unusable_reason
+from tasks.retrieve_model import choose_model
+from tasks.run_store import dataset_rows, read_json
+from tests.conftest import DATASETS, EXAMPLE
+
+SPEC = parse_prompt(read_prompt_file(EXAMPLE))
+
+
+def test_finds_the_matching_dataset_and_maps_its_columns(tmp_path):
+    record = retrieve_dataset(SPEC, RetrievalConfig(max_rows=50), DATASETS, tmp_path)
+    assert record["chosen"] == "number_words"
+    assert record["columns"] == {"input": "words", "output": "digits"}
+    rows = dataset_rows(tmp_path / "retrieved")
+    assert len(rows) == 50 and set(rows[0]) == {"input", "output"}
+    assert read_json(tmp_path / "retrieval.json")["candidates"][0]["name"] == "number_words"
+
+
+def test_gated_dataset_is_skipped_with_its_reason(tmp_path):
+    records = {r.name: r for r in scan_datasets(DATASETS)}
+    assert unusable_reason(records["number_words_gated"]).startswith("gated")
+    assert map_columns(["text", "label"]) == {"input": "text", "output": "label"}
+    assert map_columns(["foo", "bar"]) is None
+
+
+def test_nothing_fits_is_a_valid_answer(tmp_path):
+    from tasks.parse import PromptSpec
+
+    spec = PromptSpec(instruction="Write a haiku about the sea in Japanese")
+    record = retrieve_dataset(spec, RetrievalConfig(min_dataset_score=0.6), DATASETS, tmp_path)
+    assert record["chosen"] is None and "threshold" in record["reason"]
+    assert dataset_rows(tmp_path / "retrieved") == []
+
+
+def test_forcing_an_unknown_dataset_or_model_says_what_exists(tmp_path):
+    with pytest.raises(BadInputError, match="number_words"):
+        retrieve_dataset(SPEC, RetrievalConfig(dataset="nope"), DATASETS, tmp_path)
+    with pytest.raises(BadInputError, match="smollm2-135m-instruct"):
+        choose_model(SPEC, RetrievalConfig(model="nope"), None, tmp_path)
+
+
+def test_model_choice_leaves_out_test_models_and_oversized_ones(tmp_path):
+    choice = choose_model(SPEC, RetrievalConfig(), None, tmp_path)
+    assert choice["name"] == "smollm2-135m-instruct" and "score" in choice["reason"]
+    assert all(c["name"] not in ("tiny-t5", "tiny-gpt2") for c in choice["candidates"])
+    with pytest.raises(BadInputError, match="no model under"):
+        choose_model(SPEC, RetrievalConfig(model_size_cap_gb=0.1), None, tmp_path)
