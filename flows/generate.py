@@ -6,29 +6,17 @@ generation run with the same prompt and settings finds generation cached.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow
 
-from flows.tracking import StageTracker
-from tasks.config import Settings
-from tasks.parse import read_prompt_file
+from flows.tracking import flow_run
 from tasks.stages import generate_task, parse_task
-from tasks.teacher import Teacher
 
 
 @flow(name="p2m-generate")
 def generate_flow(prompt_file: str, out_dir: str, overrides: dict | None = None) -> dict:
     """Parse `prompt_file` and generate examples into `out_dir/generated`; returns the generation report."""
-    s = Settings(**(overrides or {}))
-    run_dir = Path(out_dir).resolve()
-    prompt = read_prompt_file(Path(prompt_file))
-    teacher = Teacher(s)
-    stages = StageTracker(run_dir)
-    try:
-        spec = stages.run("parse", parse_task, "spec.json", prompt=prompt, prompt_file=str(prompt_file), run_dir=run_dir, teacher=teacher)
-        report = stages.run("generate", generate_task, "generated", spec=spec, cfg=s.generation, limits=s.limits, run_dir=run_dir, teacher=teacher)
-    finally:
-        teacher.close()
-        stages.finish()
+    with flow_run(prompt_file, out_dir, overrides) as run:
+        spec = run.stages.run("parse", parse_task, "spec.json", prompt=run.prompt, prompt_file=str(prompt_file), run_dir=run.run_dir, teacher=run.teacher)
+        report = run.stages.run("generate", generate_task, "generated", spec=spec, cfg=run.settings.generation, limits=run.settings.limits,
+                                run_dir=run.run_dir, teacher=run.teacher)
     return report

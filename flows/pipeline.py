@@ -7,13 +7,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow
 
-from flows.tracking import StageTracker
-from tasks.config import Settings
-from tasks.parse import read_prompt_file
+from flows.tracking import flow_run
 from tasks.run_store import content_hash
 from tasks.stages import (
     evaluate_task,
@@ -26,7 +22,6 @@ from tasks.stages import (
     train_task,
     tree_fingerprint,
 )
-from tasks.teacher import Teacher
 
 
 @flow(name="p2m-pipeline")
@@ -36,13 +31,9 @@ def pipeline(prompt_file: str, out_dir: str, overrides: dict | None = None) -> d
     `overrides` are settings as the CLI passes them (nested by section); the rest comes from
     P2M_* variables and `.env`. Stages whose inputs did not change are served from the cache.
     """
-    s = Settings(**(overrides or {}))
-    run_dir = Path(out_dir).resolve()
-    prompt = read_prompt_file(Path(prompt_file))
-    teacher = Teacher(s)
-    stages = StageTracker(run_dir)
-    try:
-        spec = stages.run("parse", parse_task, "spec.json", prompt=prompt, prompt_file=str(prompt_file), run_dir=run_dir, teacher=teacher)
+    with flow_run(prompt_file, out_dir, overrides) as run:
+        s, run_dir, teacher, stages = run.settings, run.run_dir, run.teacher, run.stages
+        spec = stages.run("parse", parse_task, "spec.json", prompt=run.prompt, prompt_file=str(prompt_file), run_dir=run_dir, teacher=teacher)
         retrieved = stages.run("retrieve_datasets", retrieve_datasets_task, "retrieved", spec=spec, cfg=s.retrieval, datasets_dir=s.datasets_dir,
                                datasets_fingerprint=tree_fingerprint(s.datasets_dir), run_dir=run_dir, seed=s.process.seed)
         generated = stages.run("generate", generate_task, "generated", spec=spec, cfg=s.generation, limits=s.limits, run_dir=run_dir, teacher=teacher)
@@ -58,7 +49,4 @@ def pipeline(prompt_file: str, out_dir: str, overrides: dict | None = None) -> d
         stages.details.update(metrics=metrics, model=trained["path"], model_name=choice["name"], dataset=retrieved["chosen"],
                               generated=generated.get("accepted", 0), generation_stop=generated.get("stop_reason"),
                               teacher=teacher.identity, demo_command=f"p2m demo {run_dir}")
-    finally:
-        teacher.close()
-        summary = stages.finish()
-    return summary
+    return run.summary

@@ -5,11 +5,16 @@ The record becomes `RUN_DIR/summary.json` and a markdown artifact in the Prefect
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks.config import Settings
+from tasks.parse import PromptFile, read_prompt_file
 from tasks.run_store import write_json
+from tasks.teacher import Teacher
 
 
 class StageTracker:
@@ -62,3 +67,28 @@ def summary_markdown(summary: dict) -> str:
     if summary.get("model"):
         lines += ["", f"Model: `{summary['model']}`", "", f"Demo: `{summary.get('demo_command', '')}`"]
     return "\n".join(lines)
+
+
+@dataclass
+class FlowRun:
+    """What every flow starts from: settings, run folder, the prompt file read, the teacher, the tracker."""
+
+    settings: Settings
+    run_dir: Path
+    prompt: PromptFile
+    teacher: Teacher
+    stages: StageTracker
+    summary: dict = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def flow_run(prompt_file: str, out_dir: str, overrides: dict | None):
+    """Set up a flow run; on exit stop the teacher and write the summary, even after a failure."""
+    settings = Settings(**(overrides or {}))
+    run_dir = Path(out_dir).resolve()
+    run = FlowRun(settings, run_dir, read_prompt_file(Path(prompt_file)), Teacher(settings), StageTracker(run_dir))
+    try:
+        yield run
+    finally:
+        run.teacher.close()
+        run.summary = run.stages.finish()

@@ -139,7 +139,7 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
         bf16=cuda and torch.cuda.is_bf16_supported(),
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        disable_tqdm=True,
+        disable_tqdm=False,  # the progress bar is the stage's progress on the terminal
     )
     trainer = Trainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,

@@ -103,3 +103,16 @@ def test_cli_refuses_a_folder_holding_another_prompts_run(tmp_path, capsys, pref
     assert main(["run", str(EXAMPLE), "--out", str(out)]) == 2
     assert "holds the run of another prompt" in capsys.readouterr().err
     assert (out / "run.json").exists()  # nothing was deleted
+
+
+def test_generate_command_writes_dataset_and_request_log(tmp_path, capsys, prefect_harness, numbers_server, monkeypatch):
+    from tasks.run_store import dataset_rows, read_jsonl
+
+    monkeypatch.setenv("OPENAI_BASE_URL", numbers_server.base_url)
+    out = tmp_path / "gen"
+    assert main(["generate", str(EXAMPLE), "--out", str(out), "--num-examples", "5", "--votes", "1", "--requests-per-minute", "6000"]) == 0
+    assert "5 examples" in capsys.readouterr().out
+    rows = dataset_rows(out / "generated")
+    assert len(rows) == 5 and all(r["output"].isdigit() for r in rows)
+    log = read_jsonl(out / "generation.jsonl")
+    assert len(log) == numbers_server.answered and all(r["purpose"] == "generate" for r in log)

@@ -1,0 +1,47 @@
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from tasks.config import Settings, StageConfig
+from tests.conftest import REPO
+
+
+def all_env_names() -> set[str]:
+    names = set()
+    for name, field in Settings.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, StageConfig):
+            names |= {f"P2M_{name.upper()}__{sub.upper()}" for sub in field.annotation.model_fields}
+        else:
+            names.add({"openai_base_url": "OPENAI_BASE_URL", "openai_api_key": "OPENAI_API_KEY"}.get(name, f"P2M_{name.upper()}"))
+    return names
+
+
+def test_env_example_lists_every_setting():
+    listed = set(re.findall(r"^# ([A-Z0-9_]+)=", (REPO / ".env.example").read_text(), flags=re.M))
+    assert all_env_names() - listed == set(), "add these to .env.example"
+
+
+def test_flags_beat_environment_which_beats_defaults(monkeypatch):
+    monkeypatch.setenv("P2M_GENERATION__VOTES", "5")
+    monkeypatch.setenv("P2M_GENERATION__NUM_EXAMPLES", "7")
+    monkeypatch.setenv("P2M_DATASETS_DIR", "~/data")
+    s = Settings(generation={"num_examples": 3})
+    assert (s.generation.num_examples, s.generation.votes, s.generation.batch_size) == (3, 5, 8)
+    assert s.datasets_dir == Path.home() / "data"
+
+
+def test_teacher_kind_follows_endpoint_and_key(monkeypatch):
+    assert Settings().teacher_kind() == "local"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert Settings().teacher_kind() == "openai"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1")
+    assert Settings().teacher_kind() == "custom"
+
+
+def test_bad_values_and_unknown_keys_are_rejected():
+    with pytest.raises(ValidationError):
+        Settings(generation={"num_examples": -1})
+    with pytest.raises(ValidationError):
+        Settings(generation={"num_exmaples": 5})
