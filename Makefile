@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 P2M := $(VENV)/bin/p2m
 EXAMPLE ?= examples/numbers_to_digits.yaml
 OUT ?= runs/numbers_to_digits
+# The offline quick start: the example datasets, a few generated examples from the weak local
+# teacher (bounded, it writes little usable data), and a real test set beside the held-out one.
+RUN_ARGS ?= --datasets-dir examples/datasets --num-examples 8 --max-api-calls 16 --eval-data examples/numbers_to_digits_test.jsonl
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -28,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	$(P2M) run $(EXAMPLE) --out $(OUT)
+	$(P2M) run $(EXAMPLE) --out $(OUT) $(RUN_ARGS)
 
 test: install
 	$(PY) -m pytest -q
