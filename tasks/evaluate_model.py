@@ -21,8 +21,8 @@ import torch
 from tasks.config import EvalConfig
 from tasks.generate import answer_prompt, clean_answer
 from tasks.parse import PromptSpec
-from tasks.run_store import read_jsonl, write_json
-from tasks.train import format_prompt, load_model
+from tasks.run_store import read_json, read_jsonl, write_json
+from tasks.train import format_prompt, load_model, write_model_card
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 
@@ -141,6 +141,9 @@ def evaluate_run(spec: PromptSpec, splits_dir: Path, model_dir: Path, architectu
         for p in predictions:
             f.write(json.dumps(p, ensure_ascii=False) + "\n")
     plot_results(out_dir, metrics)
+    train_record = out_dir / "train.json"
+    if train_record.exists():
+        write_model_card(Path(model_dir), spec.instruction, read_json(train_record), metrics)
     return metrics
 
 

@@ -90,7 +90,7 @@ def choose_max_length(lengths: list[int], cap: int | None) -> int:
     """Long enough for 99% of examples (a few outliers are truncated), at most 512 or `cap`."""
     if not lengths:
         return 64
-    longest = sorted(lengths)[min(len(lengths) - 1, int(len(lengths) * 0.99))]
+    longest = sorted(lengths)[int((len(lengths) - 1) * 0.99)]
     return min(cap or 512, max(16, longest))
 
 
@@ -167,4 +167,30 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
         "tokens_seen": int(sum(len(x) for x in train_ds["input_ids"]) * cfg.epochs),
     }
     write_json(out_dir / "train.json", record)
+    write_model_card(model_dir, instruction, record)
     return record
+
+
+def write_model_card(model_dir: Path, instruction: str, train_record: dict, metrics: dict | None = None) -> Path:
+    """`model_dir/README.md`: what the model does, how it was trained, and (after evaluation) its scores."""
+    lines = [
+        "---", "library_name: transformers", f"base_model: {train_record['base_model']}", "tags: [p2m, prompt2model]", "---",
+        "# A p2m student model", "",
+        f"Fine-tuned by [p2m](https://arxiv.org/abs/2308.12261) for this task: {instruction}", "",
+        "## Use", "", "Give the model this text and read the answer after `Output:`:", "",
+        "```", format_prompt(instruction, "<your input>"), "```", "",
+        "## Training", "",
+        f"Base model {train_record['base_model']} ({train_record['architecture']}), {train_record['train_examples']} examples, "
+        f"{train_record['epochs']} epochs, learning rate {train_record['learning_rate']}, batch size {train_record['batch_size']}, "
+        f"max length {train_record['max_length']} tokens, {'LoRA (merged)' if train_record['lora'] else 'full fine-tuning'}, "
+        f"on {train_record['device']}: final training loss {train_record['train_loss']}.",
+    ]
+    for test_set, scores in ((metrics or {}).get("student") or {}).items():
+        teacher = (metrics.get("teacher") or {}).get(test_set, {})
+        lines += ["", f"## Scores: {test_set} ({scores['n']} examples)", "", "| metric | this model | teacher LLM |", "|---|---|---|"]
+        lines += [f"| {m} | {scores[m]} | {teacher.get(m, '-')} |" for m in ("exact_match", "chrf", "bertscore_f1")]
+    if metrics and metrics.get("info", {}).get("note"):
+        lines += ["", metrics["info"]["note"] + "."]
+    path = Path(model_dir) / "README.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

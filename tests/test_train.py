@@ -1,0 +1,80 @@
+"""Training and evaluation on tiny models of both architectures (random weights: the code paths, not the quality)."""
+
+import pytest
+
+from tasks.config import EvalConfig, ProcessConfig, TrainConfig
+from tasks.evaluate_model import evaluate_run, exact_match, normalise_answer
+from tasks.parse import parse_prompt, read_prompt_file
+from tasks.process import make_splits
+from tasks.run_store import read_json, read_jsonl, rows_to_dataset
+from tasks.train import choose_max_length, encode_example, train_student
+from tests.conftest import EXAMPLE
+
+SPEC = parse_prompt(read_prompt_file(EXAMPLE))
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    out = tmp_path_factory.mktemp("splits")
+    rows = [{"input": f"number {i}", "output": str(i)} for i in range(40)]
+    rows_to_dataset(rows[:30]).save_to_disk(str(out / "retrieved"))
+    rows_to_dataset(rows[25:]).save_to_disk(str(out / "generated"))  # 5 overlap: deduplicated
+    record = make_splits(SPEC, out / "retrieved", out / "generated", ProcessConfig(max_test_examples=6), out)
+    return out, record
+
+
+def test_splits_are_deduplicated_and_disjoint(splits):
+    out, record = splits
+    assert record["deduplicated_pool"] == 40
+    assert record["sizes"]["test"] == 4 and record["train_sources"]["demonstration"] == 4
+    import datasets
+
+    ds = datasets.load_from_disk(str(out / "splits"))
+    assert not set(ds["test"]["input"]) & set(ds["train"]["input"])
+
+
+@pytest.mark.parametrize("model, architecture, lora", [("tiny-gpt2", "decoder-only", False), ("tiny-t5", "encoder-decoder", False),
+                                                       ("tiny-gpt2", "decoder-only", True)])
+def test_train_then_evaluate_both_architectures(splits, tmp_path, model, architecture, lora):
+    from tasks.config import DEFAULT_HOME  # noqa: F401  (home comes from P2M_HOME in tests)
+    from tasks.config import Settings
+
+    out, _ = splits
+    choice = {"name": model, "path": f"embedded:{model}", "architecture": architecture}
+    record = train_student(out / "splits", choice, SPEC.instruction, TrainConfig(epochs=2, batch_size=8, lora=lora), tmp_path, Settings().home)
+    assert record["steps"] > 0 and record["architecture"] == architecture
+    log = read_jsonl(tmp_path / "train_log.jsonl")
+    assert sum("eval_loss" in e for e in log) == 2  # validation every epoch
+    assert (tmp_path / "model" / "model.safetensors").exists() and (tmp_path / "model" / "README.md").exists()
+    metrics = evaluate_run(SPEC, out / "splits", tmp_path / "model", architecture, EvalConfig(max_new_tokens=4), tmp_path)
+    assert set(metrics["student"]["held_out"]) >= {"exact_match", "chrf", "bertscore_f1", "ms_per_example"}
+    assert len(read_jsonl(tmp_path / "predictions.jsonl")) == 4
+    assert "Scores: held_out" in (tmp_path / "model" / "README.md").read_text()
+
+
+def test_training_resumes_from_its_last_checkpoint(splits, tmp_path):
+    from tasks.config import Settings
+
+    out, _ = splits
+    choice = {"name": "tiny-gpt2", "path": "embedded:tiny-gpt2", "architecture": "decoder-only"}
+    first = train_student(out / "splits", choice, SPEC.instruction, TrainConfig(epochs=1), tmp_path, Settings().home)
+    assert not first["resumed"]
+    # Same settings again, checkpoints still there (an interrupted run restarted): it resumes.
+    again = train_student(out / "splits", choice, SPEC.instruction, TrainConfig(epochs=1), tmp_path, Settings().home)
+    assert again["resumed"] and again["steps"] == first["steps"]
+
+
+def test_decoder_labels_mask_the_prompt():
+    from transformers import ByT5Tokenizer
+
+    tok = ByT5Tokenizer()
+    enc = encode_example(tok, "decoder-only", "Q: 1\nOutput:", "one", max_length=64)
+    n_prompt = len(tok("Q: 1\nOutput:")["input_ids"])
+    assert enc["labels"][:n_prompt] == [-100] * n_prompt and enc["labels"][n_prompt:] == enc["input_ids"][n_prompt:]
+    assert choose_max_length([30] * 99 + [400], cap=None) == 30  # the outlier is truncated
+    assert choose_max_length([30] * 99 + [400], cap=20) == 20
+
+
+def test_exact_match_normalises():
+    assert normalise_answer("The  Answer.") == "answer"
+    assert exact_match(["342", "the cat"], ["342.", "Cat"]) == 1.0
