@@ -77,9 +77,18 @@ def print_summary(summary: dict) -> None:
             print(f"  {m:<22} {student[m]:>8}  {teacher[m] if teacher else '-':>8}")
         print(f"  {'ms_per_example':<22} {student['ms_per_example']:>8}  {teacher['ms_per_example'] if teacher else '-':>8}")
     if summary.get("model"):
-        print(f"\nmodel:    {summary['model']} (from {summary.get('model_name')})")
+        print(f"\nmodel:    {summary['model']}" + (f" (from {summary['model_name']})" if summary.get("model_name") else ""))
         print(f"metrics:  {summary['run_dir']}/metrics.json")
-        print(f"demo:     {summary['demo_command']}")
+        print(f"demo:     p2m demo {summary['run_dir']}")
+
+
+def cmd_train_evaluate(args, stages: list[str]) -> int:
+    overrides = _overrides(args)
+    _settings(overrides)
+    from flows.train_evaluate import train_evaluate_flow
+
+    print_summary(train_evaluate_flow(run_dir=str(args.run_dir), overrides=overrides, stages=stages))
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -187,6 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--json", action="store_true", help="a JSON list, best first")
         common(r, generation=False)
         r.set_defaults(func=lambda a, k=kind: cmd_retrieve(a, k))
+
+    for name, stages in (("train", ["train"]), ("evaluate", ["evaluate"])):
+        sp = sub.add_parser(name, help=f"run the {name} stage alone on a run folder made by `p2m run`")
+        sp.add_argument("run_dir", type=Path)
+        common(sp, generation=False)
+        if name == "train":
+            sp.add_argument("--epochs", type=float)
+        else:
+            sp.add_argument("--eval-data", type=Path, help="JSONL with input/output: a real test set")
+        sp.set_defaults(func=lambda a, st=stages: cmd_train_evaluate(a, st))
 
     demo = sub.add_parser("demo", help="serve the Gradio demo for a run folder")
     demo.add_argument("run_dir", type=Path)

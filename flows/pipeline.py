@@ -10,16 +10,15 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.tracking import flow_run
-from tasks.run_store import content_hash
+from flows.train_evaluate import train_and_evaluate
 from tasks.stages import (
-    evaluate_task,
     generate_task,
     parse_task,
     process_task,
     publish_demo_task,
+    ref,
     retrieve_datasets_task,
     retrieve_model_task,
-    train_task,
     tree_fingerprint,
 )
 
@@ -39,14 +38,10 @@ def pipeline(prompt_file: str, out_dir: str, overrides: dict | None = None) -> d
         generated = stages.run("generate", generate_task, "generated", spec=spec, cfg=s.generation, limits=s.limits, run_dir=run_dir, teacher=teacher)
         choice = stages.run("retrieve_model", retrieve_model_task, "model_choice.json", spec=spec, cfg=s.retrieval, models_dir=s.models_dir,
                             run_dir=run_dir, teacher=teacher)
-        splits = stages.run("process", process_task, "splits", spec=spec, retrieved=retrieved, generated=generated, cfg=s.process, run_dir=run_dir)
-        trained = stages.run("train", train_task, "model", splits=splits, choice=choice, instruction=spec["instruction"], cfg=s.train,
-                             run_dir=run_dir, home=s.home)
-        metrics = stages.run("evaluate", evaluate_task, "metrics.json", spec=spec, splits=splits, trained=trained, architecture=choice["architecture"],
-                             cfg=s.evaluation, eval_data_hash=content_hash(s.evaluation.eval_data) if s.evaluation.eval_data else "",
-                             run_dir=run_dir, teacher=teacher)
-        stages.run("publish_demo", publish_demo_task, "demo.json", run_dir=run_dir, trained=trained)
-        stages.details.update(metrics=metrics, model=trained["path"], model_name=choice["name"], dataset=retrieved["chosen"],
+        splits = stages.run("process", process_task, "splits", spec=spec, retrieved=ref(retrieved), generated=ref(generated), cfg=s.process, run_dir=run_dir)
+        model, metrics = train_and_evaluate(run, spec, ref(splits), choice)
+        stages.run("publish_demo", publish_demo_task, "demo.json", run_dir=run_dir, model=model)
+        stages.details.update(metrics=metrics, model=model["path"], model_name=choice["name"], dataset=retrieved["chosen"],
                               generated=generated.get("accepted", 0), generation_stop=generated.get("stop_reason"),
                               teacher=teacher.identity, demo_command=f"p2m demo {run_dir}")
     return run.summary

@@ -75,18 +75,19 @@ class FlowRun:
 
     settings: Settings
     run_dir: Path
-    prompt: PromptFile
+    prompt: PromptFile | None
     teacher: Teacher
     stages: StageTracker
     summary: dict = field(default_factory=dict)
 
 
 @contextlib.contextmanager
-def flow_run(prompt_file: str, out_dir: str, overrides: dict | None):
+def flow_run(prompt_file: str | None, out_dir: str, overrides: dict | None):
     """Set up a flow run; on exit stop the teacher and write the summary, even after a failure."""
     settings = Settings(**(overrides or {}))
     run_dir = Path(out_dir).resolve()
-    run = FlowRun(settings, run_dir, read_prompt_file(Path(prompt_file)), Teacher(settings), StageTracker(run_dir))
+    prompt = read_prompt_file(Path(prompt_file)) if prompt_file else None
+    run = FlowRun(settings, run_dir, prompt, Teacher(settings), StageTracker(run_dir))
     try:
         yield run
     finally:

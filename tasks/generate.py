@@ -32,6 +32,9 @@ from tasks.parse import PromptSpec
 from tasks.prompts import format_examples, render
 
 MAX_FIELD_CHARS = 2000
+NEAR_DUP_MIN_CHARS = 40
+_PUNCT = re.compile(r"[^\w\s]")
+_NUMBERS = re.compile(r"\d+")
 
 
 @dataclass
@@ -117,7 +120,40 @@ def majority_vote(outputs: list[str]) -> str:
 
 
 def normalise(text: str) -> str:
-    return " ".join(text.lower().split())
+    """Lower case, punctuation dropped, whitespace collapsed: the key for exact duplicates."""
+    return " ".join(_PUNCT.sub(" ", text.lower()).split())
+
+
+class SeenInputs:
+    """Inputs kept so far, for exact and near-duplicate checks.
+
+    Near-duplicates (rapidfuzz ratio >= threshold) are only sought among texts of at least
+    NEAR_DUP_MIN_CHARS characters and with the same numbers: short inputs that differ in one
+    word ("forty-two" / "forty-three") or one number are different examples, not copies.
+    """
+
+    def __init__(self, threshold: float, texts: list[str] = ()):
+        self.threshold = threshold
+        self.exact: set[str] = set()
+        self.long: list[str] = []
+        for t in texts:
+            self.add(t)
+
+    def is_duplicate(self, text: str) -> bool:
+        key = normalise(text)
+        if key in self.exact:
+            return True
+        if len(key) < NEAR_DUP_MIN_CHARS or not self.long:
+            return False
+        numbers = _NUMBERS.findall(key)
+        near = process.extract(key, self.long, scorer=fuzz.ratio, score_cutoff=self.threshold, limit=5)
+        return any(_NUMBERS.findall(match) == numbers for match, _, _ in near)
+
+    def add(self, text: str) -> None:
+        key = normalise(text)
+        self.exact.add(key)
+        if len(key) >= NEAR_DUP_MIN_CHARS:
+            self.long.append(key)
 
 
 async def generate_batch(
@@ -186,8 +222,7 @@ async def generate_examples(
     max_calls = limits.max_api_calls or max(20 * target, 50)
     accepted: list[dict] = []
     # Demonstrations count as seen: the teacher copying them back is not a new example.
-    seen_keys = {normalise(d.input) for d in spec.demonstrations}
-    seen_texts = [normalise(d.input) for d in spec.demonstrations]
+    seen = SeenInputs(cfg.near_duplicate_threshold, [d.input for d in spec.demonstrations])
     rejected: Counter = Counter()
     duplicates = stale = batch_index = 0
     stop_reason = ""
@@ -211,16 +246,13 @@ async def generate_examples(
         rejected.update(result.rejected)
         new = 0
         for example in result.candidates:
-            key = normalise(example["input"])
-            near = process.extractOne(key, seen_texts, scorer=fuzz.ratio, score_cutoff=cfg.near_duplicate_threshold) if seen_texts else None
-            if key in seen_keys or near is not None:
+            if seen.is_duplicate(example["input"]):
                 duplicates += 1
                 continue
             if not example["output"]:
                 rejected["no_output_after_vote"] += 1
                 continue
-            seen_keys.add(key)
-            seen_texts.append(key)
+            seen.add(example["input"])
             accepted.append(example)
             new += 1
             if len(accepted) >= target:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -51,11 +52,18 @@ def read_jsonl(path: Path) -> list[dict]:
     return records
 
 
-def content_hash(path: Path) -> str:
-    """sha256 over a file, or over every file in a folder (names and bytes), for cache keys."""
+def content_hash(path: Path, exclude: tuple[str, ...] = ()) -> str:
+    """sha256 over a file, or over every file in a folder (names and bytes), for cache keys.
+
+    `exclude` names files left out (a model's README.md card, which evaluation rewrites). The
+    `cache-*.arrow` files that `datasets` writes beside a saved dataset when it is mapped are
+    always left out: they are derived, not content.
+    """
     path = Path(path)
     h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and p.name not in exclude and not fnmatch.fnmatch(p.name, "cache-*.arrow")
+    )
     for p in files:
         h.update(str(p.relative_to(path) if p != path else p.name).encode())
         with open(p, "rb") as f:
@@ -100,3 +108,8 @@ def dataset_rows(folder: Path) -> list[dict]:
         return [dict(r) for r in datasets.load_from_disk(str(folder))]
     except IndexError:  # no arrow shards were written for zero rows
         return []
+
+
+def artifact_ref(path: Path, exclude: tuple[str, ...] = ()) -> dict:
+    """What a stage hands the next one: where an artifact is and a hash of what it holds."""
+    return {"path": str(path), "hash": content_hash(path, exclude)}

@@ -27,7 +27,9 @@ from tasks.config import EvalConfig, GenerationConfig, LimitsConfig, ProcessConf
 from tasks.errors import P2MError
 from tasks.llm import run_sync
 from tasks.prompts import templates_hash
-from tasks.run_store import claim_run_dir, content_hash, rows_to_dataset, write_json
+from tasks.run_store import artifact_ref, claim_run_dir, rows_to_dataset, write_json
+
+MODEL_CARD = ("README.md",)  # rewritten by evaluation with the scores: not part of the model's identity
 from tasks.teacher import Teacher
 
 CACHE_VERSION = "1"  # bump to invalidate every cached stage at once
@@ -101,7 +103,7 @@ def parse_task(prompt: parse.PromptFile, prompt_file: str, run_dir: Path, teache
 @stage(retrieve_datasets)
 def retrieve_datasets_task(spec: dict, cfg: RetrievalConfig, datasets_dir: Path | None, datasets_fingerprint: str, run_dir: Path, seed: int) -> dict:
     record = retrieve_datasets.retrieve_dataset(parse.PromptSpec(**spec), cfg, datasets_dir, run_dir, seed)
-    return {"chosen": record["chosen"], "rows": record["rows"], "path": str(run_dir / "retrieved"), "hash": content_hash(run_dir / "retrieved")}
+    return {"chosen": record["chosen"], "rows": record["rows"], **artifact_ref(run_dir / "retrieved")}
 
 
 @stage(generate, retries=1)
@@ -130,7 +132,7 @@ def generate_task(spec: dict, cfg: GenerationConfig, limits: LimitsConfig, run_d
         rows, report_dict = report.examples, report.as_dict()
     rows_to_dataset(rows).save_to_disk(str(run_dir / "generated"))
     write_json(run_dir / "generation.json", report_dict)
-    return {**report_dict, "path": str(run_dir / "generated"), "hash": content_hash(run_dir / "generated")}
+    return {**report_dict, **artifact_ref(run_dir / "generated")}
 
 
 @stage(retrieve_model, templates=("hyde_model_card",))
@@ -143,23 +145,25 @@ def retrieve_model_task(spec: dict, cfg: RetrievalConfig, models_dir: Path | Non
 @stage(process)
 def process_task(spec: dict, retrieved: dict, generated: dict, cfg: ProcessConfig, run_dir: Path) -> dict:
     record = process.make_splits(parse.PromptSpec(**spec), Path(retrieved["path"]), Path(generated["path"]), cfg, run_dir)
-    return {**record, "path": str(run_dir / "splits"), "hash": content_hash(run_dir / "splits")}
+    return {**record, **artifact_ref(run_dir / "splits")}
 
 
 @stage(train, retries=1)
 def train_task(splits: dict, choice: dict, instruction: str, cfg: TrainConfig, run_dir: Path, home: Path) -> dict:
+    """`splits` is an artifact ref ({"path", "hash"}); returns the training record plus the model's ref."""
     record = train.train_student(Path(splits["path"]), choice, instruction, cfg, run_dir, home)
-    return {**record, "path": str(run_dir / "model"), "hash": content_hash(run_dir / "model")}
+    return {**record, **artifact_ref(run_dir / "model", MODEL_CARD)}
 
 
 @stage(evaluate_model)
-def evaluate_task(spec: dict, splits: dict, trained: dict, architecture: str, cfg: EvalConfig, eval_data_hash: str, run_dir: Path, teacher: Teacher) -> dict:
+def evaluate_task(spec: dict, splits: dict, model: dict, architecture: str, cfg: EvalConfig, eval_data_hash: str, run_dir: Path, teacher: Teacher) -> dict:
+    """`splits` and `model` are artifact refs; returns metrics.json's content."""
     llm = teacher.client(run_dir / "teacher_baseline.jsonl") if cfg.teacher_baseline else None
-    return evaluate_model.evaluate_run(parse.PromptSpec(**spec), Path(splits["path"]), Path(trained["path"]), architecture, cfg, run_dir, llm)
+    return evaluate_model.evaluate_run(parse.PromptSpec(**spec), Path(splits["path"]), Path(model["path"]), architecture, cfg, run_dir, llm)
 
 
 @stage(demo)
-def publish_demo_task(run_dir: Path, trained: dict) -> dict:
+def publish_demo_task(run_dir: Path, model: dict) -> dict:
     return demo.check_demo(run_dir)
 
 
@@ -174,3 +178,8 @@ def tree_fingerprint(root: Path | None) -> str:
             h.update(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
+
+
+def ref(result: dict) -> dict:
+    """The artifact ref inside a stage result: stages downstream are keyed on it alone."""
+    return {"path": result["path"], "hash": result["hash"]}

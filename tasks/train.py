@@ -109,8 +109,9 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
     def encode(row):
         return encode_example(tokenizer, arch, format_prompt(instruction, row["input"]), row["output"], max_length)
 
-    train_ds = splits["train"].map(encode, remove_columns=splits["train"].column_names)
-    val_ds = splits["validation"].map(encode, remove_columns=splits["validation"].column_names)
+    # keep_in_memory: no cache files written into the run folder's splits/
+    train_ds = splits["train"].map(encode, remove_columns=splits["train"].column_names, keep_in_memory=True)
+    val_ds = splits["validation"].map(encode, remove_columns=splits["validation"].column_names, keep_in_memory=True)
 
     if cfg.lora:
         from peft import LoraConfig, get_peft_model

@@ -63,6 +63,18 @@ def test_run_then_rerun_is_all_cached_and_a_failed_training_resumes(tmp_path, pr
     assert [resumed[s] for s in ("parse", "retrieve_datasets", "generate", "retrieve_model", "process")] == ["Cached"] * 5
     assert [resumed[s] for s in ("train", "evaluate", "publish_demo")] == ["Completed"] * 3
 
+    # The train+evaluate flow on the same folder and settings finds the pipeline's results cached;
+    # `p2m evaluate --eval-data` scores a real test set without training again.
+    from flows.train_evaluate import train_evaluate_flow
+
+    alone = train_evaluate_flow(run_dir=str(out), overrides={**changed, "datasets_dir": str(DATASETS)})
+    assert states(alone) == {"train": "Cached", "evaluate": "Cached"}
+    eval_file = tmp_path / "real.jsonl"
+    eval_file.write_text("\n".join(json.dumps({"input": w, "output": d}) for w, d in [("twelve", "12"), ("forty", "40")]))
+    assert main(["evaluate", str(out), "--eval-data", str(eval_file)]) == 0
+    assert states(read_json(out / "summary.json")) == {"evaluate": "Completed"}
+    assert read_json(out / "metrics.json")["teacher"]["eval_data"]["n"] == 2
+
 
 def test_deleted_artifact_is_rebuilt_not_trusted(tmp_path, prefect_harness, numbers_server, monkeypatch):
     import shutil
@@ -115,4 +127,5 @@ def test_generate_command_writes_dataset_and_request_log(tmp_path, capsys, prefe
     rows = dataset_rows(out / "generated")
     assert len(rows) == 5 and all(r["output"].isdigit() for r in rows)
     log = read_jsonl(out / "generation.jsonl")
-    assert len(log) == numbers_server.answered and all(r["purpose"] == "generate" for r in log)
+    # Every request is logged, answered by the server or (from earlier tests' runs) by the cache.
+    assert sum(not r["cached"] for r in log) == numbers_server.answered and all(r["purpose"] == "generate" for r in log)

@@ -1,0 +1,47 @@
+"""Train and evaluate on their own, for a run folder that already has its splits and model choice.
+
+The flow the `gpu` work pool runs (issue 6); `p2m train RUN_DIR` and `p2m evaluate RUN_DIR` run
+its stages alone. The pipeline runs the same two stages through `train_and_evaluate`, with the
+same inputs, so each side finds the other's results cached.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.tracking import FlowRun, flow_run
+from tasks.errors import BadInputError
+from tasks.run_store import artifact_ref, content_hash, read_json
+from tasks.stages import MODEL_CARD, evaluate_task, ref, train_task
+
+STAGES = ("train", "evaluate")
+
+
+def train_and_evaluate(run: FlowRun, spec: dict, splits: dict, choice: dict, stages: tuple[str, ...] = STAGES) -> tuple[dict, dict | None]:
+    """Run the train and/or evaluate stages; returns (model ref, metrics or None)."""
+    s = run.settings
+    if "train" in stages:
+        model = ref(run.stages.run("train", train_task, "model", splits=splits, choice=choice, instruction=spec["instruction"], cfg=s.train,
+                                   run_dir=run.run_dir, home=s.home))
+    else:
+        model = artifact_ref(run.run_dir / "model", MODEL_CARD)
+    metrics = None
+    if "evaluate" in stages:
+        metrics = run.stages.run("evaluate", evaluate_task, "metrics.json", spec=spec, splits=splits, model=model, architecture=choice["architecture"],
+                                 cfg=s.evaluation, eval_data_hash=content_hash(s.evaluation.eval_data) if s.evaluation.eval_data else "",
+                                 run_dir=run.run_dir, teacher=run.teacher)
+    return model, metrics
+
+
+@flow(name="p2m-train-evaluate")
+def train_evaluate_flow(run_dir: str, overrides: dict | None = None, stages: list[str] | None = None) -> dict:
+    """Train and/or evaluate the run in `run_dir` (which `p2m run` made); returns the summary."""
+    with flow_run(None, run_dir, overrides) as run:
+        needed = ["spec.json", "splits", "model_choice.json"] + (["model"] if "train" not in (stages or STAGES) else [])
+        missing = [n for n in needed if not (run.run_dir / n).exists()]
+        if missing:
+            raise BadInputError(f"{run.run_dir} has no {', '.join(missing)}; run `p2m run PROMPT --out {run_dir}` first")
+        model, metrics = train_and_evaluate(run, read_json(run.run_dir / "spec.json"), artifact_ref(run.run_dir / "splits"),
+                                            read_json(run.run_dir / "model_choice.json"), tuple(stages or STAGES))
+        run.stages.details.update(model=model["path"], metrics=metrics)
+    return run.summary
