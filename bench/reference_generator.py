@@ -20,8 +20,16 @@ import types
 
 
 def install_stubs() -> None:
+    class Encoding:  # whitespace tokens: only used to size max_tokens
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def encode(self, text, *args, **kwargs):
+            return text.split()
+
     tiktoken = types.ModuleType("tiktoken")
-    tiktoken.get_encoding = lambda name: types.SimpleNamespace(encode=lambda s: s.split())
+    tiktoken.Encoding = Encoding
+    tiktoken.get_encoding = tiktoken.encoding_for_model = lambda name: Encoding()
     sys.modules["tiktoken"] = tiktoken
     tevatron_utils = types.ModuleType("prompt2model.utils.tevatron_utils")
     tevatron_utils.encode_text = tevatron_utils.retrieve_objects = None

@@ -76,6 +76,12 @@ def print_summary(summary: dict) -> None:
         for m in ("exact_match", "chrf", "bertscore_f1"):
             print(f"  {m:<22} {student[m]:>8}  {teacher[m] if teacher else '-':>8}")
         print(f"  {'ms_per_example':<22} {student['ms_per_example']:>8}  {teacher['ms_per_example'] if teacher else '-':>8}")
+    usage = summary.get("generation_usage")
+    if usage:
+        print(f"\ngenerated: {summary['generated']} examples from {usage['requests']} teacher requests "
+              f"({usage['cached']} from cache), {usage['prompt_tokens'] + usage['completion_tokens']} tokens, "
+              f"cost ${usage['cost_usd']:.4f}{'' if usage['price_known'] else ' (price unknown for this model)'}")
+        print(f"           stopped: {summary['generation_stop']}")
     if summary.get("model"):
         print(f"\nmodel:    {summary['model']}" + (f" (from {summary['model_name']})" if summary.get("model_name") else ""))
         print(f"metrics:  {summary['run_dir']}/metrics.json")

@@ -43,5 +43,6 @@ def pipeline(prompt_file: str, out_dir: str, overrides: dict | None = None) -> d
         stages.run("publish_demo", publish_demo_task, "demo.json", run_dir=run_dir, model=model)
         stages.details.update(metrics=metrics, model=model["path"], model_name=choice["name"], dataset=retrieved["chosen"],
                               generated=generated.get("accepted", 0), generation_stop=generated.get("stop_reason"),
+                              generation_usage=generated.get("usage"),
                               teacher=teacher.identity, demo_command=f"p2m demo {run_dir}")
     return run.summary

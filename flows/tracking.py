@@ -64,8 +64,12 @@ def summary_markdown(summary: dict) -> str:
         lines += ["", f"## {test_set} ({student['n']} examples)", "", "| metric | student | teacher |", "|---|---|---|"]
         for m in ("exact_match", "chrf", "bertscore_f1", "ms_per_example"):
             lines.append(f"| {m} | {student.get(m, '')} | {teacher.get(m, '')} |")
+    usage = summary.get("generation_usage")
+    if usage:
+        lines += ["", f"Generated {summary.get('generated')} examples from {usage['requests']} teacher requests ({usage['cached']} from cache), "
+                  f"cost ${usage['cost_usd']:.4f}. Stopped: {summary.get('generation_stop')}"]
     if summary.get("model"):
-        lines += ["", f"Model: `{summary['model']}`", "", f"Demo: `{summary.get('demo_command', '')}`"]
+        lines += ["", f"Model: `{summary['model']}`", "", f"Demo: `p2m demo {summary['run_dir']}`"]
     return "\n".join(lines)
 
 

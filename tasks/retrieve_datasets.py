@@ -1,7 +1,7 @@
 """Stage, retrieve datasets: find an existing dataset that fits the task, map its columns, load it.
 
-Ranking fuses BM25 (`rank_bm25`, lexical) and MiniLM cosine similarity (dense) by reciprocal rank;
-whether a dataset fits at all is decided on the dense similarity, which is comparable across
+Ranking fuses BM25 (lexical; `tasks.bm25`: rank_bm25's scores on a sparse matrix) and MiniLM
+cosine similarity (dense) by reciprocal rank; whether a dataset fits at all is decided on the dense similarity, which is comparable across
 queries (BM25 scores are not). Gated datasets, unreadable ones and ones whose columns cannot be
 mapped are passed over with the reason recorded; "nothing fits" is a valid answer (the run then
 trains on generated data only). Output: `retrieved/` (a datasets folder with `input`/`output`)
@@ -15,8 +15,8 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-from rank_bm25 import BM25Okapi
 
+from tasks.bm25 import SparseBM25
 from tasks.config import RetrievalConfig
 from tasks.parse import PromptSpec
 from tasks.registry import DATA_SUFFIXES, DatasetRecord, scan_datasets
@@ -51,7 +51,7 @@ def rank_datasets(spec: PromptSpec, records: list[DatasetRecord], top_k: int) ->
     if not records:
         return []
     query = query_text(spec)
-    bm25 = BM25Okapi([tokenize(f"{r.name} {r.description} {' '.join(r.columns)}") for r in records])
+    bm25 = SparseBM25([tokenize(f"{r.name} {r.description} {' '.join(r.columns)}") for r in records])
     lexical = bm25.get_scores(tokenize(query))
     encoder = sentence_encoder()
     vectors = encoder.encode([query] + [r.description[:2000] for r in records], normalize_embeddings=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from rank_bm25 import BM25Okapi
 
+from tasks.bm25 import SparseBM25
 from tasks.config import RetrievalConfig
 from tasks.errors import BadInputError
 from tasks.parse import PromptSpec
@@ -35,7 +35,7 @@ def rank_models(query: str, records: list[ModelRecord]) -> list[dict]:
     """Candidates best first, scored BM25 x log(downloads + e) (ties broken by smaller size)."""
     if not records:
         return []
-    bm25 = BM25Okapi([tokenize(f"{r.name} {r.description}") for r in records])
+    bm25 = SparseBM25([tokenize(f"{r.name} {r.description}") for r in records])
     # A floor of 1 keeps a model with no word overlap rankable by popularity alone.
     lexical = bm25.get_scores(tokenize(query))
     scored = [
