@@ -1,9 +1,9 @@
 """Stage, retrieve datasets: find an existing dataset that fits the task, map its columns, load it.
 
 Ranking fuses BM25 (lexical; `tasks.bm25`: rank_bm25's scores on a sparse matrix) and MiniLM
-cosine similarity (dense) by reciprocal rank; whether a dataset fits at all is decided on the dense similarity, which is comparable across
-queries (BM25 scores are not). Gated datasets, unreadable ones and ones whose columns cannot be
-mapped are passed over with the reason recorded; "nothing fits" is a valid answer (the run then
+cosine similarity (dense) by reciprocal rank; whether a dataset fits at all is decided on the
+dense similarity, which is comparable across queries (BM25 scores are not). Gated datasets,
+unreadable ones and ones whose columns cannot be mapped are passed over with the reason recorded; "nothing fits" is a valid answer (the run then
 trains on generated data only). Output: `retrieved/` (a datasets folder with `input`/`output`)
 and `retrieval.json` (candidates, scores, the choice and why).
 """
