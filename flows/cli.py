@@ -30,7 +30,7 @@ def _overrides(args: argparse.Namespace) -> dict:
     }
     out: dict = {k: {f: v for f, v in fields.items() if v is not None} for k, fields in sections.items()}
     out = {k: v for k, v in out.items() if v}
-    for flag in ("datasets_dir", "models_dir", "teacher_model"):
+    for flag in ("datasets_dir", "models_dir", "datasets_index", "models_index", "teacher_model"):
         if getattr(args, flag, None) is not None:
             out[flag] = getattr(args, flag)
     return out
@@ -138,16 +138,15 @@ def cmd_retrieve(args, kind: str) -> int:
     try:
         spec = parse_prompt(prompt, teacher.client() if teacher and prompt.spec is None else None)
         if kind == "datasets":
-            from tasks.registry import scan_datasets
-            from tasks.retrieve_datasets import rank_datasets
+            from tasks.retrieve_datasets import collapse_near_duplicates, dataset_candidates, rank_datasets
 
-            records = scan_datasets(settings.datasets_dir) if settings.datasets_dir else []
-            ranked = rank_datasets(spec, records, settings.retrieval.top_k)
+            records, embeddings = dataset_candidates(settings.datasets_dir, settings.datasets_index)
+            ranked, _ = collapse_near_duplicates(rank_datasets(spec, records, settings.retrieval.top_k * 2, embeddings), {r.name: r for r in records})
+            ranked = ranked[: settings.retrieval.top_k]
         else:
-            from tasks.registry import scan_models
-            from tasks.retrieve_model import hypothetical_card, rank_models
+            from tasks.retrieve_model import hypothetical_card, model_candidates, rank_models
 
-            pool = [r for r in scan_models(settings.models_dir) if not r.test_only and r.size_bytes <= settings.retrieval.model_size_cap_gb * 1e9]
+            pool = [r for r in model_candidates(settings.models_dir, settings.models_index) if not r.test_only and r.size_bytes <= settings.retrieval.model_size_cap_gb * 1e9]
             ranked = rank_models(f"{spec.instruction} {hypothetical_card(spec, teacher.client())}", pool)
     finally:
         if teacher:
@@ -160,6 +159,18 @@ def cmd_retrieve(args, kind: str) -> int:
     return 0
 
 
+def cmd_index(args) -> int:
+    _settings({})
+    from flows.index_refresh import index_refresh_flow
+
+    result = index_refresh_flow(out_dir=str(args.out), datasets_dir=str(args.datasets_dir) if args.datasets_dir else None,
+                                models_dir=str(args.models_dir) if args.models_dir else None, hub_limit=args.hub_limit)
+    d, m = result["datasets"], result["models"]
+    print(f"{d['path']}: {d['count']} datasets ({d['embedded']} embedded, {d['reused']} reused)")
+    print(f"{m['path']}: {m['count']} models")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="p2m", description="Turn a task prompt into a small model you can deploy yourself.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -167,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp, generation=True):
         sp.add_argument("--datasets-dir", type=Path, help="folder of dataset folders (HF dataset repo layout)")
         sp.add_argument("--models-dir", type=Path, help="folder of model folders (HF model repo layout)")
+        sp.add_argument("--datasets-index", type=Path, help="a dataset index file (`p2m index`), searched instead of --datasets-dir")
+        sp.add_argument("--models-index", type=Path, help="a model index file (`p2m index`)")
         sp.add_argument("--teacher-model", help="teacher model name at the endpoint")
         if generation:
             sp.add_argument("--num-examples", type=int, help="examples to generate (0: retrieved data only)")
@@ -212,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             sp.add_argument("--eval-data", type=Path, help="JSONL with input/output: a real test set")
         sp.set_defaults(func=lambda a, st=stages: cmd_train_evaluate(a, st))
+
+    index = sub.add_parser("index", help="build or refresh the retrieval index files")
+    index.add_argument("--out", type=Path, required=True, help="folder for datasets.jsonl and models.jsonl")
+    index.add_argument("--datasets-dir", type=Path)
+    index.add_argument("--models-dir", type=Path)
+    index.add_argument("--hub-limit", type=int, default=0, help="also index the N most downloaded Hub datasets and models (network)")
+    index.set_defaults(func=cmd_index)
 
     demo = sub.add_parser("demo", help="serve the Gradio demo for a run folder")
     demo.add_argument("run_dir", type=Path)

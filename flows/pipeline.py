@@ -19,7 +19,7 @@ from tasks.stages import (
     ref,
     retrieve_datasets_task,
     retrieve_model_task,
-    tree_fingerprint,
+    sources_fingerprint,
 )
 
 
@@ -34,9 +34,11 @@ def pipeline(prompt_file: str, out_dir: str, overrides: dict | None = None) -> d
         s, run_dir, teacher, stages = run.settings, run.run_dir, run.teacher, run.stages
         spec = stages.run("parse", parse_task, "spec.json", prompt=run.prompt, prompt_file=str(prompt_file), run_dir=run_dir, teacher=teacher)
         retrieved = stages.run("retrieve_datasets", retrieve_datasets_task, "retrieved", spec=spec, cfg=s.retrieval, datasets_dir=s.datasets_dir,
-                               datasets_fingerprint=tree_fingerprint(s.datasets_dir), run_dir=run_dir, seed=s.process.seed)
+                               datasets_index=s.datasets_index, sources_fingerprint=sources_fingerprint(s.datasets_dir, s.datasets_index),
+                               run_dir=run_dir, seed=s.process.seed, teacher=teacher)
         generated = stages.run("generate", generate_task, "generated", spec=spec, cfg=s.generation, limits=s.limits, run_dir=run_dir, teacher=teacher)
         choice = stages.run("retrieve_model", retrieve_model_task, "model_choice.json", spec=spec, cfg=s.retrieval, models_dir=s.models_dir,
+                            models_index=s.models_index, sources_fingerprint=sources_fingerprint(s.models_dir, s.models_index),
                             run_dir=run_dir, teacher=teacher)
         splits = stages.run("process", process_task, "splits", spec=spec, retrieved=ref(retrieved), generated=ref(generated), cfg=s.process, run_dir=run_dir)
         model, metrics = train_and_evaluate(run, spec, ref(splits), choice)

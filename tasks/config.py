@@ -54,6 +54,8 @@ class GenerationConfig(StageConfig):
 
 class RetrievalConfig(StageConfig):
     dataset: str | None = Field(None, description="Force this dataset (a folder name in the datasets dir); 'none' to skip.")
+    input_column: str | None = Field(None, description="The dataset column holding the input (with output_column: no guessing).")
+    output_column: str | None = Field(None, description="The dataset column holding the output.")
     model: str | None = Field(None, description="Force this student model (a name from the model registry).")
     max_rows: int = Field(3000, ge=0, description="Rows taken from a retrieved dataset at most.")
     min_dataset_score: float = Field(0.3, ge=0, le=1, description="Normalised score a dataset needs to be used.")
@@ -113,6 +115,8 @@ class Settings(BaseSettings):
     teacher_model: str | None = Field(None, description="Teacher model name; default gpt-4o-mini on OpenAI, the server's first model elsewhere.")
     datasets_dir: Path | None = Field(None, description="Folder of dataset folders laid out like HF dataset repos.")
     models_dir: Path | None = Field(None, description="Folder of model folders laid out like HF model repos.")
+    datasets_index: Path | None = Field(None, description="A dataset index file (p2m index build); searched instead of DATASETS_DIR.")
+    models_index: Path | None = Field(None, description="A model index file (p2m index build); its models join the embedded ones.")
     home: Path = Field(DEFAULT_HOME, description="Where p2m keeps converted embedded models and the LLM request cache.")
     results_dir: Path | None = Field(None, description="Prefect result storage (cache records); default HOME/prefect-results.")
     prices_file: Path | None = Field(None, description='JSON {"model": [usd_per_M_input, usd_per_M_output]} extending the price table.')
@@ -127,7 +131,7 @@ class Settings(BaseSettings):
     train: TrainConfig = TrainConfig()
     evaluation: EvalConfig = EvalConfig()
 
-    @field_validator("home", "results_dir", "datasets_dir", "models_dir", "prices_file", mode="after")
+    @field_validator("home", "results_dir", "datasets_dir", "models_dir", "datasets_index", "models_index", "prices_file", mode="after")
     @classmethod
     def _expand_user(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None

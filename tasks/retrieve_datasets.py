@@ -10,21 +10,27 @@ and `retrieval.json` (candidates, scores, the choice and why).
 
 from __future__ import annotations
 
+import json
 import re
 from functools import cache
 from pathlib import Path
 
 import numpy as np
+from rapidfuzz import fuzz
 
 from tasks.bm25 import SparseBM25
 from tasks.config import RetrievalConfig
+from tasks.errors import BadInputError
+from tasks.jsonreply import extract_json_object
 from tasks.parse import PromptSpec
+from tasks.prompts import render
 from tasks.registry import DATA_SUFFIXES, DatasetRecord, scan_datasets
 from tasks.run_store import rows_to_dataset, write_json
 
 INPUT_NAMES = ["input", "inputs", "question", "text", "source", "sentence", "prompt", "query", "words", "x", "src"]
 OUTPUT_NAMES = ["output", "outputs", "answer", "label", "target", "digits", "response", "completion", "y", "tgt"]
 RRF_K = 60
+NEAR_DUPLICATE_SCORE = 95
 
 
 def tokenize(text: str) -> list[str]:
@@ -46,16 +52,20 @@ def query_text(spec: PromptSpec) -> str:
     return f"{spec.instruction} {demos}"
 
 
-def rank_datasets(spec: PromptSpec, records: list[DatasetRecord], top_k: int) -> list[dict]:
-    """Candidates best first: name, fused score, dense similarity, BM25 score."""
+def rank_datasets(spec: PromptSpec, records: list[DatasetRecord], top_k: int, embeddings: np.ndarray | None = None) -> list[dict]:
+    """Candidates best first: name, fused score, dense similarity, BM25 score.
+
+    `embeddings` (one unit row per record, from an index file) saves embedding the descriptions now.
+    """
     if not records:
         return []
     query = query_text(spec)
     bm25 = SparseBM25([tokenize(f"{r.name} {r.description} {' '.join(r.columns)}") for r in records])
     lexical = bm25.get_scores(tokenize(query))
     encoder = sentence_encoder()
-    vectors = encoder.encode([query] + [r.description[:2000] for r in records], normalize_embeddings=True)
-    dense = vectors[1:] @ vectors[0]
+    if embeddings is None:
+        embeddings = encoder.encode([r.description[:2000] for r in records], normalize_embeddings=True)
+    dense = embeddings @ encoder.encode([query], normalize_embeddings=True)[0]
     fused = np.zeros(len(records))
     for scores in (lexical, dense):
         for rank, i in enumerate(np.argsort(-scores)):
@@ -65,6 +75,25 @@ def rank_datasets(spec: PromptSpec, records: list[DatasetRecord], top_k: int) ->
         {"name": records[i].name, "score": round(float(fused[i]), 5), "similarity": round(float(dense[i]), 4), "bm25": round(float(lexical[i]), 3)}
         for i in order
     ]
+
+
+def collapse_near_duplicates(ranked: list[dict], by_name: dict[str, DatasetRecord]) -> tuple[list[dict], list[dict]]:
+    """(kept, dropped): of datasets with the same columns and near-identical descriptions, the most
+    downloaded stays (copies and mirrors of one dataset are the users' most common complaint)."""
+    kept: list[dict] = []
+    dropped: list[dict] = []
+    for cand in ranked:
+        r = by_name[cand["name"]]
+        twin = next((k for k in kept if set(by_name[k["name"]].columns) == set(r.columns)
+                     and fuzz.token_set_ratio(by_name[k["name"]].description, r.description) >= NEAR_DUPLICATE_SCORE), None)
+        if twin is None:
+            kept.append(cand)
+            continue
+        keep, drop = (twin, cand) if by_name[twin["name"]].downloads >= r.downloads else (cand, twin)
+        if keep is cand:
+            kept[kept.index(twin)] = cand
+        dropped.append({"name": drop["name"], "reason": f"near-duplicate of {keep['name']} (fewer downloads)"})
+    return kept, dropped
 
 
 def map_columns(columns: list[str]) -> dict | None:
@@ -77,16 +106,40 @@ def map_columns(columns: list[str]) -> dict | None:
     return {"input": inp, "output": out}
 
 
+def llm_map_columns(spec: PromptSpec, record: DatasetRecord, llm) -> dict | None:
+    """The teacher's column mapping for a dataset whose column names say nothing, or None."""
+    rows = "\n".join(json.dumps(r, ensure_ascii=False, default=str)[:400] for r in record.sample_rows[:3])
+    prompt = render("map_columns", instruction=spec.instruction, columns=", ".join(record.columns), rows=rows)
+    reply = extract_json_object(llm.complete([{"role": "user", "content": prompt}], temperature=0, max_tokens=64, purpose="map_columns")[0])
+    if not reply or reply.get("input") not in record.columns or reply.get("output") not in record.columns or reply["input"] == reply["output"]:
+        return None
+    return {"input": reply["input"], "output": reply["output"]}
+
+
+def column_mapping(spec: PromptSpec, record: DatasetRecord, cfg: RetrievalConfig, llm=None) -> tuple[dict | None, str]:
+    """(mapping, how it was made): explicit settings, then column names, then the teacher."""
+    if cfg.input_column and cfg.output_column:
+        missing = {cfg.input_column, cfg.output_column} - set(record.columns)
+        return (None, f"columns {sorted(missing)} not in {record.columns}") if missing else (
+            {"input": cfg.input_column, "output": cfg.output_column}, "given")
+    mapping = map_columns(record.columns)
+    if mapping:
+        return mapping, "by column names"
+    if llm is not None:
+        mapping = llm_map_columns(spec, record, llm)
+        if mapping:
+            return mapping, "by the teacher LLM"
+    return None, f"no input/output columns recognised among {record.columns}"
+
+
 def unusable_reason(record: DatasetRecord) -> str | None:
-    """Why a dataset cannot be used as it is, or None."""
+    """Why a dataset cannot be used whatever its columns, or None."""
     if record.gated:
         return "gated: needs the owner's approval"
-    if not record.data_files:
+    if not record.data_files and not record.path.startswith("hub:"):
         return "no data files"
     if not record.columns:
         return "data files could not be read"
-    if map_columns(record.columns) is None:
-        return f"no input/output columns recognised among {record.columns}"
     return None
 
 
@@ -94,60 +147,75 @@ def load_rows(record: DatasetRecord, mapping: dict, max_rows: int, seed: int):
     """The dataset's rows as a `datasets.Dataset` with string `input`/`output`, at most `max_rows`."""
     import datasets
 
-    parts = []
-    for f in record.data_files:
-        ds = datasets.load_dataset(DATA_SUFFIXES[Path(f).suffix], data_files=f, split="train")
-        parts.append(ds.select_columns([mapping["input"], mapping["output"]]))
+    if record.path.startswith("hub:"):  # needs the network (or a mirror); a failure skips the dataset
+        parts = [datasets.load_dataset(record.path[4:], split="train")]
+    else:
+        parts = [datasets.load_dataset(DATA_SUFFIXES[Path(f).suffix], data_files=f, split="train") for f in record.data_files]
+    parts = [ds.select_columns([mapping["input"], mapping["output"]]) for ds in parts]
     ds = datasets.concatenate_datasets(parts).shuffle(seed=seed)
     ds = ds.select(range(min(max_rows, len(ds))))
     ds = ds.map(lambda r: {"input": str(r[mapping["input"]]).strip(), "output": str(r[mapping["output"]]).strip()},
-                remove_columns=ds.column_names)
-    return ds.filter(lambda r: bool(r["input"]) and bool(r["output"]))
+                remove_columns=ds.column_names, keep_in_memory=True)
+    return ds.filter(lambda r: bool(r["input"]) and bool(r["output"]), keep_in_memory=True)
 
 
-def retrieve_dataset(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path | None, out_dir: Path, seed: int = 0) -> dict:
+def dataset_candidates(datasets_dir: Path | None, index_path: Path | None) -> tuple[list[DatasetRecord], np.ndarray | None]:
+    """The records to search (an index file when given, else the folders) and their embeddings if known."""
+    if index_path:
+        from tasks.index import load_dataset_index
+
+        records, embeddings, _ = load_dataset_index(index_path)
+        return records, embeddings
+    if datasets_dir and Path(datasets_dir).is_dir():
+        return scan_datasets(datasets_dir), None
+    return [], None
+
+
+def retrieve_dataset(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path | None, out_dir: Path, seed: int = 0,
+                     llm=None, index_path: Path | None = None) -> dict:
     """Choose and load a dataset for `spec` into `out_dir/retrieved`; write `out_dir/retrieval.json`.
 
-    Returns the retrieval record: {"chosen": name or None, "reason", "rows", "candidates", "skipped"}.
+    Candidates that are gated, unreadable, unmappable or fail to load are passed over with the
+    reason; `llm` (optional) maps columns whose names say nothing. Returns the retrieval record:
+    {"chosen": name or None, "reason", "rows", "columns", "candidates", "skipped"}.
     """
-    records = scan_datasets(datasets_dir) if datasets_dir and Path(datasets_dir).is_dir() else []
+    records, embeddings = dataset_candidates(datasets_dir, index_path)
     by_name = {r.name: r for r in records}
-    record: dict = {"datasets_dir": str(datasets_dir) if datasets_dir else None, "candidates": [], "skipped": [], "chosen": None, "rows": 0}
+    record: dict = {"source": str(index_path or datasets_dir or ""), "candidates": [], "skipped": [], "chosen": None, "rows": 0}
     forced = cfg.dataset
     if forced and forced.lower() == "none":
         record["reason"] = "--dataset none: generated data only"
         ranked = []
     elif forced:
         if forced not in by_name:
-            from tasks.errors import BadInputError
-
-            raise BadInputError(f"--dataset {forced}: no such folder in {datasets_dir}; choose one of {sorted(by_name) or 'none (set --datasets-dir)'}")
+            raise BadInputError(f"--dataset {forced}: no such dataset in {record['source'] or 'any source'}; "
+                                f"choose one of {sorted(by_name)[:20] or 'none (set --datasets-dir)'}")
         ranked = [{"name": forced, "score": None, "similarity": None, "bm25": None}]
     else:
-        ranked = rank_datasets(spec, records, cfg.top_k)
+        ranked, record["skipped"] = collapse_near_duplicates(rank_datasets(spec, records, cfg.top_k * 2, embeddings), by_name)
+        ranked = ranked[: cfg.top_k]
         record["candidates"] = ranked
+    ds = None
     for cand in ranked:
         r = by_name[cand["name"]]
         if not forced and cand["similarity"] < cfg.min_dataset_score:
-            record["reason"] = f"best usable candidate {r.name} is below the fit threshold ({cand['similarity']} < {cfg.min_dataset_score})"
+            record["reason"] = f"no remaining candidate reaches the fit threshold (best left: {r.name}, {cand['similarity']} < {cfg.min_dataset_score})"
             break
         why_not = unusable_reason(r)
-        if why_not:
-            record["skipped"].append({"name": r.name, "reason": why_not})
+        mapping, how = (None, "") if why_not else column_mapping(spec, r, cfg, llm)
+        if why_not or mapping is None:
+            record["skipped"].append({"name": r.name, "reason": why_not or how})
             continue
-        mapping = map_columns(r.columns)
         try:
             ds = load_rows(r, mapping, cfg.max_rows, seed)
-        except Exception as e:  # malformed data: move on, say why
+        except Exception as e:  # malformed or unreachable data: move on, say why
             record["skipped"].append({"name": r.name, "reason": f"failed to load: {e.__class__.__name__}: {e}"[:300]})
             continue
-        record.update(chosen=r.name, columns=mapping, rows=len(ds), license=r.license,
-                      reason="forced with --dataset" if forced else f"highest fused score with similarity {cand['similarity']} >= {cfg.min_dataset_score}")
+        record.update(chosen=r.name, columns=mapping, columns_mapped=how, rows=len(ds), license=r.license,
+                      reason="forced with --dataset" if forced else f"best fused rank with similarity {cand['similarity']} >= {cfg.min_dataset_score}")
         break
     else:
         record.setdefault("reason", "no candidate datasets" if not ranked else "every candidate was unusable")
-    if record["chosen"] is None:
-        ds = rows_to_dataset([])
-    ds.save_to_disk(str(out_dir / "retrieved"))
+    (ds if ds is not None else rows_to_dataset([])).save_to_disk(str(out_dir / "retrieved"))
     write_json(out_dir / "retrieval.json", record)
     return record

@@ -46,9 +46,20 @@ def rank_models(query: str, records: list[ModelRecord]) -> list[dict]:
     return sorted(scored, key=lambda c: (-c["score"], c["size_mb"]))
 
 
-def choose_model(spec: PromptSpec, cfg: RetrievalConfig, models_dir: Path | None, out_dir: Path, llm=None) -> dict:
-    """Choose the student; write `out_dir/model_choice.json`; return that record."""
+def model_candidates(models_dir: Path | None, index_path: Path | None = None) -> list[ModelRecord]:
+    """The embedded models, the folders under `models_dir`, and the models of an index file."""
     records = scan_models(models_dir)
+    if index_path:
+        from tasks.index import load_model_index
+
+        known = {r.name for r in records}
+        records += [r for r in load_model_index(index_path)[0] if r.name not in known]
+    return records
+
+
+def choose_model(spec: PromptSpec, cfg: RetrievalConfig, models_dir: Path | None, out_dir: Path, llm=None, index_path: Path | None = None) -> dict:
+    """Choose the student; write `out_dir/model_choice.json`; return that record."""
+    records = model_candidates(models_dir, index_path)
     by_name = {r.name: r for r in records}
     cap = cfg.model_size_cap_gb * 1e9
     if cfg.model:

@@ -100,9 +100,12 @@ def parse_task(prompt: parse.PromptFile, prompt_file: str, run_dir: Path, teache
     return spec.model_dump()
 
 
-@stage(retrieve_datasets)
-def retrieve_datasets_task(spec: dict, cfg: RetrievalConfig, datasets_dir: Path | None, datasets_fingerprint: str, run_dir: Path, seed: int) -> dict:
-    record = retrieve_datasets.retrieve_dataset(parse.PromptSpec(**spec), cfg, datasets_dir, run_dir, seed)
+@stage(retrieve_datasets, templates=("map_columns",))
+def retrieve_datasets_task(spec: dict, cfg: RetrievalConfig, datasets_dir: Path | None, datasets_index: Path | None, sources_fingerprint: str,
+                           run_dir: Path, seed: int, teacher: Teacher) -> dict:
+    """Choose, map and load a dataset; the teacher is asked only for columns whose names say nothing."""
+    record = retrieve_datasets.retrieve_dataset(parse.PromptSpec(**spec), cfg, datasets_dir, run_dir, seed,
+                                                llm=teacher.lazy_client(run_dir / "retrieve_datasets.jsonl"), index_path=datasets_index)
     return {"chosen": record["chosen"], "rows": record["rows"], **artifact_ref(run_dir / "retrieved")}
 
 
@@ -136,10 +139,11 @@ def generate_task(spec: dict, cfg: GenerationConfig, limits: LimitsConfig, run_d
 
 
 @stage(retrieve_model, templates=("hyde_model_card",))
-def retrieve_model_task(spec: dict, cfg: RetrievalConfig, models_dir: Path | None, run_dir: Path, teacher: Teacher) -> dict:
+def retrieve_model_task(spec: dict, cfg: RetrievalConfig, models_dir: Path | None, models_index: Path | None, sources_fingerprint: str,
+                        run_dir: Path, teacher: Teacher) -> dict:
     # HyDE needs the teacher only when the choice is not forced.
     llm = None if cfg.model else teacher.client(run_dir / "retrieve_model.jsonl")
-    return retrieve_model.choose_model(parse.PromptSpec(**spec), cfg, models_dir, run_dir, llm)
+    return retrieve_model.choose_model(parse.PromptSpec(**spec), cfg, models_dir, run_dir, llm, index_path=models_index)
 
 
 @stage(process)
@@ -167,15 +171,16 @@ def publish_demo_task(run_dir: Path, model: dict) -> dict:
     return demo.check_demo(run_dir)
 
 
-def tree_fingerprint(root: Path | None) -> str:
-    """Cheap fingerprint of a folder tree (names, sizes, mtimes) for cache keys; "" for none."""
-    if root is None or not Path(root).exists():
-        return ""
+def sources_fingerprint(*roots: Path | None) -> str:
+    """Cheap fingerprint of folders or index files (names, sizes, mtimes) for cache keys."""
     h = hashlib.sha256()
-    for p in sorted(Path(root).rglob("*")):
-        if p.is_file():
+    for root in roots:
+        if root is None or not Path(root).exists():
+            continue
+        files = [Path(root)] if Path(root).is_file() else sorted(p for p in Path(root).rglob("*") if p.is_file())
+        for p in files:
             st = p.stat()
-            h.update(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}".encode())
+            h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 

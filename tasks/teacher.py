@@ -52,6 +52,22 @@ class Teacher:
         s = self.settings
         return LLMClient(self.endpoint(), s.limits, s.home / "llm-cache.sqlite", log_path=log_path, prices=load_prices(s.prices_file))
 
+    def lazy_client(self, log_path: Path | None = None) -> "LazyClient":
+        """A client that contacts (or starts) the teacher only if a request is actually made."""
+        return LazyClient(self, log_path)
+
     def close(self) -> None:
         self._stack.close()
         self._endpoint = None
+
+
+class LazyClient:
+    """`LLMClient.complete` on demand: for stages that need the teacher only in rare cases."""
+
+    def __init__(self, teacher: Teacher, log_path: Path | None):
+        self._teacher, self._log_path, self._client = teacher, log_path, None
+
+    def complete(self, messages: list[dict], **kwargs) -> list[str]:
+        if self._client is None:
+            self._client = self._teacher.client(self._log_path)
+        return self._client.complete(messages, **kwargs)

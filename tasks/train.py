@@ -27,8 +27,11 @@ def format_prompt(instruction: str, text: str) -> str:
     return f"{instruction}\n\nInput: {text}\nOutput:"
 
 
-def resolve_model_path(path: str, home: Path) -> Path:
-    """A loadable folder for a registry path (`embedded:NAME` is materialised under `home`)."""
+def resolve_model_path(path: str, home: Path) -> Path | str:
+    """What `from_pretrained` takes for a registry path: a folder (`embedded:NAME` is materialised
+    under `home`), or a Hub id for `hub:ID` (downloaded by transformers: needs the network)."""
+    if path.startswith("hub:"):
+        return path[4:]
     if not path.startswith("embedded:"):
         return Path(path)
     name = path.split(":", 1)[1]
@@ -40,7 +43,7 @@ def resolve_model_path(path: str, home: Path) -> Path:
     raise ValueError(f"unknown embedded model {name}")
 
 
-def load_model(path: Path, architecture: str):
+def load_model(path: Path | str, architecture: str):
     """(model, tokenizer) from a folder; decoder-only tokenizers get a pad token and left padding."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import json
 import socket
@@ -129,3 +130,22 @@ def _WORDS_TO_NUMBER() -> dict[str, str]:
     from examples.make_datasets import number_to_words
 
     return {number_to_words(n): str(n) for n in range(200_000)}
+
+
+@contextlib.contextmanager
+def serve_app(app):
+    """Serve any ASGI app on a free loopback port in a thread; yields its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
