@@ -52,29 +52,46 @@ def query_text(spec: PromptSpec) -> str:
     return f"{spec.instruction} {demos}"
 
 
-def rank_datasets(spec: PromptSpec, records: list[DatasetRecord], top_k: int, embeddings: np.ndarray | None = None) -> list[dict]:
-    """Candidates best first: name, fused score, dense similarity, BM25 score.
+def fuse_rankings(score_lists: list[np.ndarray], depth: int = 100) -> np.ndarray:
+    """Reciprocal rank fusion over each list's top `depth` (ranks below that add nothing useful)."""
+    fused = np.zeros(len(score_lists[0]))
+    for scores in score_lists:
+        k = min(depth, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        fused[top[np.argsort(-scores[top], kind="stable")]] += 1.0 / (RRF_K + np.arange(1, k + 1))
+    return fused
 
-    `embeddings` (one unit row per record, from an index file) saves embedding the descriptions now.
-    """
-    if not records:
-        return []
-    query = query_text(spec)
-    bm25 = SparseBM25([tokenize(f"{r.name} {r.description} {' '.join(r.columns)}") for r in records])
-    lexical = bm25.get_scores(tokenize(query))
-    encoder = sentence_encoder()
-    if embeddings is None:
-        embeddings = encoder.encode([r.description[:2000] for r in records], normalize_embeddings=True)
-    dense = embeddings @ encoder.encode([query], normalize_embeddings=True)[0]
-    fused = np.zeros(len(records))
-    for scores in (lexical, dense):
-        for rank, i in enumerate(np.argsort(-scores)):
-            fused[i] += 1.0 / (RRF_K + rank + 1)
-    order = np.argsort(-fused)[:top_k]
-    return [
-        {"name": records[i].name, "score": round(float(fused[i]), 5), "similarity": round(float(dense[i]), 4), "bm25": round(float(lexical[i]), 3)}
-        for i in order
-    ]
+
+class DatasetSearcher:
+    """BM25 and dense search over dataset records, built once, queried many times."""
+
+    def __init__(self, records: list[DatasetRecord], embeddings: np.ndarray | None = None):
+        """`embeddings`: one unit row per record (from an index file); computed here when absent."""
+        self.records = records
+        self.bm25 = SparseBM25([tokenize(f"{r.name} {r.description} {' '.join(r.columns)}") for r in records])
+        if embeddings is None and records:
+            embeddings = sentence_encoder().encode([r.description[:2000] for r in records], normalize_embeddings=True)
+        self.embeddings = embeddings
+
+    def search(self, query: str, top_k: int) -> list[dict]:
+        """Candidates best first: name, fused score, dense similarity, BM25 score."""
+        if not self.records:
+            return []
+        lexical = self.bm25.get_scores(tokenize(query))
+        dense = self.embeddings @ sentence_encoder().encode([query], normalize_embeddings=True)[0]
+        fused = fuse_rankings([lexical, dense])
+        k = min(top_k, len(self.records))
+        top = np.argpartition(-fused, k - 1)[:k]
+        order = top[np.argsort(-fused[top], kind="stable")]
+        return [
+            {"name": self.records[i].name, "score": round(float(fused[i]), 5), "similarity": round(float(dense[i]), 4), "bm25": round(float(lexical[i]), 3)}
+            for i in order
+        ]
+
+
+def rank_datasets(spec: PromptSpec, records: list[DatasetRecord], top_k: int, embeddings: np.ndarray | None = None) -> list[dict]:
+    """Candidates for `spec` best first (see DatasetSearcher.search)."""
+    return DatasetSearcher(records, embeddings).search(query_text(spec), top_k)
 
 
 def collapse_near_duplicates(ranked: list[dict], by_name: dict[str, DatasetRecord]) -> tuple[list[dict], list[dict]]:
