@@ -50,3 +50,14 @@ def test_model_choice_leaves_out_test_models_and_oversized_ones(tmp_path):
     assert all(c["name"] not in ("tiny-t5", "tiny-gpt2") for c in choice["candidates"])
     with pytest.raises(BadInputError, match="no model under"):
         choose_model(SPEC, RetrievalConfig(model_size_cap_gb=0.1), None, tmp_path)
+
+
+def test_retrieve_datasets_command_prints_json_best_first(capsys):
+    import json
+
+    from flows.cli import main
+
+    assert main(["retrieve-datasets", str(EXAMPLE), "--datasets-dir", str(DATASETS), "--json"]) == 0
+    ranked = json.loads(capsys.readouterr().out)
+    assert ranked[0]["name"] == "number_words" and all({"name", "score"} <= set(c) for c in ranked)
+    assert [c["score"] for c in ranked] == sorted((c["score"] for c in ranked), reverse=True)

@@ -1,0 +1,24 @@
+"""The local teacher's OpenAI-compatible app, on a tiny model (the real one is exercised by -m slow)."""
+
+import openai
+from fastapi.testclient import TestClient
+
+from tasks.embedded import build_tiny_model
+from tasks.local_teacher import build_app
+
+
+def test_chat_completions_protocol(tmp_path):
+    from transformers import AutoTokenizer
+
+    path = build_tiny_model("tiny-gpt2", tmp_path / "tiny")
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    tok.save_pretrained(path)
+    client = TestClient(build_app(path, "tiny"))
+    assert client.get("/v1/models").json()["data"][0]["id"] == "tiny"
+    reply = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "temperature": 0.7,
+                                                       "max_tokens": 5, "n": 3}).json()
+    # The openai package parses it: the same client code path as against OpenAI, vLLM or Ollama.
+    parsed = openai.types.chat.ChatCompletion.model_validate(reply)
+    assert len(parsed.choices) == 3 and parsed.usage.completion_tokens > 0
+    assert all(c.finish_reason in ("stop", "length") for c in parsed.choices)
