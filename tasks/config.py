@@ -58,7 +58,10 @@ class RetrievalConfig(StageConfig):
     output_column: str | None = Field(None, description="The dataset column holding the output.")
     model: str | None = Field(None, description="Force this student model (a name from the model registry).")
     max_rows: int = Field(3000, ge=0, description="Rows taken from a retrieved dataset at most.")
-    min_dataset_score: float = Field(0.3, ge=0, le=1, description="Normalised score a dataset needs to be used.")
+    min_dataset_score: float = Field(0.3, ge=0, le=1, description="Similarity (MiniLM cosine) a dataset needs to be used.")
+    rerank: Literal["none", "llm"] = Field("none", description="'llm': the teacher picks among the top candidates by majority vote.")
+    rerank_candidates: int = Field(5, ge=2, description="Candidates shown to the reranker.")
+    rerank_votes: int = Field(3, ge=1, description="Teacher replies sampled; the majority choice wins.")
     top_k: int = Field(25, ge=1, description="Candidates listed in retrieval.json.")
     model_size_cap_gb: float = Field(3.0, gt=0, description="Models larger than this on disk are left out.")
 
@@ -145,3 +148,29 @@ class Settings(BaseSettings):
         if self.openai_base_url:
             return "custom"
         return "openai" if self.openai_api_key else "local"
+
+
+ENV_NAMES = {"openai_base_url": "OPENAI_BASE_URL", "openai_api_key": "OPENAI_API_KEY"}
+
+
+def env_example() -> str:
+    """The text of `.env.example`: every setting as a commented variable with its help and default.
+
+    `python -c "from tasks.config import env_example; print(env_example(), end='')" > .env.example`
+    regenerates it; a test keeps the file equal to this.
+    """
+    lines = ["# p2m configuration. Copy to .env and uncomment what you need; flags on the command line win.",
+             "# Nothing here is required: with no endpoint and no key, p2m starts its own local teacher.", ""]
+    for name, field in Settings.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, StageConfig):
+            lines.append(f"# --- {name} ---")
+            for sub, sub_field in field.annotation.model_fields.items():
+                lines.append(f"# {sub_field.description or name + '.' + sub}")
+                lines.append(f"# P2M_{name.upper()}__{sub.upper()}={'' if sub_field.default is None else sub_field.default}")
+            lines.append("")
+        else:
+            default = "~/.cache/p2m" if name == "home" else field.default
+            lines.append(f"# {field.description or name}")
+            lines.append(f"# {ENV_NAMES.get(name, 'P2M_' + name.upper())}={'' if default is None else default}")
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

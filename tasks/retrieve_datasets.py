@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from functools import cache
 from pathlib import Path
 
@@ -123,6 +124,33 @@ def map_columns(columns: list[str]) -> dict | None:
     return {"input": inp, "output": out}
 
 
+def rerank_by_vote(spec: PromptSpec, ranked: list[dict], by_name: dict[str, DatasetRecord], cfg: RetrievalConfig, llm) -> tuple[list[dict], dict]:
+    """The teacher picks the best of the top candidates, `cfg.rerank_votes` times; the majority wins.
+
+    Returns (candidates reordered with the winner first, or emptied when the majority says none
+    fits; the vote record). Ties and unparseable replies leave the fused order unchanged.
+    """
+    top = ranked[: cfg.rerank_candidates]
+    listing = "\n".join(
+        f"- {c['name']}: {by_name[c['name']].description[:300]} (columns: {', '.join(by_name[c['name']].columns)})" for c in top
+    )
+    demo = spec.demonstrations[0] if spec.demonstrations else None
+    prompt = render("rerank_datasets", instruction=spec.instruction, candidates=listing,
+                    example=f"Input: {demo.input}\nOutput: {demo.output}" if demo else "(none given)")
+    replies = llm.complete([{"role": "user", "content": prompt}], temperature=0.7, max_tokens=64, n=cfg.rerank_votes, purpose="rerank")
+    names = {c["name"] for c in top} | {"none"}
+    votes = [v for v in ((extract_json_object(r) or {}).get("dataset") for r in replies) if v in names]
+    counts = Counter(votes).most_common()
+    vote = {"votes": votes, "replies": len(replies)}
+    if not counts or (len(counts) > 1 and counts[0][1] == counts[1][1]):
+        return ranked, vote | {"winner": None, "note": "no majority: fused order kept"}
+    winner = counts[0][0]
+    vote["winner"] = winner
+    if winner == "none":
+        return [], vote
+    return [c for c in ranked if c["name"] == winner] + [c for c in ranked if c["name"] != winner], vote
+
+
 def llm_map_columns(spec: PromptSpec, record: DatasetRecord, llm) -> dict | None:
     """The teacher's column mapping for a dataset whose column names say nothing, or None."""
     rows = "\n".join(json.dumps(r, ensure_ascii=False, default=str)[:400] for r in record.sample_rows[:3])
@@ -212,6 +240,10 @@ def retrieve_dataset(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path 
         ranked, record["skipped"] = collapse_near_duplicates(rank_datasets(spec, records, cfg.top_k * 2, embeddings), by_name)
         ranked = ranked[: cfg.top_k]
         record["candidates"] = ranked
+        if cfg.rerank == "llm" and llm is not None and ranked:
+            ranked, record["rerank"] = rerank_by_vote(spec, ranked, by_name, cfg, llm)
+            if not ranked:
+                record["reason"] = "the teacher's majority vote: none of the candidates fits"
     ds = None
     for cand in ranked:
         r = by_name[cand["name"]]

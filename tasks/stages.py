@@ -100,7 +100,7 @@ def parse_task(prompt: parse.PromptFile, prompt_file: str, run_dir: Path, teache
     return spec.model_dump()
 
 
-@stage(retrieve_datasets, templates=("map_columns",))
+@stage(retrieve_datasets, templates=("map_columns", "rerank_datasets"))
 def retrieve_datasets_task(spec: dict, cfg: RetrievalConfig, datasets_dir: Path | None, datasets_index: Path | None, sources_fingerprint: str,
                            run_dir: Path, seed: int, teacher: Teacher) -> dict:
     """Choose, map and load a dataset; the teacher is asked only for columns whose names say nothing."""

@@ -61,3 +61,21 @@ def test_retrieve_datasets_command_prints_json_best_first(capsys):
     ranked = json.loads(capsys.readouterr().out)
     assert ranked[0]["name"] == "number_words" and all({"name", "score"} <= set(c) for c in ranked)
     assert [c["score"] for c in ranked] == sorted((c["score"] for c in ranked), reverse=True)
+
+
+def test_llm_reranker_majority_vote_can_overrule_or_reject(tmp_path):
+    class Voter:
+        def __init__(self, replies):
+            self.replies = replies
+
+        def complete(self, messages, **kw):
+            assert kw["n"] == 3 and "number_words" in messages[0]["content"]
+            return self.replies
+
+    cfg = RetrievalConfig(rerank="llm", max_rows=5, min_dataset_score=0.0)
+    picked = retrieve_dataset(SPEC, cfg, DATASETS, tmp_path / "a", llm=Voter(['{"dataset": "celsius_to_fahrenheit"}'] * 2 + ['{"dataset": "number_words"}']))
+    assert picked["chosen"] == "celsius_to_fahrenheit" and picked["rerank"]["winner"] == "celsius_to_fahrenheit"
+    rejected = retrieve_dataset(SPEC, cfg, DATASETS, tmp_path / "b", llm=Voter(['{"dataset": "none"}', '{"dataset": "none"}', "garbage"]))
+    assert rejected["chosen"] is None and "none of the candidates fits" in rejected["reason"]
+    tie = retrieve_dataset(SPEC, cfg, DATASETS, tmp_path / "c", llm=Voter(['{"dataset": "none"}', '{"dataset": "celsius_to_fahrenheit"}', "x"]))
+    assert tie["chosen"] == "number_words" and tie["rerank"]["winner"] is None
