@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.choose import ask_for_dataset
 from flows.tracking import flow_run
 from flows.train_evaluate import train_and_evaluate
 from tasks.stages import (
@@ -16,6 +17,7 @@ from tasks.stages import (
     parse_task,
     process_task,
     publish_demo_task,
+    rank_datasets_task,
     ref,
     retrieve_datasets_task,
     retrieve_model_task,
@@ -33,8 +35,13 @@ def pipeline(prompt_file: str, out_dir: str, overrides: dict | None = None) -> d
     with flow_run(prompt_file, out_dir, overrides) as run:
         s, run_dir, teacher, stages = run.settings, run.run_dir, run.teacher, run.stages
         spec = stages.run("parse", parse_task, "spec.json", prompt=run.prompt, prompt_file=str(prompt_file), run_dir=run_dir, teacher=teacher)
-        retrieved = stages.run("retrieve_datasets", retrieve_datasets_task, "retrieved", spec=spec, cfg=s.retrieval, datasets_dir=s.datasets_dir,
-                               datasets_index=s.datasets_index, sources_fingerprint=sources_fingerprint(s.datasets_dir, s.datasets_index),
+        sources = dict(datasets_dir=s.datasets_dir, datasets_index=s.datasets_index,
+                       sources_fingerprint=sources_fingerprint(s.datasets_dir, s.datasets_index))
+        retrieval = s.retrieval
+        if retrieval.choose == "ui" and not retrieval.dataset:
+            candidates = stages.run("rank_datasets", rank_datasets_task, "spec.json", spec=spec, cfg=retrieval, **sources)
+            retrieval = ask_for_dataset(candidates, retrieval)
+        retrieved = stages.run("retrieve_datasets", retrieve_datasets_task, "retrieved", spec=spec, cfg=retrieval, **sources,
                                run_dir=run_dir, seed=s.process.seed, teacher=teacher)
         generated = stages.run("generate", generate_task, "generated", spec=spec, cfg=s.generation, limits=s.limits, run_dir=run_dir, teacher=teacher)
         choice = stages.run("retrieve_model", retrieve_model_task, "model_choice.json", spec=spec, cfg=s.retrieval, models_dir=s.models_dir,

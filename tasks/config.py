@@ -59,6 +59,8 @@ class RetrievalConfig(StageConfig):
     model: str | None = Field(None, description="Force this student model (a name from the model registry).")
     max_rows: int = Field(3000, ge=0, description="Rows taken from a retrieved dataset at most.")
     min_dataset_score: float = Field(0.3, ge=0, le=1, description="Similarity (MiniLM cosine) a dataset needs to be used.")
+    choose: Literal["auto", "ui"] = Field("auto", description="'ui': the run pauses and a person picks the dataset in the Prefect UI.")
+    choose_timeout: int = Field(3600, ge=10, description="Seconds to wait for the person's choice before choosing automatically.")
     rerank: Literal["none", "llm"] = Field("none", description="'llm': the teacher picks among the top candidates by majority vote.")
     rerank_candidates: int = Field(5, ge=2, description="Candidates shown to the reranker.")
     rerank_votes: int = Field(3, ge=1, description="Teacher replies sampled; the majority choice wins.")

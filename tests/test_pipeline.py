@@ -129,3 +129,38 @@ def test_generate_command_writes_dataset_and_request_log(tmp_path, capsys, prefe
     log = read_jsonl(out / "generation.jsonl")
     # Every request is logged, answered by the server or (from earlier tests' runs) by the cache.
     assert sum(not r["cached"] for r in log) == numbers_server.answered and all(r["purpose"] == "generate" for r in log)
+
+
+def test_a_person_chooses_the_dataset_in_the_prefect_ui(tmp_path, prefect_harness, numbers_server, monkeypatch):
+    """The run pauses with the candidates; the answer (as the UI's form sends it) picks dataset and columns."""
+    import threading
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateName
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.flow_runs import resume_flow_run
+
+    out = tmp_path / "run"
+    errors: list = []
+
+    def run():
+        try:
+            run_pipeline(out, numbers_server, monkeypatch, retrieval={**QUICK["retrieval"], "choose": "ui"})
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    paused = FlowRunFilter(state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Paused"])))
+    deadline = time.monotonic() + 120
+    with get_client(sync_client=True) as client:
+        while not (runs := client.read_flow_runs(flow_run_filter=paused, limit=5, sort=FlowRunSort.START_TIME_DESC)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    assert runs, "the run never paused for a choice"
+    resume_flow_run(runs[0].id, run_input={"dataset": "celsius_to_fahrenheit", "input_column": "input", "output_column": "output"})
+    thread.join(timeout=600)
+    assert not errors, errors
+    record = read_json(out / "retrieval.json")
+    assert record["chosen"] == "celsius_to_fahrenheit" and record["columns_mapped"] == "given"
+    assert states(read_json(out / "summary.json"))["rank_datasets"] == "Completed"
