@@ -12,27 +12,20 @@ import os
 from pathlib import Path
 
 from tasks.run_store import read_json, write_json
-from tasks.train import format_prompt, load_model
+from tasks.inference import generate_outputs
+from tasks.train import load_model
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 def make_predictor(run_dir: Path):
     """A function text -> the model's answer, for the model in `run_dir/model`."""
-    import torch
-
     spec = read_json(run_dir / "spec.json")
     arch = read_json(run_dir / "model_choice.json")["architecture"]
     model, tokenizer = load_model(run_dir / "model", arch)
-    model.eval()
 
     def predict(text: str) -> str:
-        batch = tokenizer([format_prompt(spec["instruction"], text)], return_tensors="pt")
-        with torch.inference_mode():
-            out = model.generate(**batch, max_new_tokens=64, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        if arch == "decoder-only":
-            out = out[:, batch["input_ids"].shape[1]:]
-        return tokenizer.decode(out[0], skip_special_tokens=True).strip().split("\n", 1)[0].strip()
+        return generate_outputs(model, tokenizer, arch, spec["instruction"], [text])[0]
 
     return predict, spec
 

@@ -11,8 +11,6 @@ ones: `metrics.json` says which backbone was used). Output: `metrics.json`
 from __future__ import annotations
 
 import json
-import re
-import string
 import time
 from pathlib import Path
 
@@ -22,23 +20,8 @@ from tasks.config import EvalConfig
 from tasks.generate import answer_prompt, clean_answer
 from tasks.parse import PromptSpec
 from tasks.run_store import read_json, read_jsonl, write_json
-from tasks.train import format_prompt, load_model, write_model_card
-
-_PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
-
-
-def normalise_answer(text: str) -> str:
-    """Lower-case, punctuation and articles removed, whitespace collapsed (SQuAD-style)."""
-    text = _PUNCT.sub(" ", text.lower())
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def exact_match(predictions: list[str], references: list[str]) -> float:
-    if not references:
-        return 0.0
-    return sum(normalise_answer(p) == normalise_answer(r) for p, r in zip(predictions, references)) / len(references)
-
+from tasks.inference import exact_match, generate_outputs
+from tasks.train import load_model, write_model_card
 
 def chrf_pp(predictions: list[str], references: list[str]) -> float:
     """Corpus chrF++ (character n-grams plus word bigrams), 0-100."""
@@ -69,24 +52,6 @@ def bertscore_f1(predictions: list[str], references: list[str], cfg: EvalConfig)
 def score(predictions: list[str], references: list[str], cfg: EvalConfig) -> dict:
     return {"exact_match": round(exact_match(predictions, references), 4), "chrf": round(chrf_pp(predictions, references), 2),
             "bertscore_f1": round(bertscore_f1(predictions, references, cfg), 4), "n": len(references)}
-
-
-def predict_student(model, tokenizer, architecture: str, instruction: str, inputs: list[str], cfg: EvalConfig) -> list[str]:
-    """Greedy outputs for `inputs`, batched; inputs sorted by length so batches pad little."""
-    model.eval()
-    order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
-    outputs: list[str] = [""] * len(inputs)
-    for start in range(0, len(order), cfg.batch_size):
-        idx = order[start : start + cfg.batch_size]
-        prompts = [format_prompt(instruction, inputs[i]) for i in idx]
-        batch = tokenizer(prompts, return_tensors="pt", padding=True)
-        with torch.inference_mode():
-            out = model.generate(**batch, max_new_tokens=cfg.max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        if architecture == "decoder-only":
-            out = out[:, batch["input_ids"].shape[1]:]
-        for i, seq in zip(idx, out):
-            outputs[i] = tokenizer.decode(seq, skip_special_tokens=True).strip().split("\n", 1)[0].strip()
-    return outputs
 
 
 async def predict_teacher(llm, spec: PromptSpec, inputs: list[str], max_tokens: int) -> list[str]:
@@ -122,7 +87,7 @@ def evaluate_run(spec: PromptSpec, splits_dir: Path, model_dir: Path, architectu
         if not rows:
             continue
         started = time.perf_counter()
-        student = predict_student(model, tokenizer, architecture, spec.instruction, inputs, cfg)
+        student = generate_outputs(model, tokenizer, architecture, spec.instruction, inputs, cfg.batch_size, cfg.max_new_tokens)
         ms = (time.perf_counter() - started) * 1000 / len(rows)
         metrics["student"][name] = score(student, refs, cfg) | {"ms_per_example": round(ms, 1), "size_mb": size_mb}
         teacher = [None] * len(rows)

@@ -16,15 +16,12 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from tasks.config import TrainConfig
 from tasks.embedded import SMOLLM2_NAME, TINY_MODELS, build_tiny_model, smollm2_path
 from tasks.run_store import write_json
-
-
-def format_prompt(instruction: str, text: str) -> str:
-    """The student's input for one example: the same textualisation in training, evaluation and demo."""
-    return f"{instruction}\n\nInput: {text}\nOutput:"
+from tasks.train_format import format_prompt
 
 
 def resolve_model_path(path: str, home: Path) -> Path | str:
@@ -68,6 +65,25 @@ def encode_example(tokenizer, architecture: str, prompt: str, output: str, max_l
     target_ids = target_ids[:max_length // 2] if len(target_ids) > max_length // 2 else target_ids
     prompt_ids = prompt_ids[-(max_length - len(target_ids)):]  # keep the end: it holds the input
     return {"input_ids": prompt_ids + target_ids, "labels": [-100] * len(prompt_ids) + target_ids}
+
+
+class ValidationMetrics(TrainerCallback):
+    """After each evaluation, generates on (up to 64) validation examples and adds
+    `eval_exact_match` to the metrics, which then picks the best epoch and drives early stopping."""
+
+    def __init__(self, tokenizer, architecture: str, instruction: str, rows: list[dict], max_new_tokens: int):
+        self.tokenizer, self.architecture, self.instruction = tokenizer, architecture, instruction
+        self.rows, self.max_new_tokens = rows[:64], max_new_tokens
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        from tasks.inference import exact_match, generate_outputs
+
+        if metrics is None or model is None or not self.rows:
+            return
+        predictions = generate_outputs(model, self.tokenizer, self.architecture, self.instruction, [r["input"] for r in self.rows],
+                                       max_new_tokens=self.max_new_tokens)
+        metrics["eval_exact_match"] = round(exact_match(predictions, [r["output"] for r in self.rows]), 4)
+        state.log_history.append({"eval_exact_match": metrics["eval_exact_match"], "epoch": state.epoch, "step": state.global_step})
 
 
 class PadCollator:
@@ -135,7 +151,8 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
         save_strategy="epoch",
         save_total_limit=2,
         load_best_model_at_end=True,
-        metric_for_best_model="eval_loss",
+        metric_for_best_model="eval_exact_match",
+        greater_is_better=True,
         logging_steps=5,
         report_to=[],
         seed=cfg.seed,
@@ -148,7 +165,9 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
     trainer = Trainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
         data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=2)],
+        # Validation metrics first: early stopping reads the exact match it adds.
+        callbacks=[ValidationMetrics(tokenizer, arch, instruction, list(splits["validation"]), max_new_tokens=32),
+                   EarlyStoppingCallback(early_stopping_patience=2)],
     )
     resume = any(ckpt_dir.glob("checkpoint-*")) if ckpt_dir.exists() else False
     started = time.monotonic()
@@ -167,7 +186,7 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
         "base_model": choice["name"], "architecture": arch, "max_length": max_length, "train_examples": len(train_ds),
         "epochs": cfg.epochs, "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size, "lora": cfg.lora,
         "steps": trainer.state.global_step, "train_loss": round(result.training_loss, 4), "seconds": round(seconds, 1),
-        "best_eval_loss": trainer.state.best_metric, "resumed": bool(resume), "device": "cuda" if cuda else "cpu",
+        "best_eval_exact_match": trainer.state.best_metric, "resumed": bool(resume), "device": "cuda" if cuda else "cpu",
         "tokens_seen": int(sum(len(x) for x in train_ds["input_ids"]) * cfg.epochs),
     }
     write_json(out_dir / "train.json", record)

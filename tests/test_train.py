@@ -3,7 +3,8 @@
 import pytest
 
 from tasks.config import EvalConfig, ProcessConfig, TrainConfig
-from tasks.evaluate_model import evaluate_run, exact_match, normalise_answer
+from tasks.evaluate_model import evaluate_run
+from tasks.inference import exact_match, normalise_answer
 from tasks.parse import parse_prompt, read_prompt_file
 from tasks.process import make_splits
 from tasks.run_store import read_json, read_jsonl, rows_to_dataset
@@ -44,7 +45,8 @@ def test_train_then_evaluate_both_architectures(splits, tmp_path, model, archite
     record = train_student(out / "splits", choice, SPEC.instruction, TrainConfig(epochs=2, batch_size=8, lora=lora), tmp_path, Settings().home)
     assert record["steps"] > 0 and record["architecture"] == architecture
     log = read_jsonl(tmp_path / "train_log.jsonl")
-    assert sum("eval_loss" in e for e in log) == 2  # validation every epoch
+    assert sum("eval_loss" in e for e in log) == 2  # validation every epoch: loss and generation metrics
+    assert sum("eval_exact_match" in e for e in log) == 2
     assert (tmp_path / "model" / "model.safetensors").exists() and (tmp_path / "model" / "README.md").exists()
     metrics = evaluate_run(SPEC, out / "splits", tmp_path / "model", architecture, EvalConfig(max_new_tokens=4), tmp_path)
     assert set(metrics["student"]["held_out"]) >= {"exact_match", "chrf", "bertscore_f1", "ms_per_example"}
