@@ -159,6 +159,7 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
         use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(),
         remove_unused_columns=False,
+        train_sampling_strategy="group_by_length",  # batches of similar length pad (and compute) less
         dataloader_num_workers=0,
         disable_tqdm=False,  # the progress bar is the stage's progress on the terminal
     )
