@@ -171,6 +171,26 @@ def cmd_index(args) -> int:
     return 0
 
 
+def cmd_deploy(args) -> int:
+    from deployments.deploy import deploy_all, deployment_specs, ensure_work_pools
+    from tasks.errors import P2MError
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise P2MError("p2m deploy needs a Prefect server: start one (`prefect server start`) and set PREFECT_API_URL")
+    created = ensure_work_pools()
+    specs = deployment_specs(str(args.nightly_prompt.resolve()) if args.nightly_prompt else None,
+                             str(args.nightly_out.resolve()) if args.nightly_out else None,
+                             str(args.index_out.resolve()) if args.index_out else None,
+                             str(args.datasets_dir.resolve()) if args.datasets_dir else None)
+    ids = deploy_all(specs)
+    print(f"work pools: cpu, gpu{' (created: ' + ', '.join(created) + ')' if created else ''}")
+    for spec, name in zip(specs, ids):
+        paused = spec.cron is not None and not spec.parameters
+        print(f"{name:<45} pool {spec.pool:<4} {spec.cron or 'on demand'}{'  (paused: needs --nightly-prompt/--nightly-out or --index-out)' if paused else ''}")
+    print("start workers: prefect worker start --pool cpu   (and --pool gpu on the GPU machine)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="p2m", description="Turn a task prompt into a small model you can deploy yourself.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -232,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--models-dir", type=Path)
     index.add_argument("--hub-limit", type=int, default=0, help="also index the N most downloaded Hub datasets and models (network)")
     index.set_defaults(func=cmd_index)
+
+    deploy = sub.add_parser("deploy", help="create the work pools and register the deployments on the Prefect server")
+    deploy.add_argument("--nightly-prompt", type=Path, help="prompt file the nightly regeneration uses")
+    deploy.add_argument("--nightly-out", type=Path, help="folder the nightly regeneration writes")
+    deploy.add_argument("--index-out", type=Path, help="folder the nightly index refresh writes")
+    deploy.add_argument("--datasets-dir", type=Path, help="datasets the nightly index refresh reads")
+    deploy.set_defaults(func=cmd_deploy)
 
     demo = sub.add_parser("demo", help="serve the Gradio demo for a run folder")
     demo.add_argument("run_dir", type=Path)

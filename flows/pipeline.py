@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.choose import ask_for_dataset
-from flows.tracking import flow_run
+from flows.tracking import flow_run, with_options
 from flows.train_evaluate import train_and_evaluate
 from tasks.stages import (
     generate_task,
@@ -26,12 +26,37 @@ from tasks.stages import (
 
 
 @flow(name="p2m-pipeline")
-def pipeline(prompt_file: str, out_dir: str, overrides: dict | None = None) -> dict:
+def pipeline(
+    prompt_file: str,
+    out_dir: str,
+    num_examples: int | None = None,
+    model_size_cap_gb: float | None = None,
+    dataset: str | None = None,
+    model: str | None = None,
+    choose_dataset_in_ui: bool = False,
+    overrides: dict | None = None,
+) -> dict:
     """Run every stage for `prompt_file` into `out_dir`; returns the run summary.
 
-    `overrides` are settings as the CLI passes them (nested by section); the rest comes from
-    P2M_* variables and `.env`. Stages whose inputs did not change are served from the cache.
+    Stages whose inputs did not change are served from the cache. Settings not given here come
+    from P2M_* variables and `.env` on the machine that runs the flow.
+
+    Args:
+        prompt_file: Path of the prompt file (free text, or YAML with instruction and demonstrations).
+        out_dir: The run folder; re-using it resumes the run.
+        num_examples: Examples to generate with the teacher (0: retrieved data only).
+        model_size_cap_gb: Students larger than this are left out.
+        dataset: Use this dataset ('none': generated data only); empty lets p2m choose.
+        model: Use this student model; empty lets p2m choose.
+        choose_dataset_in_ui: Pause when the candidates are found, and let a person choose here.
+        overrides: Any other settings, nested by section as in .env.example (e.g. {"train": {"epochs": 1}}).
     """
+    overrides = with_options(
+        overrides,
+        generation={"num_examples": num_examples},
+        retrieval={"model_size_cap_gb": model_size_cap_gb, "dataset": dataset, "model": model,
+                   "choose": "ui" if choose_dataset_in_ui else None},
+    )
     with flow_run(prompt_file, out_dir, overrides) as run:
         s, run_dir, teacher, stages = run.settings, run.run_dir, run.teacher, run.stages
         spec = stages.run("parse", parse_task, "spec.json", prompt=run.prompt, prompt_file=str(prompt_file), run_dir=run_dir, teacher=teacher)

@@ -85,6 +85,16 @@ class FlowRun:
     summary: dict = field(default_factory=dict)
 
 
+def with_options(overrides: dict | None, **sections: dict) -> dict:
+    """`overrides` with the flow's form fields merged in (fields left at None are not set)."""
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in (overrides or {}).items()}
+    for section, values in sections.items():
+        given = {k: v for k, v in values.items() if v is not None}
+        if given:
+            merged[section] = {**merged.get(section, {}), **given}
+    return merged
+
+
 @contextlib.contextmanager
 def flow_run(prompt_file: str | None, out_dir: str, overrides: dict | None):
     """Set up a flow run; on exit stop the teacher and write the summary, even after a failure."""

@@ -1,0 +1,26 @@
+"""`p2m deploy` against a real Prefect server (the test harness's): pools, deployments, schedules, the UI form."""
+
+from deployments.deploy import deploy_all, deployment_specs, ensure_work_pools
+from tests.conftest import EXAMPLE
+
+
+def test_deploy_registers_pools_deployments_and_the_nightly_schedule(tmp_path, prefect_harness):
+    from prefect.client.orchestration import get_client
+
+    assert set(ensure_work_pools()) <= {"cpu", "gpu"}
+    assert ensure_work_pools() == []  # idempotent
+    ids = deploy_all(deployment_specs(str(EXAMPLE), str(tmp_path / "nightly")))
+    assert set(ids) == {"p2m-pipeline/pipeline", "p2m-generate/nightly-regeneration", "p2m-index-refresh/nightly-index-refresh",
+                        "p2m-train-evaluate/gpu"}
+    with get_client(sync_client=True) as client:
+        pipeline = client.read_deployment_by_name("p2m-pipeline/pipeline")
+        nightly = client.read_deployment_by_name("p2m-generate/nightly-regeneration")
+        index = client.read_deployment_by_name("p2m-index-refresh/nightly-index-refresh")
+        gpu = client.read_deployment_by_name("p2m-train-evaluate/gpu")
+    assert (pipeline.work_pool_name, gpu.work_pool_name) == ("cpu", "gpu")
+    assert nightly.schedules[0].schedule.cron == "0 2 * * *" and nightly.parameters["fresh_seed"] is True and not nightly.paused
+    assert index.paused  # no --index-out given: registered, but not scheduled blind
+    # The UI's run form: typed fields with descriptions from the docstring.
+    props = pipeline.parameter_openapi_schema["properties"]
+    assert {"prompt_file", "out_dir", "num_examples", "model_size_cap_gb", "choose_dataset_in_ui"} <= set(props)
+    assert "Examples to generate" in props["num_examples"]["description"]
