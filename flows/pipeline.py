@@ -11,7 +11,7 @@ from prefect import flow
 
 from flows.choose import ask_for_dataset
 from flows.tracking import flow_run, with_options
-from flows.train_evaluate import train_and_evaluate
+from flows.train_evaluate import train_and_evaluate, train_and_evaluate_on_deployment
 from tasks.stages import (
     generate_task,
     parse_task,
@@ -73,7 +73,10 @@ def pipeline(
                             models_index=s.models_index, sources_fingerprint=sources_fingerprint(s.models_dir, s.models_index),
                             run_dir=run_dir, teacher=teacher)
         splits = stages.run("process", process_task, "splits", spec=spec, retrieved=ref(retrieved), generated=ref(generated), cfg=s.process, run_dir=run_dir)
-        model, metrics = train_and_evaluate(run, spec, ref(splits), choice)
+        if s.train_deployment:
+            model, metrics = train_and_evaluate_on_deployment(run, s.train_deployment, overrides)
+        else:
+            model, metrics = train_and_evaluate(run, spec, ref(splits), choice)
         stages.run("publish_demo", publish_demo_task, "demo.json", run_dir=run_dir, model=model)
         stages.details.update(metrics=metrics, model=model["path"], model_name=choice["name"], dataset=retrieved["chosen"],
                               generated=generated.get("accepted", 0), generation_stop=generated.get("stop_reason"),

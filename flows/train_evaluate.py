@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.tracking import FlowRun, flow_run
-from tasks.errors import BadInputError
+from tasks.errors import BadInputError, P2MError
 from tasks.run_store import artifact_ref, content_hash, read_json
 from tasks.stages import MODEL_CARD, evaluate_task, ref, train_task
 
@@ -31,6 +31,23 @@ def train_and_evaluate(run: FlowRun, spec: dict, splits: dict, choice: dict, sta
                                  cfg=s.evaluation, eval_data_hash=content_hash(s.evaluation.eval_data) if s.evaluation.eval_data else "",
                                  run_dir=run.run_dir, teacher=run.teacher)
     return model, metrics
+
+
+def train_and_evaluate_on_deployment(run: FlowRun, deployment: str, overrides: dict | None) -> tuple[dict, dict]:
+    """Run the train+evaluate flow as `deployment` (on its work pool, e.g. the GPU machine) and wait.
+
+    The child is a subflow of this run in the UI and can be retried alone. It works on the same
+    run folder (shared storage); its stage states join this run's summary.
+    """
+    from prefect.deployments import run_deployment
+
+    child = run_deployment(deployment, parameters={"run_dir": str(run.run_dir), "overrides": overrides}, timeout=None)
+    child_summary = read_json(run.run_dir / "summary.json") if (run.run_dir / "summary.json").exists() else {"stages": []}
+    run.stages.stages += [{**stage, "via": deployment} for stage in child_summary["stages"]]
+    if not child.state or not child.state.is_completed():
+        raise P2MError(f"train+evaluate on {deployment} ended {child.state.name if child.state else 'without a state'}; "
+                       f"see flow run {child.name} in the Prefect UI, fix the cause and retry it")
+    return artifact_ref(run.run_dir / "model", MODEL_CARD), read_json(run.run_dir / "metrics.json")
 
 
 @flow(name="p2m-train-evaluate")
