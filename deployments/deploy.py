@@ -6,6 +6,7 @@
 | p2m-generate/nightly-regeneration | new data for a saved prompt, seeded by date | cpu | 02:00 nightly |
 | p2m-index-refresh/nightly-index-refresh | rebuild the retrieval indexes | cpu | 03:00 nightly |
 | p2m-train-evaluate/gpu | train + evaluate a run folder | gpu | on demand |
+| p2m-publish-demo/demo | serve or replace the demo page of a run folder | cpu | on demand |
 
 Both pools are `process` pools: a worker started on a machine runs the flows there
 (`prefect worker start --pool gpu` on the GPU machine). The deployments run the code from this
@@ -44,6 +45,7 @@ def deployment_specs(nightly_prompt: str | None = None, nightly_out: str | None 
         DeploymentSpec("flows/index_refresh.py:index_refresh_flow", "nightly-index-refresh", "cpu", "0 3 * * *",
                        {"out_dir": index_out, "datasets_dir": datasets_dir} if index_out else {}, "Rebuild the retrieval indexes every night."),
         DeploymentSpec("flows/train_evaluate.py:train_evaluate_flow", "gpu", "gpu", description="Train and evaluate a run folder on the GPU pool."),
+        DeploymentSpec("flows/publish_demo.py:publish_demo_flow", "demo", "cpu", description="Serve or replace the demo page for a run folder."),
     ]
 
 

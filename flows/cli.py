@@ -112,6 +112,17 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_publish(args) -> int:
+    _settings({})
+    from flows.publish_demo import publish_demo_flow
+
+    record = publish_demo_flow(run_dir=str(args.run_dir), port=args.port, host=args.host)
+    print(f"demo for {record['run_dir']} at {record['url']} (process {record['pid']}"
+          f"{', replaced the previous one' if record['replaced_previous'] else ''}); it answered "
+          f"{record['sample_input']!r} with {record['sample_output']!r}")
+    return 0
+
+
 def cmd_generate(args) -> int:
     overrides = _overrides(args)
     _settings(overrides)
@@ -266,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int)
     demo.add_argument("--auth", help="user:password for basic auth")
     demo.set_defaults(func=cmd_demo)
+
+    publish = sub.add_parser("publish", help="serve the demo as a long-running process, replacing the one on its port")
+    publish.add_argument("run_dir", type=Path)
+    publish.add_argument("--host")
+    publish.add_argument("--port", type=int)
+    publish.set_defaults(func=cmd_publish)
 
     teacher = sub.add_parser("teacher", help="serve the local teacher (OpenAI-compatible) on its own")
     teacher.add_argument("--port", type=int, default=8001)

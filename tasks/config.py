@@ -129,6 +129,7 @@ class Settings(BaseSettings):
     train_deployment: str | None = Field(None, description="Run train+evaluate as this deployment (e.g. p2m-train-evaluate/gpu, on the GPU pool) instead of in-process.")
     demo_host: str = Field("127.0.0.1", description="Address the Gradio demo binds to.")
     demo_port: int = Field(7860, ge=0)
+    demo_auth: str | None = Field(None, description="user:password: a login page in front of the published demo.")
 
     limits: LimitsConfig = LimitsConfig()
     generation: GenerationConfig = GenerationConfig()

@@ -1,0 +1,98 @@
+"""Publishing the demo as a long-running service: start it, or replace the one on the same port.
+
+The demo runs as its own process (`p2m demo RUN_DIR`), detached from the flow that published it,
+so it keeps serving after the flow ends. A small state file per port under P2M_HOME/demos
+remembers which process serves it, so publishing a newer model stops the old one first.
+Publishing succeeds only when the page answers and the model answers one demonstration through
+the page's own API.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tasks.errors import P2MError
+from tasks.run_store import read_json, write_json
+
+HEALTH_TIMEOUT_S = 180
+
+
+def _state_file(home: Path, port: int) -> Path:
+    return Path(home) / "demos" / f"{port}.json"
+
+
+def stop_demo(home: Path, port: int) -> bool:
+    """Stop the demo p2m started on `port`, if any; returns whether one was running."""
+    state = _state_file(home, port)
+    if not state.exists():
+        return False
+    pid = read_json(state)["pid"]
+    state.unlink()
+    try:
+        os.killpg(pid, signal.SIGTERM)  # the demo leads its own process group
+    except ProcessLookupError:
+        return False
+    for _ in range(50):
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def publish_demo(run_dir: Path, home: Path, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None) -> dict:
+    """Serve the demo of `run_dir` on host:port, replacing an earlier one there; returns its record.
+
+    `auth` ("user:password") puts Gradio's login page in front of it. Raises P2MError when the
+    page does not come up healthy (its log is in P2M_HOME/demos/PORT.log).
+    """
+    run_dir = Path(run_dir).resolve()
+    if not (run_dir / "model").exists():
+        raise P2MError(f"{run_dir} has no trained model to publish; run `p2m run PROMPT --out {run_dir}` first")
+    replaced = stop_demo(home, port)
+    log_path = _state_file(home, port).with_suffix(".log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "flows.cli", "demo", str(run_dir), "--host", host, "--port", str(port)]
+    if auth:
+        command += ["--auth", auth]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                cwd=Path(__file__).resolve().parent.parent)
+    write_json(_state_file(home, port), {"pid": proc.pid, "run_dir": str(run_dir), "started": time.time()})
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
+    sample = check_health(url, proc, run_dir, auth, log_path)
+    record = {"url": url, "pid": proc.pid, "run_dir": str(run_dir), "replaced_previous": replaced, "auth": bool(auth),
+              "sample_input": sample[0], "sample_output": sample[1], "log": str(log_path)}
+    write_json(run_dir / "demo_service.json", record)
+    return record
+
+
+def check_health(url: str, proc: subprocess.Popen, run_dir: Path, auth: str | None, log_path: Path) -> tuple[str, str]:
+    """Wait until the page answers, then ask the model one demonstration through the page's API."""
+    deadline = time.monotonic() + HEALTH_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            raise P2MError(f"the demo exited at start (code {proc.returncode}); see {log_path}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise P2MError(f"the demo did not answer within {HEALTH_TIMEOUT_S}s; see {log_path}")
+        time.sleep(0.5)
+    from gradio_client import Client
+
+    spec = read_json(run_dir / "spec.json")
+    sample = spec["demonstrations"][0]["input"] if spec.get("demonstrations") else "hello"
+    client = Client(url, auth=tuple(auth.split(":", 1)) if auth else None, verbose=False)
+    return sample, client.predict(sample, api_name="/predict")
