@@ -16,7 +16,7 @@ export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export GRADIO_ANALYTICS_ENABLED ?= False
 
-.PHONY: install run test test-slow bench demo clean
+.PHONY: install run test test-slow test-browser bench demo clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,12 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
+
+# The demo in a real browser: Debian's chromium (Playwright's own browser download needs the network).
+test-browser: install
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	$(PY) -m pip install --quiet -e '.[browser]'
+	$(PY) -m pytest -q -m browser
 
 bench: install
 	$(PY) bench/generation_rate.py

@@ -5,17 +5,26 @@ import os
 import pytest
 
 from tasks.demo_service import publish_demo, stop_demo
-from tasks.embedded import build_tiny_model
 from tasks.local_teacher import free_port
-from tasks.run_store import write_json
+from tasks.run_store import rows_to_dataset, write_json
 
 
 @pytest.fixture
 def run_folder(tmp_path):
+    """A run folder whose tiny model has learned to answer "hello" (1 s of training)."""
+    import datasets
+
+    from tasks.config import Settings, TrainConfig
+    from tasks.train import train_student
+
     run = tmp_path / "run"
-    build_tiny_model("tiny-t5", run / "model")
-    write_json(run / "spec.json", {"instruction": "Repeat.", "demonstrations": [{"input": "abc", "output": "abc"}]})
-    write_json(run / "model_choice.json", {"architecture": "encoder-decoder"})
+    rows = [{"input": f"x{i}", "output": "hello", "source": "generated"} for i in range(40)]
+    datasets.DatasetDict({k: rows_to_dataset(rows, ("input", "output", "source")) for k in ("train", "validation", "test")}).save_to_disk(
+        str(tmp_path / "splits"))
+    choice = {"name": "tiny-gpt2", "path": "embedded:tiny-gpt2", "architecture": "decoder-only"}
+    train_student(tmp_path / "splits", choice, "Say hello.", TrainConfig(epochs=15, learning_rate=3e-3), run, Settings().home)
+    write_json(run / "spec.json", {"instruction": "Say hello.", "demonstrations": [{"input": "abc", "output": "hello"}]})
+    write_json(run / "model_choice.json", choice)
     return run
 
 
@@ -23,7 +32,7 @@ def test_publish_then_replace(run_folder, tmp_path):
     home, port = tmp_path / "home", free_port()
     try:
         first = publish_demo(run_folder, home, port=port)
-        assert first["url"] == f"http://127.0.0.1:{port}/" and isinstance(first["sample_output"], str)
+        assert first["url"] == f"http://127.0.0.1:{port}/" and first["sample_output"] == "hello"
         assert not first["replaced_previous"]
         second = publish_demo(run_folder, home, port=port, auth="dana:secret")
         assert second["replaced_previous"] and second["pid"] != first["pid"] and second["auth"]

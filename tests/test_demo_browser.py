@@ -1,0 +1,41 @@
+"""The published demo in a real headless browser (Debian's chromium, driven by Playwright).
+
+Needs chromium and playwright, which the default set-up does not install: `make test-browser`
+installs them and runs this file; elsewhere it is skipped.
+"""
+
+import shutil
+
+import pytest
+
+from tasks.demo_service import publish_demo, stop_demo
+from tasks.local_teacher import free_port
+from tests.test_demo_service import run_folder  # noqa: F401  (fixture)
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make test-browser installs it)"),
+]
+
+
+def test_page_loads_takes_input_and_shows_the_answer(run_folder, tmp_path):  # noqa: F811
+    playwright = pytest.importorskip("playwright.sync_api")
+    home, port = tmp_path / "home", free_port()
+    try:
+        record = publish_demo(run_folder, home, port=port)
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            page = browser.new_page()
+            page.goto(record["url"])
+            page.get_by_label("Input").fill("abc")
+            page.get_by_role("button", name="Submit").click()
+            output = page.get_by_label("Output")
+            page.wait_for_function("el => el.value.length > 0", arg=output.element_handle(), timeout=60_000)
+            answer = output.input_value()
+            page.screenshot(path=str(tmp_path / "demo.png"))
+            browser.close()
+        assert answer == record["sample_output"] == "hello"  # the page shows what the model answers
+    finally:
+        stop_demo(home, port)
