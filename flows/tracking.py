@@ -18,11 +18,24 @@ from tasks.teacher import Teacher
 
 
 class StageTracker:
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, storage_url: str | None = None):
+        """With `storage_url` (s3://...), results go to remote storage and the folder is mirrored there."""
         self.run_dir = Path(run_dir)
         self.stages: list[dict] = []
         self.details: dict = {}
         self.started = time.monotonic()
+        self.storage_url = storage_url
+        self.result_storage = None
+        if storage_url:
+            from tasks.storage import results_storage
+
+            self.result_storage = results_storage(storage_url)
+
+    def mirror(self) -> None:
+        if self.storage_url and self.run_dir.exists():
+            from tasks.storage import push
+
+            push(self.run_dir, self.storage_url)
 
     def run(self, name: str, task, artifact: str, **params):
         """Call `task(**params)`; returns its result or raises its error after recording the state.
@@ -32,12 +45,15 @@ class StageTracker:
         """
         if not (self.run_dir / artifact).exists():
             task = task.with_options(refresh_cache=True)
+        if self.result_storage is not None:
+            task = task.with_options(result_storage=self.result_storage)
         print(f"[p2m] {name} ...", file=sys.stderr, flush=True)
         started = time.monotonic()
         state = task(**params, return_state=True)
         seconds = round(time.monotonic() - started, 2)
         self.stages.append({"stage": name, "state": state.name, "seconds": seconds})
         print(f"[p2m] {name}: {state.name} in {seconds:.1f}s", file=sys.stderr, flush=True)
+        self.mirror()
         return state.result()  # raises the task's exception when it failed
 
     def finish(self) -> dict:
@@ -45,6 +61,7 @@ class StageTracker:
         summary = {"run_dir": str(self.run_dir), "stages": self.stages, "total_seconds": round(time.monotonic() - self.started, 1), **self.details}
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.run_dir / "summary.json", summary)
+        self.mirror()
         try:
             from prefect.artifacts import create_markdown_artifact
 
@@ -100,8 +117,12 @@ def flow_run(prompt_file: str | None, out_dir: str, overrides: dict | None):
     """Set up a flow run; on exit stop the teacher and write the summary, even after a failure."""
     settings = Settings(**(overrides or {}))
     run_dir = Path(out_dir).resolve()
+    if settings.storage_url:
+        from tasks.storage import pull
+
+        pull(run_dir, settings.storage_url)  # a machine that lacks the folder continues from storage
     prompt = read_prompt_file(Path(prompt_file)) if prompt_file else None
-    run = FlowRun(settings, run_dir, prompt, Teacher(settings), StageTracker(run_dir))
+    run = FlowRun(settings, run_dir, prompt, Teacher(settings), StageTracker(run_dir, settings.storage_url))
     try:
         yield run
     finally:
