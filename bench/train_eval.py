@@ -4,8 +4,9 @@ Training: p2m's train stage (`tasks.train.train_student`: length-grouped batches
 generation every epoch, checkpoints for resume) against a bare `transformers.Trainer` loop on the
 same model, data and settings (AdamW, lr 5e-5, batch 8, one epoch, no evaluation, no
 checkpoints), in tokens per second of training data. Evaluation: p2m's `generate_outputs`
-(length-sorted batches of 16) against batch-10 greedy generation in input order, as the
-reference implementation's executor batches, in examples per second, on the fine-tuned model.
+(length-sorted batches of EvalConfig.batch_size, 64) against batch-10 greedy generation in
+input order, as the reference implementation's executor batches, in examples per second, on the
+fine-tuned model.
 
     python bench/train_eval.py [--train-examples 400] [--eval-examples 100]    # about 10 minutes
 """
@@ -24,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tasks.config import Settings, TrainConfig  # noqa: E402
+from tasks.config import EvalConfig, Settings, TrainConfig  # noqa: E402
 from tasks.embedded import smollm2_path  # noqa: E402
 from tasks.inference import exact_match, generate_outputs  # noqa: E402
 from tasks.run_store import rows_to_dataset  # noqa: E402
@@ -80,8 +81,9 @@ def eval_rows_per_s(model_dir: Path, rows: list[dict]) -> list[dict]:
     inputs, refs = [r["input"] for r in rows], [r["output"] for r in rows]
     results = []
     started = time.perf_counter()
-    ours = generate_outputs(model, tokenizer, "decoder-only", INSTRUCTION, inputs, batch_size=16, max_new_tokens=64)
-    results.append(("p2m generate_outputs (sorted, batch 16)", time.perf_counter() - started, ours))
+    batch = EvalConfig().batch_size
+    ours = generate_outputs(model, tokenizer, "decoder-only", INSTRUCTION, inputs, batch_size=batch, max_new_tokens=64)
+    results.append((f"p2m generate_outputs (length-sorted, batch {batch})", time.perf_counter() - started, ours))
     started = time.perf_counter()
     reference = []
     for start in range(0, len(inputs), 10):  # batch 10 in input order, greedy, as the reference executor batches

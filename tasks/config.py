@@ -92,7 +92,7 @@ class EvalConfig(StageConfig):
     teacher_baseline: bool = Field(True, description="Score the teacher LLM few-shot on the same examples.")
     bertscore_model: str | None = Field(None, description="BERTScore backbone (path or hub name); None: embedded MiniLM.")
     bertscore_num_layers: int | None = Field(None, description="Layer for BERTScore; required with a local path.")
-    batch_size: int = Field(16, ge=1, description="Examples per generation batch for the student.")
+    batch_size: int = Field(64, ge=1, description="Examples per generation batch for the student (big batches: CPU throughput).")
     max_new_tokens: int = Field(64, ge=1)
 
 

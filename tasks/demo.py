@@ -64,7 +64,7 @@ def check_demo(run_dir: Path) -> dict:
     """Start the demo on a free port, ask it one example through its API, stop it; write demo.json."""
     from gradio_client import Client
 
-    from tasks.local_teacher import free_port
+    from tasks.processes import free_port
 
     run_dir = Path(run_dir)
     spec = read_json(run_dir / "spec.json")

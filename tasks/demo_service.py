@@ -16,9 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from tasks.errors import P2MError
+from tasks.processes import wait_until_serving
 from tasks.run_store import read_json, write_json
 
 HEALTH_TIMEOUT_S = 180
@@ -78,19 +77,9 @@ def publish_demo(run_dir: Path, home: Path, host: str = "127.0.0.1", port: int =
 
 def check_health(url: str, proc: subprocess.Popen, run_dir: Path, auth: str | None, log_path: Path) -> tuple[str, str]:
     """Wait until the page answers, then ask the model one demonstration through the page's API."""
-    deadline = time.monotonic() + HEALTH_TIMEOUT_S
-    while True:
-        if proc.poll() is not None:
-            raise P2MError(f"the demo exited at start (code {proc.returncode}); see {log_path}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise P2MError(f"the demo did not answer within {HEALTH_TIMEOUT_S}s; see {log_path}")
-        time.sleep(0.5)
     from gradio_client import Client
+
+    wait_until_serving(proc, url, "demo", HEALTH_TIMEOUT_S, log_path)
 
     spec = read_json(run_dir / "spec.json")
     sample = spec["demonstrations"][0]["input"] if spec.get("demonstrations") else "hello"

@@ -14,8 +14,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from tasks.config import EvalConfig
 from tasks.generate import answer_prompt, clean_answer
 from tasks.parse import PromptSpec

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -20,11 +19,10 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 from pydantic import BaseModel
 
 from tasks.embedded import SMOLLM2_NAME
-from tasks.errors import P2MError
+from tasks.processes import free_port, wait_until_serving
 
 STARTUP_TIMEOUT_S = 300  # the first start converts the GGUF weights (about 20 s on 2 cores)
 
@@ -100,12 +98,6 @@ def build_app(model_dir: Path, model_name: str = SMOLLM2_NAME):
     return app
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def running_local_teacher(home: Path, port: int = 0):
     """Start the local teacher in a child process; yields its base URL; stops it on exit.
@@ -121,21 +113,9 @@ def running_local_teacher(home: Path, port: int = 0):
             [sys.executable, "-m", "tasks.local_teacher", "--home", str(home), "--port", str(port)],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )
-    base_url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise P2MError(f"the local teacher exited at start (code {proc.returncode}); see {log_path}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise P2MError(f"the local teacher did not start within {STARTUP_TIMEOUT_S}s; see {log_path}")
-            time.sleep(0.5)
-        yield base_url
+        wait_until_serving(proc, f"http://127.0.0.1:{port}/health", "local teacher", STARTUP_TIMEOUT_S, log_path)
+        yield f"http://127.0.0.1:{port}/v1"
     finally:
         proc.terminate()
         try:

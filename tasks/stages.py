@@ -1,9 +1,9 @@
 """The stages as Prefect tasks: retries, input-based caching, persisted results.
 
 Cache keys (see ../shared/PREFECT.md for the traps) are built by `stage_cache_key` from:
-the task's name (so two tasks with equal inputs never share a record), a hash of the source file
-of the module that does the stage's work (editing a helper re-runs the stage, which TASK_SOURCE
-alone would miss), the prompt templates, and the task's parameters. Upstream results are passed
+the task's name (so two tasks with equal inputs never share a record), a hash of the source of
+the module that does the stage's work and of the p2m modules it uses (editing a helper re-runs
+the stage, which TASK_SOURCE alone would miss), the prompt templates, and the task's parameters. Upstream results are passed
 as small dicts that carry a content hash of their artifact, so a changed upstream artifact
 changes every downstream key. The teacher enters keys as its identity (kind and model), not its
 URL, whose port changes from run to run.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import sys
 from pathlib import Path
 
 from prefect import task
@@ -28,14 +29,14 @@ from tasks.errors import P2MError
 from tasks.llm import run_sync
 from tasks.prompts import templates_hash
 from tasks.run_store import artifact_ref, claim_run_dir, rows_to_dataset, write_json
-
-MODEL_CARD = ("README.md",)  # rewritten by evaluation with the scores: not part of the model's identity
 from tasks.teacher import Teacher
 
 CACHE_VERSION = "1"  # bump to invalidate every cached stage at once
+MODEL_CARD = ("README.md",)  # rewritten by evaluation with the scores: not part of the model's identity
 
 
 def _jsonable(value):
+    """How a task parameter enters a cache key."""
     if isinstance(value, Teacher):
         return value.identity
     if isinstance(value, BaseModel):
@@ -44,18 +45,30 @@ def _jsonable(value):
         return str(value)
     if isinstance(value, set):
         return sorted(value)
-    if hasattr(value, "__dict__"):
+    if hasattr(value, "__dict__"):  # a live handle (the LLM client): what it answers is keyed elsewhere
         return type(value).__name__
     return str(value)
 
 
-def _module_hash(module) -> str:
-    return hashlib.sha256(inspect.getsource(module).encode()).hexdigest()[:12]
+def code_hash(module) -> str:
+    """Hash of a stage module's source and of the p2m modules it uses directly.
+
+    Settings are left out (tasks.config): their values enter the keys as parameters.
+    """
+    used = {module.__name__}
+    for value in vars(module).values():
+        name = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
+        if isinstance(name, str) and name.startswith("tasks.") and name != "tasks.config":
+            used.add(name)
+    h = hashlib.sha256()
+    for name in sorted(used):
+        h.update(inspect.getsource(sys.modules[name]).encode())
+    return h.hexdigest()[:12]
 
 
 def stage_cache_key(work_module, templates: tuple[str, ...] = ()):
     """A Prefect cache_key_fn for a task whose work lives in `work_module`."""
-    code = _module_hash(work_module) + templates_hash(*templates) if templates else _module_hash(work_module)
+    code = code_hash(work_module) + (templates_hash(*templates) if templates else "")
 
     def key(context, parameters: dict) -> str:
         payload = json.dumps(

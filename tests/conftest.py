@@ -53,3 +53,23 @@ def fast_limits():
     from tasks.config import LimitsConfig
 
     return LimitsConfig(requests_per_minute=60_000, tokens_per_minute=10_000_000, max_retries=4, request_timeout=5)
+
+
+@pytest.fixture
+def run_folder(tmp_path):
+    """A run folder whose tiny model has learned to answer "hello" (1 s of training)."""
+    import datasets
+
+    from tasks.config import Settings, TrainConfig
+    from tasks.run_store import rows_to_dataset, write_json
+    from tasks.train import train_student
+
+    run = tmp_path / "run"
+    rows = [{"input": f"x{i}", "output": "hello", "source": "generated"} for i in range(40)]
+    datasets.DatasetDict({k: rows_to_dataset(rows, ("input", "output", "source")) for k in ("train", "validation", "test")}).save_to_disk(
+        str(tmp_path / "splits"))
+    choice = {"name": "tiny-gpt2", "path": "embedded:tiny-gpt2", "architecture": "decoder-only"}
+    train_student(tmp_path / "splits", choice, "Say hello.", TrainConfig(epochs=15, learning_rate=3e-3), run, Settings().home)
+    write_json(run / "spec.json", {"instruction": "Say hello.", "demonstrations": [{"input": "abc", "output": "hello"}]})
+    write_json(run / "model_choice.json", choice)
+    return run

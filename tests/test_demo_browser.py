@@ -9,8 +9,7 @@ import shutil
 import pytest
 
 from tasks.demo_service import publish_demo, stop_demo
-from tasks.local_teacher import free_port
-from tests.test_demo_service import run_folder  # noqa: F401  (fixture)
+from tasks.processes import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -19,7 +18,7 @@ pytestmark = [
 ]
 
 
-def test_page_loads_takes_input_and_shows_the_answer(run_folder, tmp_path):  # noqa: F811
+def test_page_loads_takes_input_and_shows_the_answer(run_folder, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
     home, port = tmp_path / "home", free_port()
     try:

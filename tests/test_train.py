@@ -7,7 +7,7 @@ from tasks.evaluate_model import evaluate_run
 from tasks.inference import exact_match, normalise_answer
 from tasks.parse import parse_prompt, read_prompt_file
 from tasks.process import make_splits
-from tasks.run_store import read_json, read_jsonl, rows_to_dataset
+from tasks.run_store import read_jsonl, rows_to_dataset
 from tasks.train import choose_max_length, encode_example, train_student
 from tests.conftest import EXAMPLE
 
@@ -37,7 +37,6 @@ def test_splits_are_deduplicated_and_disjoint(splits):
 @pytest.mark.parametrize("model, architecture, lora", [("tiny-gpt2", "decoder-only", False), ("tiny-t5", "encoder-decoder", False),
                                                        ("tiny-gpt2", "decoder-only", True)])
 def test_train_then_evaluate_both_architectures(splits, tmp_path, model, architecture, lora):
-    from tasks.config import DEFAULT_HOME  # noqa: F401  (home comes from P2M_HOME in tests)
     from tasks.config import Settings
 
     out, _ = splits
