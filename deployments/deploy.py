@@ -32,6 +32,7 @@ class DeploymentSpec:
     cron: str | None = None
     parameters: dict = field(default_factory=dict)
     description: str = ""
+    concurrency_limit: int | None = None
 
 
 def deployment_specs(nightly_prompt: str | None = None, nightly_out: str | None = None, index_out: str | None = None,
@@ -44,7 +45,9 @@ def deployment_specs(nightly_prompt: str | None = None, nightly_out: str | None 
                        "Regenerate training data for a saved prompt every night."),
         DeploymentSpec("flows/index_refresh.py:index_refresh_flow", "nightly-index-refresh", "cpu", "0 3 * * *",
                        {"out_dir": index_out, "datasets_dir": datasets_dir} if index_out else {}, "Rebuild the retrieval indexes every night."),
-        DeploymentSpec("flows/train_evaluate.py:train_evaluate_flow", "gpu", "gpu", description="Train and evaluate a run folder on the GPU pool."),
+        # One fine-tune per GPU at a time: more runs wait in the queue instead of sharing the card.
+        DeploymentSpec("flows/train_evaluate.py:train_evaluate_flow", "gpu", "gpu", description="Train and evaluate a run folder on the GPU pool.",
+                       concurrency_limit=1),
         DeploymentSpec("flows/publish_demo.py:publish_demo_flow", "demo", "cpu", description="Serve or replace the demo page for a run folder."),
     ]
 
@@ -77,7 +80,7 @@ def deploy_all(specs: list[DeploymentSpec], source: Path = ROOT) -> dict[str, st
         deployment_id = flow.deploy(
             name=spec.name, work_pool_name=spec.pool, cron=spec.cron, parameters=spec.parameters or None,
             description=spec.description + (" Paused: deploy again with its parameters to schedule it." if incomplete else ""),
-            paused=incomplete or None, build=False, push=False, print_next_steps=False, ignore_warnings=True,
+            paused=incomplete or None, concurrency_limit=spec.concurrency_limit, build=False, push=False, print_next_steps=False, ignore_warnings=True,
         )
         ids[f"{flow.name}/{spec.name}"] = str(deployment_id)
     return ids

@@ -49,7 +49,7 @@ def _settings(overrides: dict):
         first = e.errors()[0]
         raise P2MError(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(settings.results_path))
-    if not os.environ.get("P2M_VERBOSE"):
+    if not settings.verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     return settings
 

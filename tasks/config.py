@@ -128,6 +128,7 @@ class Settings(BaseSettings):
     prices_file: Path | None = Field(None, description='JSON {"model": [usd_per_M_input, usd_per_M_output]} extending the price table.')
     local_teacher_port: int = Field(0, ge=0, description="Port for the local teacher; 0 picks a free one.")
     train_deployment: str | None = Field(None, description="Run train+evaluate as this deployment (e.g. p2m-train-evaluate/gpu, on the GPU pool) instead of in-process.")
+    verbose: bool = Field(False, description="Show Prefect's own log lines on the terminal (otherwise warnings only).")
     demo_host: str = Field("127.0.0.1", description="Address the Gradio demo binds to.")
     demo_port: int = Field(7860, ge=0)
     demo_auth: str | None = Field(None, description="user:password: a login page in front of the published demo.")

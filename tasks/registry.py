@@ -115,8 +115,46 @@ def architecture_of(model_type: str) -> str | None:
     return None
 
 
-def scan_models(root: Path | None) -> list[ModelRecord]:
-    """Records for the embedded models and every model folder under `root`."""
+def model_record_from_folder(folder: Path, name: str) -> ModelRecord | None:
+    """A record for a transformers model folder, or None when the trainer does not support it."""
+    config = json.loads((folder / "config.json").read_text())
+    arch = architecture_of(config.get("model_type", ""))
+    if arch is None:
+        return None
+    meta, body = read_card(folder / "README.md")
+    weights = list(folder.glob("*.safetensors")) or list(folder.glob("*.bin"))
+    size = sum(p.stat().st_size for p in weights)  # stat follows the HF cache's symlinks to blobs
+    tags = " ".join(str(t) for t in meta.get("tags") or [])
+    return ModelRecord(
+        name=name, path=str(folder), architecture=arch, model_type=config["model_type"],
+        description=f"{name}. {tags}. {body}", size_bytes=size, num_parameters=size // 4,
+        downloads=int(meta.get("downloads", 0) or 0), license=meta.get("license"), test_only="test-only" in tags,
+    )
+
+
+def scan_hf_cache(cache_dir: Path | None = None) -> list[ModelRecord]:
+    """Models already downloaded to the local Hugging Face cache (their snapshot on `main`)."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        info = scan_cache_dir(cache_dir)
+    except CacheNotFound:
+        return []
+    records = []
+    for repo in info.repos:
+        if repo.repo_type != "model":
+            continue
+        revision = next((r for r in repo.revisions if "main" in r.refs), None) or max(repo.revisions, key=lambda r: r.last_modified, default=None)
+        if revision is not None and (revision.snapshot_path / "config.json").exists():
+            record = model_record_from_folder(revision.snapshot_path, repo.repo_id)
+            if record:
+                records.append(record)
+    return records
+
+
+def scan_models(root: Path | None, hf_cache: Path | None = None) -> list[ModelRecord]:
+    """Records for the embedded models, the local Hugging Face cache and every model folder under `root`."""
     records = [
         ModelRecord(
             name=SMOLLM2_NAME, path=f"embedded:{SMOLLM2_NAME}", architecture="decoder-only", model_type="llama",
@@ -130,19 +168,8 @@ def scan_models(root: Path | None) -> list[ModelRecord]:
                     num_parameters=200_000, size_bytes=1_000_000, test_only=True)
         for n in TINY_MODELS
     ]
-    if root is None:
-        return records
-    for folder in sorted(p for p in Path(root).iterdir() if (p / "config.json").exists()):
-        config = json.loads((folder / "config.json").read_text())
-        arch = architecture_of(config.get("model_type", ""))
-        if arch is None:
-            continue
-        meta, body = read_card(folder / "README.md")
-        size = sum(p.stat().st_size for p in folder.glob("*.safetensors")) or sum(p.stat().st_size for p in folder.glob("*.bin"))
-        tags = " ".join(str(t) for t in meta.get("tags") or [])
-        records.append(ModelRecord(
-            name=folder.name, path=str(folder), architecture=arch, model_type=config["model_type"],
-            description=f"{folder.name}. {tags}. {body}", size_bytes=size, num_parameters=size // 4,
-            downloads=int(meta.get("downloads", 0) or 0), license=meta.get("license"), test_only="test-only" in tags,
-        ))
+    records += scan_hf_cache(hf_cache)
+    if root is not None:
+        folders = sorted(p for p in Path(root).iterdir() if (p / "config.json").exists())
+        records += [r for r in (model_record_from_folder(f, f.name) for f in folders) if r]
     return records

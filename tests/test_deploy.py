@@ -18,6 +18,7 @@ def test_deploy_registers_pools_deployments_and_the_nightly_schedule(tmp_path, p
         index = client.read_deployment_by_name("p2m-index-refresh/nightly-index-refresh")
         gpu = client.read_deployment_by_name("p2m-train-evaluate/gpu")
     assert (pipeline.work_pool_name, gpu.work_pool_name) == ("cpu", "gpu")
+    assert gpu.global_concurrency_limit.limit == 1  # one fine-tune per GPU at a time
     assert nightly.schedules[0].schedule.cron == "0 2 * * *" and nightly.parameters["fresh_seed"] is True and not nightly.paused
     assert index.paused  # no --index-out given: registered, but not scheduled blind
     # The UI's run form: typed fields with descriptions from the docstring.

@@ -79,3 +79,25 @@ def test_llm_reranker_majority_vote_can_overrule_or_reject(tmp_path):
     assert rejected["chosen"] is None and "none of the candidates fits" in rejected["reason"]
     tie = retrieve_dataset(SPEC, cfg, DATASETS, tmp_path / "c", llm=Voter(['{"dataset": "none"}', '{"dataset": "celsius_to_fahrenheit"}', "x"]))
     assert tie["chosen"] == "number_words" and tie["rerank"]["winner"] is None
+
+
+def test_models_in_the_local_hugging_face_cache_are_candidates(tmp_path, monkeypatch):
+    import json
+    import os
+
+    from tasks.registry import scan_models
+
+    repo = tmp_path / "hub" / "models--acme--tiny-t5"
+    sha = "a" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(sha)
+    (repo / "blobs").mkdir()
+    (repo / "blobs" / "cfg").write_text(json.dumps({"model_type": "t5"}))
+    (repo / "blobs" / "weights").write_bytes(b"0" * 1000)
+    snapshot = repo / "snapshots" / sha
+    snapshot.mkdir(parents=True)
+    os.symlink(repo / "blobs" / "cfg", snapshot / "config.json")
+    os.symlink(repo / "blobs" / "weights", snapshot / "model.safetensors")
+    records = {r.name: r for r in scan_models(None, hf_cache=tmp_path / "hub")}
+    cached = records["acme/tiny-t5"]
+    assert cached.architecture == "encoder-decoder" and cached.path == str(snapshot) and cached.size_bytes == 1000
