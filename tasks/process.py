@@ -53,6 +53,7 @@ def make_splits(spec: PromptSpec, retrieved_dir: Path, generated_dir: Path | Non
     train += [{"input": d.input, "output": d.output, "source": "demonstration"} for d in spec.demonstrations]
     splits = datasets.DatasetDict({
         name: rows_to_dataset(part, ("input", "output", "source"))
+        # The trainer needs a validation set: with val_fraction 0 one training row stands in.
         for name, part in (("train", train), ("validation", val or train[:1]), ("test", test))
     })
     splits.save_to_disk(str(out_dir / "splits"))
