@@ -43,6 +43,7 @@ class BatchResult:
 
     candidates: list[dict] = field(default_factory=list)
     rejected: Counter = field(default_factory=Counter)
+    duplicates: int = 0  # inputs already accepted or demonstrated (caught before paying for votes)
 
 
 @dataclass
@@ -173,11 +174,14 @@ async def generate_batch(
         for i, p in enumerate(prompts)
     ])
     result = BatchResult()
+    known = {normalise(e["input"]) for e in accepted} | {normalise(d.input) for d in spec.demonstrations}
     fresh: dict[str, dict] = {}
     for texts in replies:
         example, reason = parse_example(texts[0] if texts else "")
         if example is None:
             result.rejected[reason] += 1
+        elif normalise(example["input"]) in known:
+            result.duplicates += 1
         elif normalise(example["input"]) in fresh:
             result.rejected["duplicate_in_batch"] += 1
         else:
@@ -215,6 +219,8 @@ async def generate_examples(
 ) -> GenerationReport:
     """Generate up to `cfg.num_examples` distinct examples; always ends, and says why.
 
+    The request cap is exact; the cost budget is checked between batches (a batch may finish past it).
+
     `run_batch` runs one batch (the flow passes a Prefect task with the same signature).
     `on_progress(accepted_count, usage)` is called after every batch.
     """
@@ -244,6 +250,7 @@ async def generate_examples(
         result = await run_batch(llm, spec, cfg, accepted, batch_index, temperature, max_calls - llm.meter.requests)
         batch_index += 1
         rejected.update(result.rejected)
+        duplicates += result.duplicates
         new = 0
         for example in result.candidates:
             if seen.is_duplicate(example["input"]):

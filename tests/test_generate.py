@@ -54,10 +54,12 @@ def test_reaches_n_distinct_examples_with_votes(tmp_path, fast_limits):
 def test_a_teacher_that_repeats_itself_ends_with_a_reason(tmp_path, fast_limits):
     same = json.dumps({"input": "seventeen", "output": "17"})  # also a demonstration: never new
     with FakeLLMServer(lambda m, r: same) as server:
-        cfg = GenerationConfig(num_examples=50, batch_size=3, votes=1, max_stale_batches=3)
+        cfg = GenerationConfig(num_examples=50, batch_size=3, votes=3, max_stale_batches=3)
         report = run(make_llm(server, tmp_path, fast_limits), cfg, fast_limits)
     assert report.examples == [] and "3 batches in a row" in report.stop_reason
-    assert report.batches == 3
+    assert report.batches == 3 and report.duplicates_removed == 9
+    # A known input is dropped before its votes are paid for.
+    assert all("Write one new example" in r["messages"][0]["content"] for r in server.requests)
 
 
 def test_request_cap_ends_generation(tmp_path, fast_limits):
