@@ -71,7 +71,7 @@ class RetrievalConfig(StageConfig):
 class TrainConfig(StageConfig):
     epochs: float = Field(3, gt=0, description="Training epochs (paper: 3).")
     learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate (paper: 5e-5).")
-    batch_size: int = Field(8, ge=1)
+    batch_size: int | None = Field(8, ge=1, description="Examples per step; None: chosen from the sequence length and the device's memory.")
     max_length: int | None = Field(None, ge=8, description="Token cap per example; None: chosen from the data.")
     lora: bool = Field(False, description="Train LoRA adapters (peft) instead of all weights.")
     seed: int = 42

@@ -113,6 +113,17 @@ def choose_max_length(lengths: list[int], cap: int | None) -> int:
     return min(cap or 512, max(16, longest))
 
 
+def choose_batch_size(max_length: int, num_parameters: int, cuda: bool) -> int:
+    """Examples per step from the sequence length and memory: a token budget per step that fits
+    the device (on a GPU, what is left of its memory after weights, gradients and AdamW state)."""
+    if cuda:
+        free, _ = torch.cuda.mem_get_info()
+        budget = max(1024, int((free - 16 * num_parameters) / (num_parameters / 1e6 * 40)))  # rough bytes per token
+    else:
+        budget = 2048  # tokens per step on CPU: beyond this, steps only get slower
+    return max(1, min(64, budget // max_length))
+
+
 def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainConfig, out_dir: Path, home: Path) -> dict:
     """Fine-tune; write `out_dir/model` and `out_dir/train_log.jsonl`; return a training record."""
     import datasets
@@ -132,6 +143,8 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
     train_ds = splits["train"].map(encode, remove_columns=splits["train"].column_names, keep_in_memory=True)
     val_ds = splits["validation"].map(encode, remove_columns=splits["validation"].column_names, keep_in_memory=True)
 
+    cuda = torch.cuda.is_available()
+    batch_size = cfg.batch_size or choose_batch_size(max_length, model.num_parameters(), cuda)
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -140,13 +153,12 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
 
     fingerprint = hashlib.sha256(json.dumps([choice["path"], cfg.model_dump(), len(train_ds), max_length], sort_keys=True, default=str).encode()).hexdigest()[:12]
     ckpt_dir = out_dir / "checkpoints" / fingerprint
-    cuda = torch.cuda.is_available()
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
         num_train_epochs=cfg.epochs,
         learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
         eval_strategy="epoch",
         save_strategy="epoch",
         save_total_limit=2,
@@ -185,7 +197,7 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
             f.write(json.dumps(entry) + "\n")
     record = {
         "base_model": choice["name"], "architecture": arch, "max_length": max_length, "train_examples": len(train_ds),
-        "epochs": cfg.epochs, "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size, "lora": cfg.lora,
+        "epochs": cfg.epochs, "learning_rate": cfg.learning_rate, "batch_size": batch_size, "lora": cfg.lora,
         "steps": trainer.state.global_step, "train_loss": round(result.training_loss, 4), "seconds": round(seconds, 1),
         "best_eval_exact_match": trainer.state.best_metric, "resumed": bool(resume), "device": "cuda" if cuda else "cpu",
         "tokens_seen": int(sum(len(x) for x in train_ds["input_ids"]) * cfg.epochs),

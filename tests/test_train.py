@@ -76,6 +76,17 @@ def test_decoder_labels_mask_the_prompt():
     assert choose_max_length([30] * 99 + [400], cap=20) == 20
 
 
+def test_batch_size_follows_sequence_length_when_not_set(splits, tmp_path):
+    from tasks.config import Settings
+    from tasks.train import choose_batch_size
+
+    assert choose_batch_size(32, 135_000_000, cuda=False) == 64 and choose_batch_size(512, 135_000_000, cuda=False) == 4
+    out, _ = splits
+    choice = {"name": "tiny-gpt2", "path": "embedded:tiny-gpt2", "architecture": "decoder-only"}
+    record = train_student(out / "splits", choice, SPEC.instruction, TrainConfig(epochs=1, batch_size=None), tmp_path, Settings().home)
+    assert record["batch_size"] == choose_batch_size(record["max_length"], 0, cuda=False)
+
+
 def test_exact_match_normalises():
     assert normalise_answer("The  Answer.") == "answer"
     assert exact_match(["342", "the cat"], ["342.", "Cat"]) == 1.0
