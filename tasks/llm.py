@@ -61,9 +61,10 @@ class Endpoint:
 
 
 def resolve_endpoint(settings: Settings, local_base_url: str | None = None, local_model: str | None = None) -> Endpoint:
-    """The endpoint the settings select. For the local teacher pass the URL of the started server.
+    """The endpoint the settings select, checked reachable. For the local teacher pass the URL of
+    the started server.
 
-    Raises P2MError for api.openai.com without a key.
+    Raises P2MError for api.openai.com without a key, and for an endpoint that cannot be reached.
     """
     kind = settings.teacher_kind()
     if kind == "local":
@@ -73,18 +74,12 @@ def resolve_endpoint(settings: Settings, local_base_url: str | None = None, loca
     base_url = (settings.openai_base_url or OPENAI_URL).rstrip("/")
     if "api.openai.com" in base_url and not settings.openai_api_key:
         raise P2MError("api.openai.com needs a key: set OPENAI_API_KEY in .env or the environment")
+    api_key = settings.openai_api_key or "none"
+    served = check_endpoint(base_url, api_key)
     model = settings.teacher_model or (DEFAULT_OPENAI_MODEL if kind == "openai" or "api.openai.com" in base_url else "")
-    if not model:
-        model = first_served_model(base_url, settings.openai_api_key or "none")
-    return Endpoint(base_url, settings.openai_api_key or "none", model, kind)
-
-
-def first_served_model(base_url: str, api_key: str) -> str:
-    """The first model an OpenAI-compatible server lists; raises P2MError if it cannot be reached."""
-    check = check_endpoint(base_url, api_key)
-    if not check:
-        raise P2MError(f"{base_url} serves no model; set P2M_TEACHER_MODEL")
-    return check[0]
+    if not model and not served:
+        raise P2MError(f"{base_url} lists no model; set P2M_TEACHER_MODEL")
+    return Endpoint(base_url, api_key, model or served[0], kind)
 
 
 def check_endpoint(base_url: str, api_key: str, timeout: float = 10.0) -> list[str]:

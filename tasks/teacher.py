@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tasks.config import Settings
 from tasks.embedded import SMOLLM2_NAME
-from tasks.llm import DEFAULT_OPENAI_MODEL, Endpoint, LLMClient, check_endpoint, load_prices, resolve_endpoint
+from tasks.llm import DEFAULT_OPENAI_MODEL, Endpoint, LLMClient, load_prices, resolve_endpoint
 from tasks.local_teacher import running_local_teacher
 
 
@@ -42,9 +42,7 @@ class Teacher:
                     url = self._stack.enter_context(running_local_teacher(s.home, s.local_teacher_port))
                     self._endpoint = resolve_endpoint(s, local_base_url=url)
                 else:
-                    endpoint = resolve_endpoint(s)
-                    check_endpoint(endpoint.base_url, endpoint.api_key)
-                    self._endpoint = endpoint
+                    self._endpoint = resolve_endpoint(s)
             return self._endpoint
 
     def client(self, log_path: Path | None = None) -> LLMClient:
