@@ -149,11 +149,10 @@ def cmd_retrieve(args, kind: str) -> int:
     try:
         spec = parse_prompt(prompt, teacher.client() if teacher and prompt.spec is None else None)
         if kind == "datasets":
-            from tasks.retrieve_datasets import collapse_near_duplicates, dataset_candidates, rank_datasets
+            from tasks.retrieve_datasets import dataset_candidates, top_candidates
 
             records, embeddings = dataset_candidates(settings.datasets_dir, settings.datasets_index)
-            ranked, _ = collapse_near_duplicates(rank_datasets(spec, records, settings.retrieval.top_k * 2, embeddings), {r.name: r for r in records})
-            ranked = ranked[: settings.retrieval.top_k]
+            ranked, _ = top_candidates(spec, records, settings.retrieval.top_k, embeddings)
         else:
             from tasks.retrieve_model import hypothetical_card, model_candidates, rank_models
 

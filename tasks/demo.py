@@ -60,18 +60,24 @@ def serve_demo(run_dir: Path, host: str = "127.0.0.1", port: int = 7860, auth: t
     return app, app.local_url
 
 
-def check_demo(run_dir: Path) -> dict:
-    """Start the demo on a free port, ask it one example through its API, stop it; write demo.json."""
+def ask_demo(url: str, run_dir: Path, auth: str | None = None) -> tuple[str, str]:
+    """(a demonstration's input, the served model's answer to it), asked through the page's API."""
     from gradio_client import Client
 
+    spec = read_json(Path(run_dir) / "spec.json")
+    sample = spec["demonstrations"][0]["input"] if spec.get("demonstrations") else "hello"
+    client = Client(url, auth=tuple(auth.split(":", 1)) if auth else None, verbose=False)
+    return sample, client.predict(sample, api_name="/predict")
+
+
+def check_demo(run_dir: Path) -> dict:
+    """Start the demo on a free port, ask it one example through its API, stop it; write demo.json."""
     from tasks.processes import free_port
 
     run_dir = Path(run_dir)
-    spec = read_json(run_dir / "spec.json")
-    sample = spec["demonstrations"][0]["input"] if spec.get("demonstrations") else "hello"
     app, url = serve_demo(run_dir, port=free_port(), block=False)
     try:
-        answer = Client(url, verbose=False).predict(sample, api_name="/predict")
+        sample, answer = ask_demo(url, run_dir)
     finally:
         app.close()
     record = {"command": f"p2m demo {run_dir}", "checked": True, "sample_input": sample, "sample_output": answer}

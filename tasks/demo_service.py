@@ -77,11 +77,7 @@ def publish_demo(run_dir: Path, home: Path, host: str = "127.0.0.1", port: int =
 
 def check_health(url: str, proc: subprocess.Popen, run_dir: Path, auth: str | None, log_path: Path) -> tuple[str, str]:
     """Wait until the page answers, then ask the model one demonstration through the page's API."""
-    from gradio_client import Client
+    from tasks.demo import ask_demo
 
     wait_until_serving(proc, url, "demo", HEALTH_TIMEOUT_S, log_path)
-
-    spec = read_json(run_dir / "spec.json")
-    sample = spec["demonstrations"][0]["input"] if spec.get("demonstrations") else "hello"
-    client = Client(url, auth=tuple(auth.split(":", 1)) if auth else None, verbose=False)
-    return sample, client.predict(sample, api_name="/predict")
+    return ask_demo(url, run_dir, auth)

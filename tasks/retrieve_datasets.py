@@ -119,6 +119,14 @@ def collapse_near_duplicates(ranked: list[dict], by_name: dict[str, DatasetRecor
     return kept, dropped
 
 
+def top_candidates(spec: PromptSpec, records: list[DatasetRecord], top_k: int,
+                   embeddings: np.ndarray | None = None) -> tuple[list[dict], list[dict]]:
+    """(the best `top_k` candidates after copies are collapsed, the copies dropped with reasons)."""
+    by_name = {r.name: r for r in records}
+    kept, dropped = collapse_near_duplicates(rank_datasets(spec, records, top_k * 2, embeddings), by_name)
+    return kept[:top_k], dropped
+
+
 def map_columns(columns: list[str]) -> dict | None:
     """{"input": col, "output": col} by column name, or None when no pair is recognisable."""
     lower = {c.lower(): c for c in columns}
@@ -242,8 +250,7 @@ def retrieve_dataset(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path 
                                 f"choose one of {sorted(by_name)[:20] or 'none (set --datasets-dir)'}")
         ranked = [{"name": forced, "score": None, "similarity": None, "bm25": None}]
     else:
-        ranked, record["skipped"] = collapse_near_duplicates(rank_datasets(spec, records, cfg.top_k * 2, embeddings), by_name)
-        ranked = ranked[: cfg.top_k]
+        ranked, record["skipped"] = top_candidates(spec, records, cfg.top_k, embeddings)
         record["candidates"] = ranked
         if cfg.rerank == "llm" and llm is not None and ranked:
             ranked, record["rerank"] = rerank_by_vote(spec, ranked, by_name, cfg, llm)

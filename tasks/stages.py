@@ -118,10 +118,9 @@ def rank_datasets_task(spec: dict, cfg: RetrievalConfig, datasets_dir: Path | No
     """The top candidates with what a person needs to choose: description, columns, sample rows."""
     records, embeddings = retrieve_datasets.dataset_candidates(datasets_dir, datasets_index)
     by_name = {r.name: r for r in records}
-    ranked, _ = retrieve_datasets.collapse_near_duplicates(
-        retrieve_datasets.rank_datasets(parse.PromptSpec(**spec), records, cfg.top_k * 2, embeddings), by_name)
+    ranked, _ = retrieve_datasets.top_candidates(parse.PromptSpec(**spec), records, cfg.top_k, embeddings)
     return [c | {"description": by_name[c["name"]].description[:500], "columns": by_name[c["name"]].columns,
-                 "sample_rows": by_name[c["name"]].sample_rows[:2], "gated": by_name[c["name"]].gated} for c in ranked[: cfg.top_k]]
+                 "sample_rows": by_name[c["name"]].sample_rows[:2], "gated": by_name[c["name"]].gated} for c in ranked]
 
 
 @stage(retrieve_datasets, templates=("map_columns", "rerank_datasets"))
