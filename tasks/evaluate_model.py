@@ -10,6 +10,7 @@ ones: `metrics.json` says which backbone was used). Output: `metrics.json`
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -32,18 +33,26 @@ def bertscore_backbone(cfg: EvalConfig) -> str:
     return cfg.bertscore_model or "all-MiniLM-L6-v2 (embedded)"
 
 
-def bertscore_f1(predictions: list[str], references: list[str], cfg: EvalConfig) -> float:
-    """Mean BERTScore F1. Offline default backbone: the embedded MiniLM, layer 6."""
+@functools.cache
+def bertscorer(model_type: str | None, num_layers: int | None):
+    """One BERTScore scorer per backbone, loaded once (bert_score.score reloads it on every call).
+
+    Offline default backbone: the embedded MiniLM, layer 6.
+    """
     import bert_score
 
     from tasks.embedded import minilm_path
 
-    model_type = cfg.bertscore_model or str(minilm_path())
-    num_layers = cfg.bertscore_num_layers or (6 if cfg.bertscore_model is None else None)
+    return bert_score.BERTScorer(model_type=model_type or str(minilm_path()),
+                                 num_layers=num_layers or (6 if model_type is None else None), batch_size=64)
+
+
+def bertscore_f1(predictions: list[str], references: list[str], cfg: EvalConfig) -> float:
+    """Mean BERTScore F1 with the configured backbone."""
     # bert_score 0.3.13 breaks on an empty string under transformers 5 (it calls a removed
     # tokenizer method); an empty prediction is wrong anyway, so it is scored as "-".
     preds = [p.strip() or "-" for p in predictions]
-    _, _, f1 = bert_score.score(preds, references, model_type=model_type, num_layers=num_layers, batch_size=64, verbose=False)
+    _, _, f1 = bertscorer(cfg.bertscore_model, cfg.bertscore_num_layers).score(preds, references)
     return float(f1.mean())
 
 
