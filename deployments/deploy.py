@@ -13,6 +13,13 @@ Both pools are `process` pools: a worker started on a machine runs the flows the
 folder (`from_source`), so workers need the same checkout (or the Docker images in docker/).
 The nightly deployments need to know which prompt and folders to use: without them they are
 registered paused, and say so.
+
+A worker that dies mid-run (machine lost, container evicted, `kill -9`) cannot report its run
+as crashed: the run would stay `Running` for ever. Flow runs send heartbeats
+(`PREFECT_FLOWS_HEARTBEAT_FREQUENCY`, 180 s by default); `ensure_crash_detection` registers the
+automation Prefect documents for this ("detect zombie flows"): no heartbeat and no final state
+for three beats marks the run `Crashed`, and the UI's Retry button (or `prefect flow-run retry`)
+re-runs it with every finished stage served from the cache.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 POOLS = ("cpu", "gpu")
+CRASH_AUTOMATION = "p2m: mark runs without heartbeats as crashed"
 
 
 @dataclass
@@ -84,3 +92,42 @@ def deploy_all(specs: list[DeploymentSpec], source: Path = ROOT) -> dict[str, st
         )
         ids[f"{flow.name}/{spec.name}"] = str(deployment_id)
     return ids
+
+
+def ensure_crash_detection(within_seconds: float | None = None) -> str:
+    """Create (or replace) the automation that marks silent flow runs `Crashed`; returns its id.
+
+    `within_seconds` defaults to three heartbeats (`PREFECT_FLOWS_HEARTBEAT_FREQUENCY`, as the
+    workers will see it: set the same value for them).
+    """
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+
+    if within_seconds is None:
+        within_seconds = 3 * (PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() or 180)
+    with get_client(sync_client=True) as client:  # replaced, not duplicated, when `p2m deploy` runs again
+        for old in client.read_automations_by_name(CRASH_AUTOMATION):
+            client.delete_automation(old.id)
+    automation = Automation(
+        name=CRASH_AUTOMATION,
+        description="A flow run that stopped sending heartbeats (its worker died) is marked Crashed, so it can be retried.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=within_seconds),
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED, message=f"No heartbeat for {within_seconds:.0f} s: the worker running it died.")],
+    ).create()
+    return str(automation.id)

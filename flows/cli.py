@@ -182,7 +182,7 @@ def cmd_index(args) -> int:
 
 
 def cmd_deploy(args) -> int:
-    from deployments.deploy import deploy_all, deployment_specs, ensure_work_pools
+    from deployments.deploy import deploy_all, deployment_specs, ensure_crash_detection, ensure_work_pools
     from tasks.errors import P2MError
 
     if not os.environ.get("PREFECT_API_URL"):
@@ -193,10 +193,12 @@ def cmd_deploy(args) -> int:
                              str(args.index_out.resolve()) if args.index_out else None,
                              str(args.datasets_dir.resolve()) if args.datasets_dir else None)
     ids = deploy_all(specs)
+    ensure_crash_detection()
     print(f"work pools: cpu, gpu{' (created: ' + ', '.join(created) + ')' if created else ''}")
     for spec, name in zip(specs, ids):
         paused = spec.cron is not None and not spec.parameters
         print(f"{name:<45} pool {spec.pool:<4} {spec.cron or 'on demand'}{'  (paused: needs --nightly-prompt/--nightly-out or --index-out)' if paused else ''}")
+    print("crash detection: runs whose worker dies are marked Crashed after three missed heartbeats (retry them from the UI)")
     print("start workers: prefect worker start --pool cpu   (and --pool gpu on the GPU machine)")
     return 0
 

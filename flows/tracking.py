@@ -53,22 +53,54 @@ class StageTracker:
         seconds = round(time.monotonic() - started, 2)
         self.stages.append({"stage": name, "state": state.name, "seconds": seconds})
         print(f"[p2m] {name}: {state.name} in {seconds:.1f}s", file=sys.stderr, flush=True)
+        # Written after every stage, so a run whose machine dies still shows how far it got.
+        self.write_summary(finished=False)
         self.mirror()
         return state.result()  # raises the task's exception when it failed
 
-    def finish(self) -> dict:
-        """Write summary.json and the Prefect markdown artifact; returns the summary."""
-        summary = {"run_dir": str(self.run_dir), "stages": self.stages, "total_seconds": round(time.monotonic() - self.started, 1), **self.details}
+    def write_summary(self, finished: bool) -> dict:
+        """Write summary.json (stages so far, and whether the flow got to its end); returns it."""
+        summary = {"run_dir": str(self.run_dir), "finished": finished, "stages": self.stages,
+                   "total_seconds": round(time.monotonic() - self.started, 1), **self.details}
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+    def finish(self) -> dict:
+        """Write the final summary.json and the Prefect markdown artifact; returns the summary."""
+        summary = self.write_summary(finished=True)
         self.mirror()
         try:
             from prefect.artifacts import create_markdown_artifact
 
             create_markdown_artifact(markdown=summary_markdown(summary), key="p2m-summary", description="p2m run summary")
+            plot_artifacts(self.run_dir)
         except Exception:  # no flow context (plain call in a test): the JSON file is the record
             pass
         return summary
+
+
+PLOTS = {"loss_curve.png": "Training and validation loss", "student_vs_teacher.png": "Held-out metrics: student vs teacher"}
+
+
+def plot_artifacts(run_dir: Path) -> list[str]:
+    """The run's PNG plots as Prefect image artifacts; returns the keys made.
+
+    The image travels inside the artifact as a data URL (a 30-60 KB PNG), so the UI shows it
+    without access to the run folder or a bucket.
+    """
+    import base64
+
+    from prefect.artifacts import create_image_artifact
+
+    keys = []
+    for name, description in PLOTS.items():
+        if (run_dir / name).exists():
+            key = "p2m-" + name.removesuffix(".png").replace("_", "-")
+            data = base64.b64encode((run_dir / name).read_bytes()).decode()
+            create_image_artifact(f"data:image/png;base64,{data}", key=key, description=description)
+            keys.append(key)
+    return keys
 
 
 def summary_markdown(summary: dict) -> str:

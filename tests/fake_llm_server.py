@@ -3,7 +3,8 @@
 `FakeLLMServer(reply_fn)` serves /v1/models and /v1/chat/completions in a background thread.
 `reply_fn(messages, request) -> str` writes each reply. Faults are queued per request:
 `server.faults.extend(["429", "500", "timeout"])` makes the next requests fail that way;
-`rate_limit_per_minute` enforces a real sliding-window limit with 429 + retry-after.
+`rate_limit_per_minute` enforces a real sliding-window limit with 429 + retry-after;
+`server.stall_if = predicate(body)` holds the matching requests unanswered until it is cleared.
 Every request is recorded in `server.requests` (time, messages, status).
 """
 
@@ -30,6 +31,8 @@ class FakeLLMServer:
         self.rate_limit = rate_limit_per_minute
         self.latency_s = latency_s
         self.faults: collections.deque[str] = collections.deque()
+        self.stall_if = None
+        self.stalled = 0
         self.requests: list[dict] = []
         self._window: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()
@@ -50,6 +53,10 @@ class FakeLLMServer:
         @app.post("/v1/chat/completions")
         async def chat(request: Request):
             body = json.loads(await request.body())
+            if self.stall_if and self.stall_if(body):
+                self.stalled += 1
+                while self.stall_if and self.stall_if(body):
+                    await asyncio.sleep(0.1)
             now = time.monotonic()
             with self._lock:
                 fault = self.faults.popleft() if self.faults else None

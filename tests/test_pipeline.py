@@ -1,5 +1,6 @@
 """The whole flow on tiny models and a scripted teacher: states, caching, resume after failure, errors."""
 
+import base64
 import json
 
 import pytest
@@ -41,6 +42,15 @@ def test_run_then_rerun_is_all_cached_and_a_failed_training_resumes(tmp_path, pr
     assert metrics["teacher"]["held_out"]["exact_match"] == 1.0  # the scripted teacher is always right
     assert read_json(out / "summary.json")["stages"] == summary["stages"]
     assert summary["generated"] == 6
+    # The plots are Prefect image artifacts too, carrying the PNG itself (the UI needs no access to the folder).
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        plots = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["p2m-loss-curve", "p2m-student-vs-teacher"])))
+    images = {a.key: a.data for a in plots if a.type == "image"}
+    assert images["p2m-student-vs-teacher"] == "data:image/png;base64," + base64.b64encode((out / "student_vs_teacher.png").read_bytes()).decode()
+    assert images["p2m-loss-curve"].startswith("data:image/png;base64,")
 
     # Same command again: nothing runs, the teacher is not asked anything.
     asked = numbers_server.answered

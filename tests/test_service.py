@@ -29,40 +29,67 @@ def wait_for_final_state(client, flow_run_id, timeout: float = 300):
     raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout}s")
 
 
-@pytest.fixture
-def start_workers(prefect_harness, numbers_server, tmp_path):
-    """start_workers(pools, **env) starts one worker per pool against the harness's server; returns the env."""
-    from prefect.settings import PREFECT_API_URL
+class Workers:
+    """Prefect workers started as subprocesses against the harness's server."""
 
-    started = []
+    def __init__(self, log_path, llm_url: str):
+        from prefect.settings import PREFECT_API_URL
 
-    def start(pools, **extra_env):
-        env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "OPENAI_BASE_URL": numbers_server.base_url,
-               "OPENAI_API_KEY": "test", "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "WARNING", **extra_env}
+        self.log_path = log_path
+        self.env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "OPENAI_BASE_URL": llm_url, "OPENAI_API_KEY": "test",
+                    "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "WARNING"}
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, pools, **extra_env) -> dict:
+        """One worker per pool; returns the environment they run with."""
+        env = {**self.env, **extra_env}
         for pool in pools:
-            log = open(tmp_path / "worker.log", "ab")
-            started.append((subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool], cwd=REPO,
-                                             env=env, stdout=log, stderr=subprocess.STDOUT), log))
+            with open(self.log_path, "ab") as log:
+                self.started.append(subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool], cwd=REPO,
+                                                     env=env, stdout=log, stderr=subprocess.STDOUT))
         return env
 
-    yield start
-    for worker, log in started:
-        # A worker ignores one SIGTERM for a while (../shared/PREFECT.md): SIGINT twice, then kill.
-        for sig in (signal.SIGINT, signal.SIGINT):
-            worker.send_signal(sig)
-            time.sleep(0.5)
-        try:
-            worker.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        log.close()
+    def kill_hard(self) -> int:
+        """SIGKILL every worker and everything it started, as a lost machine would; returns how many processes died."""
+        import psutil
+
+        victims = []
+        for worker in self.started:
+            parent = psutil.Process(worker.pid)
+            victims += [parent, *parent.children(recursive=True)]
+        for proc in victims:
+            proc.kill()
+        psutil.wait_procs(victims, timeout=10)
+        self.started = []
+        return len(victims)
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text()[-3000:] if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        for worker in self.started:
+            # A worker ignores one SIGTERM for a while (../shared/PREFECT.md): SIGINT twice, then kill.
+            for sig in (signal.SIGINT, signal.SIGINT):
+                worker.send_signal(sig)
+                time.sleep(0.5)
+            try:
+                worker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
 
 
-def test_deployed_run_fails_in_training_and_retry_reruns_only_training_onward(tmp_path, start_workers):
+@pytest.fixture
+def workers(prefect_harness, numbers_server, tmp_path):
+    started = Workers(tmp_path / "worker.log", numbers_server.base_url)
+    yield started
+    started.stop()
+
+
+def test_deployed_run_fails_in_training_and_retry_reruns_only_training_onward(tmp_path, workers):
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
-    env = start_workers(["cpu"])
+    env = workers.start(["cpu"])
     ensure_work_pools()
     deploy_all(deployment_specs())
     from tasks.parse import parse_prompt, read_prompt_file
@@ -75,7 +102,7 @@ def test_deployed_run_fails_in_training_and_retry_reruns_only_training_onward(tm
     flow_run = run_deployment("p2m-pipeline/pipeline", parameters={"prompt_file": str(EXAMPLE), "out_dir": str(out), "overrides": overrides},
                               timeout=0)
     with get_client(sync_client=True) as client:
-        assert wait_for_final_state(client, flow_run.id).is_failed(), (tmp_path / "worker.log").read_text()[-3000:]
+        assert wait_for_final_state(client, flow_run.id).is_failed(), workers.log_tail()
         failed = states(read_json(out / "summary.json"))
         assert failed["train"] == "Failed" and failed["process"] == "Completed"
 
@@ -83,26 +110,26 @@ def test_deployed_run_fails_in_training_and_retry_reruns_only_training_onward(tm
         retry = subprocess.run([sys.executable, "-m", "prefect", "flow-run", "retry", str(flow_run.id)], env=env,
                                capture_output=True, text=True, timeout=120)
         assert retry.returncode == 0, retry.stdout + retry.stderr
-        assert wait_for_final_state(client, flow_run.id).is_completed(), (tmp_path / "worker.log").read_text()[-3000:]
+        assert wait_for_final_state(client, flow_run.id).is_completed(), workers.log_tail()
     resumed = states(read_json(out / "summary.json"))
     assert [resumed[s] for s in ("parse", "retrieve_datasets", "generate", "retrieve_model", "process")] == ["Cached"] * 5
     assert [resumed[s] for s in ("train", "evaluate", "publish_demo")] == ["Completed"] * 3
 
 
-def test_training_runs_on_the_gpu_pool_as_a_subflow(tmp_path, start_workers):
+def test_training_runs_on_the_gpu_pool_as_a_subflow(tmp_path, workers):
     """With P2M_TRAIN_DEPLOYMENT set, the pipeline (on the cpu pool) hands train+evaluate to the
     deployment on the gpu pool and waits; the child shows as a subflow; its stages join the summary."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
-    start_workers(["cpu", "gpu"], P2M_TRAIN_DEPLOYMENT="p2m-train-evaluate/gpu")
+    workers.start(["cpu", "gpu"], P2M_TRAIN_DEPLOYMENT="p2m-train-evaluate/gpu")
     ensure_work_pools()
     deploy_all(deployment_specs())
     out = tmp_path / "run"
     flow_run = run_deployment("p2m-pipeline/pipeline", timeout=0, parameters={
         "prompt_file": str(EXAMPLE), "out_dir": str(out), "overrides": {**QUICK, "datasets_dir": str(DATASETS)}})
     with get_client(sync_client=True) as client:
-        assert wait_for_final_state(client, flow_run.id).is_completed(), (tmp_path / "worker.log").read_text()[-3000:]
+        assert wait_for_final_state(client, flow_run.id).is_completed(), workers.log_tail()
         children = [r for r in client.read_flow_runs(limit=20) if r.parent_task_run_id and r.deployment_id]
         gpu = client.read_deployment_by_name("p2m-train-evaluate/gpu")
     assert any(r.deployment_id == gpu.id for r in children)
@@ -110,3 +137,46 @@ def test_training_runs_on_the_gpu_pool_as_a_subflow(tmp_path, start_workers):
     assert [(s["stage"], s.get("via")) for s in stages if s["stage"] in ("train", "evaluate")] == [
         ("train", "p2m-train-evaluate/gpu"), ("evaluate", "p2m-train-evaluate/gpu")]
     assert read_json(out / "metrics.json")["student"]["held_out"]["n"] > 0
+
+
+def test_worker_killed_mid_run_is_marked_crashed_and_retry_keeps_every_finished_stage(tmp_path, workers, numbers_server):
+    """The machine running a deployed run dies during evaluation (worker and flow process SIGKILLed).
+    Heartbeats stop, p2m's automation marks the run Crashed; `prefect flow-run retry` on a new
+    worker serves every stage that had finished from the cache and runs evaluation onward."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    from deployments.deploy import ensure_crash_detection
+
+    # Heartbeats every 30 s (Prefect's minimum); two missed beats mark the run crashed.
+    env = workers.start(["cpu"], PREFECT_FLOWS_HEARTBEAT_FREQUENCY="30")
+    ensure_work_pools()
+    deploy_all(deployment_specs())
+    ensure_crash_detection(within_seconds=60)
+    # The teacher baseline (evaluation's temperature-0 answers) never returns: the run is mid-evaluation.
+    numbers_server.stall_if = lambda body: body.get("temperature") == 0 and "Input:" in body["messages"][-1]["content"]
+    out = tmp_path / "run"
+    flow_run = run_deployment("p2m-pipeline/pipeline", timeout=0, parameters={
+        "prompt_file": str(EXAMPLE), "out_dir": str(out), "overrides": {**QUICK, "datasets_dir": str(DATASETS)}})
+    deadline = time.monotonic() + 300
+    while not numbers_server.stalled:
+        assert time.monotonic() < deadline, workers.log_tail()
+        time.sleep(0.5)
+    before = states(read_json(out / "summary.json"))
+    assert before["train"] == "Completed" and "evaluate" not in before
+    assert workers.kill_hard() >= 2  # the worker and the flow run's process
+
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(flow_run.id).state.is_running()  # nobody is left to say otherwise
+        crashed = wait_for_final_state(client, flow_run.id, timeout=180)
+        assert crashed.is_crashed(), crashed
+        numbers_server.stall_if = None
+        workers.start(["cpu"], PREFECT_FLOWS_HEARTBEAT_FREQUENCY="30")
+        retry = subprocess.run([sys.executable, "-m", "prefect", "flow-run", "retry", str(flow_run.id)], env=env,
+                               capture_output=True, text=True, timeout=120)
+        assert retry.returncode == 0, retry.stdout + retry.stderr
+        assert wait_for_final_state(client, flow_run.id).is_completed(), workers.log_tail()
+    resumed = states(read_json(out / "summary.json"))
+    assert [resumed[s] for s in ("parse", "retrieve_datasets", "generate", "retrieve_model", "process", "train")] == ["Cached"] * 6
+    assert [resumed[s] for s in ("evaluate", "publish_demo")] == ["Completed"] * 2
+    assert read_json(out / "metrics.json")["teacher"]["held_out"]["n"] > 0
