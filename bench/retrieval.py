@@ -1,13 +1,15 @@
 """Benchmark: dataset retrieval quality, and speed at index scale.
 
 Quality: recall@1 and recall@5 of the labelled prompts in bench/retrieval_fixture.py (200+
-descriptions), for the fused retriever p2m uses and for each of its halves alone.
-Speed: index build time and query latency (p50, p95 over 50 queries) at 10k and 100k synthetic
-descriptions, rank_bm25 beside p2m's sparse BM25 and the full fused query (query embedding,
-BM25, dense dot product over stored embeddings, rank fusion). Embedding descriptions is measured
-on 1,000 and reported per 100k: a refresh embeds only new or changed entries (tasks/index.py).
+descriptions), for the fused retriever p2m uses with each encoder (MiniLM, static MiniLM), and
+for BM25 and each dense encoder alone.
+Speed at 10k and 100k synthetic descriptions: query latency (p50, p95 over 50 queries) of
+rank_bm25, p2m's sparse BM25 and the full fused query (query embedding, BM25, dense dot product
+over stored embeddings, rank fusion) per encoder; and the whole index build (`p2m index`:
+embedding every description, writing the JSONL and the embeddings file) with the static encoder.
+Full MiniLM embedding is measured on 1,000 descriptions and reported per 100k.
 
-    python bench/retrieval.py            # about 3 minutes
+    python bench/retrieval.py            # about 5 minutes
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ from bench.retrieval_fixture import PROMPTS, fixture_records  # noqa: E402
 from tasks.bm25 import SparseBM25  # noqa: E402
 from tasks.parse import PromptSpec  # noqa: E402
 from tasks.registry import DatasetRecord  # noqa: E402
-from tasks.retrieve_datasets import DatasetSearcher, rank_datasets, sentence_encoder, tokenize  # noqa: E402
+from tasks.encoders import get_encoder  # noqa: E402
+from tasks.index import build_dataset_index, load_dataset_index  # noqa: E402
+from tasks.retrieve_datasets import DatasetSearcher, rank_datasets, tokenize  # noqa: E402
+
+ENCODERS = ("minilm", "minilm-static")
 
 
 def peak_mb() -> int:
@@ -36,16 +42,19 @@ def peak_mb() -> int:
 def recall_table() -> list[dict]:
     records = fixture_records()
     names = [r.name for r in records]
-    encoder = sentence_encoder()
-    embeddings = encoder.encode([r.description for r in records], normalize_embeddings=True)
     bm25 = SparseBM25([tokenize(f"{r.name} {r.description}") for r in records])
-    hits = {"fused (p2m)": [], "BM25 alone": [], "dense alone": []}
+    hits: dict[str, list] = {}
+    for name in ENCODERS:
+        encoder = get_encoder(name)
+        embeddings = encoder.encode([r.description for r in records])
+        for prompt, answer in PROMPTS:
+            fused = [c["name"] for c in rank_datasets(PromptSpec(instruction=prompt), records, 5, embeddings, name)]
+            dense = [names[i] for i in np.argsort(-(embeddings @ encoder.encode([prompt])[0]))[:5]]
+            hits.setdefault(f"fused BM25 + {name}", []).append((fused[0] == answer, answer in fused))
+            hits.setdefault(f"{name} alone", []).append((dense[0] == answer, answer in dense))
     for prompt, answer in PROMPTS:
-        fused = [c["name"] for c in rank_datasets(PromptSpec(instruction=prompt), records, 5, embeddings)]
         lexical = [names[i] for i in np.argsort(-bm25.get_scores(tokenize(prompt)))[:5]]
-        dense = [names[i] for i in np.argsort(-(embeddings @ encoder.encode([prompt], normalize_embeddings=True)[0]))[:5]]
-        for key, top in (("fused (p2m)", fused), ("BM25 alone", lexical), ("dense alone", dense)):
-            hits[key].append((top[0] == answer, answer in top))
+        hits.setdefault("BM25 alone", []).append((lexical[0] == answer, answer in lexical))
     return [{"retriever": k, "prompts": len(v), "descriptions": len(records), "recall@1": round(np.mean([a for a, _ in v]), 3),
              "recall@5": round(np.mean([b for _, b in v]), 3)} for k, v in hits.items()]
 
@@ -64,7 +73,7 @@ def percentiles(fn, queries) -> tuple[float, float]:
     return round(float(np.percentile(times, 50)), 1), round(float(np.percentile(times, 95)), 1)
 
 
-def speed_rows(n: int, rng: random.Random) -> list[dict]:
+def speed_rows(n: int, rng: random.Random, workdir: Path) -> list[dict]:
     from rank_bm25 import BM25Okapi
 
     docs = synthetic_corpus(n, rng)
@@ -76,34 +85,52 @@ def speed_rows(n: int, rng: random.Random) -> list[dict]:
     started = time.perf_counter()
     reference = BM25Okapi(tokenized)
     reference_build = time.perf_counter() - started
-    # Stored embeddings (random unit vectors: latency does not depend on their values).
-    embeddings = np.random.default_rng(0).standard_normal((n, 384)).astype(np.float32)
-    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
     records = [DatasetRecord(name=f"d{i}", path="", description=d) for i, d in enumerate(docs)]
+    rows = [
+        {"entries": n, "method": "rank_bm25 BM25Okapi", "build_s": round(reference_build, 2), **latency(lambda q: reference.get_scores(tokenize(q)), queries[:10])},
+        {"entries": n, "method": "p2m SparseBM25", "build_s": round(sparse_build, 2), **latency(lambda q: sparse_bm25.get_scores(tokenize(q)), queries)},
+    ]
+    # The whole first build of an index file with the static encoder, then a search over what it wrote.
+    index = workdir / f"index-{n}" / "datasets.jsonl"
     started = time.perf_counter()
-    searcher = DatasetSearcher(records, embeddings)
+    build_dataset_index(records, index, ["synthetic"], encoder="minilm-static")
+    index_build = time.perf_counter() - started
+    loaded, static_embeddings, _ = load_dataset_index(index)
+    started = time.perf_counter()
+    searcher = DatasetSearcher(loaded, static_embeddings, "minilm-static")
     searcher_build = time.perf_counter() - started
     searcher.search("warm up", 25)
-
-    rows = [
-        {"entries": n, "method": "rank_bm25 BM25Okapi", "build_s": round(reference_build, 2), **dict(zip(("p50_ms", "p95_ms"), percentiles(lambda q: reference.get_scores(tokenize(q)), queries[:10])))},
-        {"entries": n, "method": "p2m SparseBM25", "build_s": round(sparse_build, 2), **dict(zip(("p50_ms", "p95_ms"), percentiles(lambda q: sparse_bm25.get_scores(tokenize(q)), queries)))},
-        {"entries": n, "method": "p2m DatasetSearcher (query embedding + BM25 + dense + fusion)", "build_s": round(searcher_build, 2),
-         **dict(zip(("p50_ms", "p95_ms"), percentiles(lambda q: searcher.search(q, 25), queries)))},
-    ]
+    rows.append({"entries": n, "method": "p2m index build, static MiniLM (embed all + write JSONL + embeddings file)",
+                 "build_s": round(index_build, 1), "p50_ms": "-", "p95_ms": "-"})
+    rows.append({"entries": n, "method": "p2m DatasetSearcher, static MiniLM (query embedding + BM25 + dense + fusion)",
+                 "build_s": round(searcher_build, 2), **latency(lambda q: searcher.search(q, 25), queries)})
+    # Full MiniLM: stored embeddings are random unit vectors here (latency does not depend on their values).
+    embeddings = np.random.default_rng(0).standard_normal((n, 384)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    started = time.perf_counter()
+    searcher = DatasetSearcher(records, embeddings, "minilm")
+    searcher_build = time.perf_counter() - started
+    searcher.search("warm up", 25)
+    rows.append({"entries": n, "method": "p2m DatasetSearcher, MiniLM (query embedding + BM25 + dense + fusion)",
+                 "build_s": round(searcher_build, 2), **latency(lambda q: searcher.search(q, 25), queries)})
     for r in rows:
         r["peak_rss_mb"] = peak_mb()
     return rows
 
 
+def latency(fn, queries) -> dict:
+    p50, p95 = percentiles(fn, queries)
+    return {"p50_ms": p50, "p95_ms": p95}
+
+
 def embedding_row(rng: random.Random) -> dict:
     docs = synthetic_corpus(1000, rng)
-    encoder = sentence_encoder()
+    encoder = get_encoder("minilm")
     encoder.encode(docs[:32])  # warm-up
     started = time.perf_counter()
-    encoder.encode(docs, batch_size=128, normalize_embeddings=True)
+    encoder.encode(docs)
     per_doc = (time.perf_counter() - started) / len(docs)
-    return {"entries": 100_000, "method": "MiniLM embeddings (extrapolated from 1,000)", "build_s": round(per_doc * 100_000, 1),
+    return {"entries": 100_000, "method": "MiniLM embeddings of every description (extrapolated from 1,000)", "build_s": round(per_doc * 100_000, 1),
             "p50_ms": "-", "p95_ms": "-", "peak_rss_mb": peak_mb()}
 
 
@@ -117,9 +144,15 @@ def print_table(rows: list[dict]) -> None:
 
 
 def main() -> None:
+    import tempfile
+
     rng = random.Random(0)
+    started = time.perf_counter()
+    get_encoder("minilm-static")  # distilled once per P2M home: reported, not counted in the builds
+    print(f"static MiniLM ready in {time.perf_counter() - started:.1f} s (distilled on first use, then loaded)\n")
     print_table(recall_table())
-    print_table(speed_rows(10_000, rng) + speed_rows(100_000, rng) + [embedding_row(rng)])
+    with tempfile.TemporaryDirectory() as workdir:
+        print_table(speed_rows(10_000, rng, Path(workdir)) + speed_rows(100_000, rng, Path(workdir)) + [embedding_row(rng)])
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from prefect import flow
 from flows.choose import ask_for_dataset
 from flows.tracking import flow_run, with_options
 from flows.train_evaluate import train_and_evaluate, train_and_evaluate_on_deployment
+from tasks.registry import hf_cache_models_fingerprint
 from tasks.stages import (
     generate_task,
     parse_task,
@@ -30,6 +31,8 @@ def pipeline(
     prompt_file: str,
     out_dir: str,
     num_examples: int | None = None,
+    datasets_dir: str | None = None,
+    eval_data: str | None = None,
     model_size_cap_gb: float | None = None,
     dataset: str | None = None,
     model: str | None = None,
@@ -45,6 +48,8 @@ def pipeline(
         prompt_file: Path of the prompt file (free text, or YAML with instruction and demonstrations).
         out_dir: The run folder; re-using it resumes the run.
         num_examples: Examples to generate with the teacher (0: retrieved data only).
+        datasets_dir: Folder of local datasets to retrieve from (laid out like Hugging Face dataset repos).
+        eval_data: JSONL file with input/output pairs: a real test set, scored for student and teacher.
         model_size_cap_gb: Students larger than this are left out.
         dataset: Use this dataset ('none': generated data only); empty lets p2m choose.
         model: Use this student model; empty lets p2m choose.
@@ -54,9 +59,12 @@ def pipeline(
     overrides = with_options(
         overrides,
         generation={"num_examples": num_examples},
+        evaluation={"eval_data": eval_data},
         retrieval={"model_size_cap_gb": model_size_cap_gb, "dataset": dataset, "model": model,
                    "choose": "ui" if choose_dataset_in_ui else None},
     )
+    if datasets_dir:
+        overrides["datasets_dir"] = datasets_dir
     with flow_run(prompt_file, out_dir, overrides) as run:
         s, run_dir, teacher, stages = run.settings, run.run_dir, run.teacher, run.stages
         spec = stages.run("parse", parse_task, "spec.json", prompt=run.prompt, prompt_file=str(prompt_file), run_dir=run_dir, teacher=teacher)
@@ -70,7 +78,8 @@ def pipeline(
                                run_dir=run_dir, seed=s.process.seed, teacher=teacher)
         generated = stages.run("generate", generate_task, "generated", spec=spec, cfg=s.generation, limits=s.limits, run_dir=run_dir, teacher=teacher)
         choice = stages.run("retrieve_model", retrieve_model_task, "model_choice.json", spec=spec, cfg=s.retrieval, models_dir=s.models_dir,
-                            models_index=s.models_index, sources_fingerprint=sources_fingerprint(s.models_dir, s.models_index),
+                            models_index=s.models_index,
+                            sources_fingerprint=sources_fingerprint(s.models_dir, s.models_index) + hf_cache_models_fingerprint(),
                             run_dir=run_dir, teacher=teacher)
         splits = stages.run("process", process_task, "splits", spec=spec, retrieved=ref(retrieved), generated=ref(generated), cfg=s.process, run_dir=run_dir)
         if s.train_deployment:

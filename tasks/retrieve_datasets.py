@@ -1,8 +1,9 @@
 """Stage, retrieve datasets: find an existing dataset that fits the task, map its columns, load it.
 
-Ranking fuses BM25 (lexical; `tasks.bm25`: rank_bm25's scores on a sparse matrix) and MiniLM
-cosine similarity (dense) by reciprocal rank; whether a dataset fits at all is decided on the
-dense similarity, which is comparable across queries (BM25 scores are not). Gated datasets,
+Ranking fuses BM25 (lexical; `tasks.bm25`: rank_bm25's scores on a sparse matrix) and cosine
+similarity of sentence embeddings (dense; `tasks.encoders`: MiniLM, or its static distillation
+for big index files) by reciprocal rank; whether a dataset fits at all is decided on the MiniLM
+similarity, which is comparable across queries (BM25 scores are not). Gated datasets,
 unreadable ones and ones whose columns cannot be mapped are passed over with the reason recorded; "nothing fits" is a valid answer (the run then
 trains on generated data only). Output: `retrieved/` (a datasets folder with `input`/`output`)
 and `retrieval.json` (candidates, scores, the choice and why).
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from tasks.bm25 import SparseBM25
 from tasks.config import RetrievalConfig
+from tasks.encoders import EncoderName, get_encoder
 from tasks.errors import BadInputError
 from tasks.jsonreply import extract_json_object
 from tasks.parse import PromptSpec
@@ -37,16 +38,6 @@ NEAR_DUPLICATE_SCORE = 95
 
 def tokenize(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
-
-
-@cache
-def sentence_encoder():
-    """MiniLM (shipped on PyPI) through sentence-transformers; loaded once per process."""
-    from sentence_transformers import SentenceTransformer
-
-    from tasks.embedded import minilm_path
-
-    return SentenceTransformer(str(minilm_path()), device="cpu")
 
 
 def query_text(spec: PromptSpec) -> str:
@@ -67,12 +58,13 @@ def fuse_rankings(score_lists: list[np.ndarray], depth: int = 100) -> np.ndarray
 class DatasetSearcher:
     """BM25 and dense search over dataset records, built once, queried many times."""
 
-    def __init__(self, records: list[DatasetRecord], embeddings: np.ndarray | None = None):
-        """`embeddings`: one unit row per record (from an index file); computed here when absent."""
+    def __init__(self, records: list[DatasetRecord], embeddings: np.ndarray | None = None, encoder: EncoderName = "minilm"):
+        """`embeddings`: one unit row per record by `encoder` (from an index file); computed here when absent."""
         self.records = records
+        self.encoder = get_encoder(encoder)
         self.bm25 = SparseBM25([tokenize(f"{r.name} {r.description} {' '.join(r.columns)}") for r in records])
         if embeddings is None and records:
-            embeddings = sentence_encoder().encode([r.description[:2000] for r in records], normalize_embeddings=True)
+            embeddings = self.encoder.encode([r.description for r in records])
         self.embeddings = embeddings
 
     def search(self, query: str, top_k: int) -> list[dict]:
@@ -80,7 +72,7 @@ class DatasetSearcher:
         if not self.records:
             return []
         lexical = self.bm25.get_scores(tokenize(query))
-        query_vector = sentence_encoder().encode([query], normalize_embeddings=True)[0]
+        query_vector = self.encoder.encode([query])[0]
         # One BLAS thread: the product is memory-bound, and idle OpenBLAS threads spin for a while
         # after a call, starving the next query's embedding of the 2 cores (p95 129 -> 39 ms at 100k).
         with threadpool_limits(1, user_api="blas"):
@@ -95,9 +87,17 @@ class DatasetSearcher:
         ]
 
 
-def rank_datasets(spec: PromptSpec, records: list[DatasetRecord], top_k: int, embeddings: np.ndarray | None = None) -> list[dict]:
+def rank_datasets(spec: PromptSpec, records: list[DatasetRecord], top_k: int, embeddings: np.ndarray | None = None,
+                  encoder: EncoderName = "minilm") -> list[dict]:
     """Candidates for `spec` best first (see DatasetSearcher.search)."""
-    return DatasetSearcher(records, embeddings).search(query_text(spec), top_k)
+    return DatasetSearcher(records, embeddings, encoder).search(query_text(spec), top_k)
+
+
+def fit_similarity(spec: PromptSpec, record: DatasetRecord) -> float:
+    """MiniLM cosine between the task and a dataset's description: the fit threshold's measure
+    (calibrated once, whichever encoder ranked the candidates)."""
+    query, description = get_encoder("minilm").encode([query_text(spec), record.description])
+    return round(float(query @ description), 4)
 
 
 def collapse_near_duplicates(ranked: list[dict], by_name: dict[str, DatasetRecord]) -> tuple[list[dict], list[dict]]:
@@ -120,10 +120,10 @@ def collapse_near_duplicates(ranked: list[dict], by_name: dict[str, DatasetRecor
 
 
 def top_candidates(spec: PromptSpec, records: list[DatasetRecord], top_k: int,
-                   embeddings: np.ndarray | None = None) -> tuple[list[dict], list[dict]]:
+                   embeddings: np.ndarray | None = None, encoder: EncoderName = "minilm") -> tuple[list[dict], list[dict]]:
     """(the best `top_k` candidates after copies are collapsed, the copies dropped with reasons)."""
     by_name = {r.name: r for r in records}
-    kept, dropped = collapse_near_duplicates(rank_datasets(spec, records, top_k * 2, embeddings), by_name)
+    kept, dropped = collapse_near_duplicates(rank_datasets(spec, records, top_k * 2, embeddings, encoder), by_name)
     return kept[:top_k], dropped
 
 
@@ -217,16 +217,17 @@ def load_rows(record: DatasetRecord, mapping: dict, max_rows: int, seed: int):
     return ds.filter(lambda r: bool(r["input"]) and bool(r["output"]), keep_in_memory=True)
 
 
-def dataset_candidates(datasets_dir: Path | None, index_path: Path | None) -> tuple[list[DatasetRecord], np.ndarray | None]:
-    """The records to search (an index file when given, else the folders) and their embeddings if known."""
+def dataset_candidates(datasets_dir: Path | None, index_path: Path | None) -> tuple[list[DatasetRecord], np.ndarray | None, EncoderName]:
+    """The records to search (an index file when given, else the folders), their embeddings if
+    known, and the encoder that made them (queries must use the same)."""
     if index_path:
         from tasks.index import load_dataset_index
 
-        records, embeddings, _ = load_dataset_index(index_path)
-        return records, embeddings
+        records, embeddings, header = load_dataset_index(index_path)
+        return records, embeddings, header.get("encoder", "minilm")
     if datasets_dir and Path(datasets_dir).is_dir():
-        return scan_datasets(datasets_dir), None
-    return [], None
+        return scan_datasets(datasets_dir), None, "minilm"
+    return [], None, "minilm"
 
 
 def retrieve_dataset(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path | None, out_dir: Path, seed: int = 0,
@@ -237,7 +238,7 @@ def retrieve_dataset(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path 
     reason; `llm` (optional) maps columns whose names say nothing. Returns the retrieval record:
     {"chosen": name or None, "reason", "rows", "columns", "candidates", "skipped"}.
     """
-    records, embeddings = dataset_candidates(datasets_dir, index_path)
+    records, embeddings, encoder = dataset_candidates(datasets_dir, index_path)
     by_name = {r.name: r for r in records}
     record: dict = {"source": str(index_path or datasets_dir or ""), "candidates": [], "skipped": [], "chosen": None, "rows": 0}
     forced = cfg.dataset
@@ -250,7 +251,7 @@ def retrieve_dataset(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path 
                                 f"choose one of {sorted(by_name)[:20] or 'none (set --datasets-dir)'}")
         ranked = [{"name": forced, "score": None, "similarity": None, "bm25": None}]
     else:
-        ranked, record["skipped"] = top_candidates(spec, records, cfg.top_k, embeddings)
+        ranked, record["skipped"] = top_candidates(spec, records, cfg.top_k, embeddings, encoder)
         record["candidates"] = ranked
         if cfg.rerank == "llm" and llm is not None and ranked:
             ranked, record["rerank"] = rerank_by_vote(spec, ranked, by_name, cfg, llm)
@@ -259,8 +260,9 @@ def retrieve_dataset(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path 
     ds = None
     for cand in ranked:
         r = by_name[cand["name"]]
-        if not forced and cand["similarity"] < cfg.min_dataset_score:
-            record["reason"] = f"no remaining candidate reaches the fit threshold (best left: {r.name}, {cand['similarity']} < {cfg.min_dataset_score})"
+        similarity = cand["similarity"] if forced or encoder == "minilm" else fit_similarity(spec, r)
+        if not forced and similarity < cfg.min_dataset_score:
+            record["reason"] = f"no remaining candidate reaches the fit threshold (best left: {r.name}, {similarity} < {cfg.min_dataset_score})"
             break
         why_not = unusable_reason(r)
         mapping, how = (None, "") if why_not else column_mapping(spec, r, cfg, llm)
@@ -273,7 +275,7 @@ def retrieve_dataset(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path 
             record["skipped"].append({"name": r.name, "reason": f"failed to load: {e.__class__.__name__}: {e}"[:300]})
             continue
         record.update(chosen=r.name, columns=mapping, columns_mapped=how, rows=len(ds), license=r.license,
-                      reason="forced with --dataset" if forced else f"best fused rank with similarity {cand['similarity']} >= {cfg.min_dataset_score}")
+                      reason="forced with --dataset" if forced else f"best fused rank with similarity {similarity} >= {cfg.min_dataset_score}")
         break
     else:
         record.setdefault("reason", "no candidate datasets" if not ranked else "every candidate was unusable")

@@ -116,9 +116,9 @@ def parse_task(prompt: parse.PromptFile, prompt_file: str, run_dir: Path, teache
 @stage(retrieve_datasets)
 def rank_datasets_task(spec: dict, cfg: RetrievalConfig, datasets_dir: Path | None, datasets_index: Path | None, sources_fingerprint: str) -> list[dict]:
     """The top candidates with what a person needs to choose: description, columns, sample rows."""
-    records, embeddings = retrieve_datasets.dataset_candidates(datasets_dir, datasets_index)
+    records, embeddings, encoder = retrieve_datasets.dataset_candidates(datasets_dir, datasets_index)
     by_name = {r.name: r for r in records}
-    ranked, _ = retrieve_datasets.top_candidates(parse.PromptSpec(**spec), records, cfg.top_k, embeddings)
+    ranked, _ = retrieve_datasets.top_candidates(parse.PromptSpec(**spec), records, cfg.top_k, embeddings, encoder)
     return [c | {"description": by_name[c["name"]].description[:500], "columns": by_name[c["name"]].columns,
                  "sample_rows": by_name[c["name"]].sample_rows[:2], "gated": by_name[c["name"]].gated} for c in ranked]
 

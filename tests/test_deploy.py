@@ -23,5 +23,5 @@ def test_deploy_registers_pools_deployments_and_the_nightly_schedule(tmp_path, p
     assert index.paused  # no --index-out given: registered, but not scheduled blind
     # The UI's run form: typed fields with descriptions from the docstring.
     props = pipeline.parameter_openapi_schema["properties"]
-    assert {"prompt_file", "out_dir", "num_examples", "model_size_cap_gb", "choose_dataset_in_ui"} <= set(props)
+    assert {"prompt_file", "out_dir", "num_examples", "datasets_dir", "eval_data", "model_size_cap_gb", "choose_dataset_in_ui"} <= set(props)
     assert "Examples to generate" in props["num_examples"]["description"]

@@ -12,17 +12,30 @@ SPEC = parse_prompt(read_prompt_file(EXAMPLE))
 
 
 def test_index_build_reuses_embeddings_and_retrieval_reads_it(tmp_path):
-    first = refresh_indexes(tmp_path, DATASETS, None)
+    import numpy as np
+
+    from tasks.encoders import get_encoder
+
+    first = refresh_indexes(tmp_path, DATASETS, None)  # the static MiniLM by default
     assert first["datasets"]["count"] == 4 and first["datasets"]["embedded"] == 4
     header, rows = read_index(tmp_path / "datasets.jsonl")
-    assert header["index"] == "datasets" and header["built"] and len(rows[0]["embedding"]) == 384
+    assert header["index"] == "datasets" and header["built"] and header["encoder"] == "minilm-static"
+    records, matrix, _ = load_dataset_index(tmp_path / "datasets.jsonl")
+    # Stored rows are the encoder's unit vectors of each description (float16 on disk).
+    assert matrix.shape == (4, 256)
+    assert np.allclose(matrix, get_encoder("minilm-static").encode([r.description for r in records]), atol=2e-3)
     again = build_dataset_index(scan_datasets(DATASETS), tmp_path / "datasets.jsonl", ["x"])
     assert again["embedded"] == 0 and again["reused"] == 4  # only changed descriptions are embedded
-    records, matrix, _ = load_dataset_index(tmp_path / "datasets.jsonl")
-    assert matrix.shape == (4, 384)
     record = retrieve_dataset(SPEC, RetrievalConfig(max_rows=10), None, tmp_path / "run", index_path=tmp_path / "datasets.jsonl")
-    assert record["chosen"] == "number_words"
+    assert record["chosen"] == "number_words" and record["reason"].startswith("best fused rank with similarity")
     assert read_index(tmp_path / "models.jsonl")[1][0]["name"] == "smollm2-135m-instruct"
+
+    # Another encoder: everything is embedded again, the old embeddings file is removed.
+    full = build_dataset_index(scan_datasets(DATASETS), tmp_path / "datasets.jsonl", ["x"], encoder="minilm")
+    assert full["embedded"] == 4 and load_dataset_index(tmp_path / "datasets.jsonl")[1].shape == (4, 384)
+    assert len(list(tmp_path.glob("datasets.*.npy"))) == 1
+    record = retrieve_dataset(SPEC, RetrievalConfig(max_rows=10), None, tmp_path / "run2", index_path=tmp_path / "datasets.jsonl")
+    assert record["chosen"] == "number_words"
 
 
 def test_mirror_of_a_dataset_is_collapsed_and_unnamed_columns_are_mapped_by_the_teacher(tmp_path):

@@ -85,8 +85,9 @@ def test_models_in_the_local_hugging_face_cache_are_candidates(tmp_path, monkeyp
     import json
     import os
 
-    from tasks.registry import scan_models
+    from tasks.registry import hf_cache_models_fingerprint, scan_models
 
+    empty = hf_cache_models_fingerprint(tmp_path / "hub")
     repo = tmp_path / "hub" / "models--acme--tiny-t5"
     sha = "a" * 40
     (repo / "refs").mkdir(parents=True)
@@ -101,3 +102,8 @@ def test_models_in_the_local_hugging_face_cache_are_candidates(tmp_path, monkeyp
     records = {r.name: r for r in scan_models(None, hf_cache=tmp_path / "hub")}
     cached = records["acme/tiny-t5"]
     assert cached.architecture == "encoder-decoder" and cached.path == str(snapshot) and cached.size_bytes == 1000
+    # A download changes the model stage's cache key, so the choice is made again.
+    added = hf_cache_models_fingerprint(tmp_path / "hub")
+    assert added != empty
+    (repo / "refs" / "main").write_text("b" * 40)  # the same model, updated
+    assert hf_cache_models_fingerprint(tmp_path / "hub") not in (empty, added)

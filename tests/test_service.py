@@ -157,7 +157,7 @@ def test_worker_killed_mid_run_is_marked_crashed_and_retry_keeps_every_finished_
     numbers_server.stall_if = lambda body: body.get("temperature") == 0 and "Input:" in body["messages"][-1]["content"]
     out = tmp_path / "run"
     flow_run = run_deployment("p2m-pipeline/pipeline", timeout=0, parameters={
-        "prompt_file": str(EXAMPLE), "out_dir": str(out), "overrides": {**QUICK, "datasets_dir": str(DATASETS)}})
+        "prompt_file": str(EXAMPLE), "out_dir": str(out), "datasets_dir": str(DATASETS), "overrides": QUICK})
     deadline = time.monotonic() + 300
     while not numbers_server.stalled:
         assert time.monotonic() < deadline, workers.log_tail()
