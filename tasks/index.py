@@ -24,6 +24,7 @@ from tasks.encoders import EncoderName, get_encoder
 from tasks.registry import DatasetRecord, ModelRecord, architecture_of, scan_datasets, scan_models
 from tasks.run_store import read_jsonl
 
+
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -79,12 +80,8 @@ def build_dataset_index(records: list[DatasetRecord], path: Path, sources: list[
     todo = [i for i, row in enumerate(rows) if row["text_hash"] not in previous]
     header: dict = {}
     if embed:
-        fresh = get_encoder(encoder).encode([rows[i]["description"] for i in todo])
-        by_row = dict(zip(todo, fresh))
-        dim = fresh.shape[1] if len(todo) else next(iter(previous.values())).shape[0] if previous else 0
-        matrix = np.zeros((len(rows), dim), dtype=np.float32)
-        for i, row in enumerate(rows):
-            matrix[i] = by_row[i] if i in by_row else previous[row["text_hash"]]
+        fresh = dict(zip(todo, get_encoder(encoder).encode([rows[i]["description"] for i in todo])))
+        matrix = np.stack([fresh[i] if i in fresh else previous[row["text_hash"]] for i, row in enumerate(rows)]) if rows else np.zeros((0, 0))
         path.parent.mkdir(parents=True, exist_ok=True)
         header = {"encoder": encoder, "embeddings": write_embeddings(path.parent, matrix)}
     write_index(path, "datasets", rows, sources, **header)

@@ -124,6 +124,12 @@ def choose_batch_size(max_length: int, num_parameters: int, cuda: bool) -> int:
     return max(1, min(64, budget // max_length))
 
 
+def mixed_precision(cuda: bool, bf16_supported: bool) -> dict:
+    """TrainingArguments' precision flags: bf16 on GPUs that have it (Ampere on), fp16 with loss
+    scaling on older ones (T4, V100), fp32 on the CPU (CPU autocast is slower than fp32 here)."""
+    return {"bf16": cuda and bf16_supported, "fp16": cuda and not bf16_supported}
+
+
 def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainConfig, out_dir: Path, home: Path) -> dict:
     """Fine-tune; write `out_dir/model` and `out_dir/train_log.jsonl`; return a training record."""
     import datasets
@@ -169,7 +175,7 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
         report_to=[],
         seed=cfg.seed,
         use_cpu=not cuda,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
+        **mixed_precision(cuda, cuda and torch.cuda.is_bf16_supported()),
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length",  # batches of similar length pad (and compute) less
         dataloader_num_workers=0,

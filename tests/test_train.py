@@ -90,3 +90,18 @@ def test_batch_size_follows_sequence_length_when_not_set(splits, tmp_path):
 def test_exact_match_normalises():
     assert normalise_answer("The  Answer.") == "answer"
     assert exact_match(["342", "the cat"], ["342.", "Cat"]) == 1.0
+
+
+def test_gpu_decisions_without_a_gpu(monkeypatch):
+    """No GPU on these machines: the choices a GPU worker makes are checked on their inputs."""
+    import torch
+
+    from tasks.train import choose_batch_size, mixed_precision
+
+    assert mixed_precision(cuda=True, bf16_supported=True) == {"bf16": True, "fp16": False}  # A100, H100, L4
+    assert mixed_precision(cuda=True, bf16_supported=False) == {"bf16": False, "fp16": True}  # T4, V100
+    assert mixed_precision(cuda=False, bf16_supported=False) == {"bf16": False, "fp16": False}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (16 * 2**30, 24 * 2**30))
+    assert choose_batch_size(512, 135_000_000, cuda=True) == 64  # a small model on a free 16 GB card: the cap
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (2 * 2**30, 24 * 2**30))
+    assert choose_batch_size(512, 1_000_000_000, cuda=True) == 2  # a 1B model on a nearly full card: the floor budget
