@@ -8,7 +8,7 @@ An index is built from local folders (`tasks.registry`, offline) or from the Hug
 File layout: `datasets.jsonl`/`models.jsonl`, first line `{"index": "datasets"|"models", "built":
 ISO date, "count": N, "sources": [...]}` (dataset indexes add `"encoder"` and `"embeddings"`),
 then one record per line. Embeddings live beside the JSONL in a float16 `.npy` file, row i for
-record i, named by its content hash (as JSON numbers they were 3-4x the size and slow to parse).
+record i, named by its content hash (as JSON numbers, 100k of them were 242 MB and 9 s to parse; as float16, 51 MB and 0.2 s).
 """
 
 from __future__ import annotations
