@@ -25,3 +25,21 @@ def test_deploy_registers_pools_deployments_and_the_nightly_schedule(tmp_path, p
     props = pipeline.parameter_openapi_schema["properties"]
     assert {"prompt_file", "out_dir", "num_examples", "datasets_dir", "eval_data", "model_size_cap_gb", "choose_dataset_in_ui"} <= set(props)
     assert "Examples to generate" in props["num_examples"]["description"]
+
+
+def test_crash_detection_is_registered_once_with_three_heartbeats(prefect_harness):
+    from prefect.client.orchestration import get_client
+
+    from deployments.deploy import CRASH_AUTOMATION, ensure_crash_detection
+
+    first = ensure_crash_detection()
+    second = ensure_crash_detection()  # `p2m deploy` again replaces it
+    with get_client(sync_client=True) as client:
+        found = client.read_automations_by_name(CRASH_AUTOMATION)
+        for automation in found:
+            client.delete_automation(automation.id)
+    assert first != second and [str(a.id) for a in found] == [second]
+    trigger = found[0].trigger
+    assert trigger.posture == "Proactive" and trigger.within.total_seconds() == 3 * 180  # Prefect's default heartbeat: 180 s
+    assert trigger.after == {"prefect.flow-run.heartbeat"} and "prefect.flow-run.Completed" in trigger.expect
+    assert found[0].actions[0].state == "CRASHED"

@@ -139,20 +139,34 @@ def test_training_runs_on_the_gpu_pool_as_a_subflow(tmp_path, workers):
     assert read_json(out / "metrics.json")["student"]["held_out"]["n"] > 0
 
 
-def test_worker_killed_mid_run_is_marked_crashed_and_retry_keeps_every_finished_stage(tmp_path, workers, numbers_server):
+@pytest.fixture
+def crash_detection(prefect_harness):
+    """p2m's crash automation with a 60 s window, removed afterwards: it would mark the runs of
+    later tests' workers (heartbeat every 180 s) as crashed."""
+    from prefect.client.orchestration import get_client
+
+    from deployments.deploy import CRASH_AUTOMATION, ensure_crash_detection
+
+    ensure_crash_detection(within_seconds=60)
+    yield
+    with get_client(sync_client=True) as client:
+        for automation in client.read_automations_by_name(CRASH_AUTOMATION):
+            client.delete_automation(automation.id)
+
+
+def test_worker_killed_mid_run_is_marked_crashed_and_retry_keeps_every_finished_stage(tmp_path, workers, numbers_server, crash_detection):
     """The machine running a deployed run dies during evaluation (worker and flow process SIGKILLed).
     Heartbeats stop, p2m's automation marks the run Crashed; `prefect flow-run retry` on a new
     worker serves every stage that had finished from the cache and runs evaluation onward."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
-    from deployments.deploy import ensure_crash_detection
-
-    # Heartbeats every 30 s (Prefect's minimum); two missed beats mark the run crashed.
-    env = workers.start(["cpu"], PREFECT_FLOWS_HEARTBEAT_FREQUENCY="30")
+    # Heartbeats every 30 s (Prefect's minimum); two missed beats mark the run crashed. A P2M home
+    # of its own: earlier tests' request caches would answer the teacher baseline without asking.
+    machine = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30", "P2M_HOME": str(tmp_path / "home")}
+    env = workers.start(["cpu"], **machine)
     ensure_work_pools()
     deploy_all(deployment_specs())
-    ensure_crash_detection(within_seconds=60)
     # The teacher baseline (evaluation's temperature-0 answers) never returns: the run is mid-evaluation.
     numbers_server.stall_if = lambda body: body.get("temperature") == 0 and "Input:" in body["messages"][-1]["content"]
     out = tmp_path / "run"
@@ -171,7 +185,7 @@ def test_worker_killed_mid_run_is_marked_crashed_and_retry_keeps_every_finished_
         crashed = wait_for_final_state(client, flow_run.id, timeout=180)
         assert crashed.is_crashed(), crashed
         numbers_server.stall_if = None
-        workers.start(["cpu"], PREFECT_FLOWS_HEARTBEAT_FREQUENCY="30")
+        workers.start(["cpu"], **machine)
         retry = subprocess.run([sys.executable, "-m", "prefect", "flow-run", "retry", str(flow_run.id)], env=env,
                                capture_output=True, text=True, timeout=120)
         assert retry.returncode == 0, retry.stdout + retry.stderr
