@@ -10,6 +10,9 @@
 - Every answered request is stored in a SQLite cache keyed by a hash of model, messages and
   sampling settings (plus a caller-chosen `salt` to ask for distinct samples). A run killed at
   any moment and started again replays answered requests from disk: no request is paid twice.
+  With `P2M_STORAGE_URL` set, every answer is also written to STORAGE_URL/request-cache/ and a
+  local miss is looked up there first, so a run resumed on another machine (or a teammate's
+  run) does not pay again for what was answered elsewhere.
 """
 
 from __future__ import annotations
@@ -106,23 +109,52 @@ def load_prices(prices_file: Path | None) -> dict[str, tuple[float, float]]:
 
 
 class RequestCache:
-    """Answered requests on disk (SQLite, WAL): safe across processes and across kill -9."""
+    """Answered requests on disk (SQLite, WAL): safe across processes and across kill -9.
 
-    def __init__(self, path: Path):
+    With `remote_url` (s3://bucket/prefix/request-cache), answers are also written there as one
+    small JSON object per key, and a local miss is looked up there before the endpoint is asked.
+    The remote calls block: async callers run `get`/`put` in a thread (see LLMClient).
+    """
+
+    def __init__(self, path: Path, remote_url: str | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT NOT NULL, created REAL)")
         self._lock = threading.Lock()
+        self.remote = remote_url.rstrip("/") if remote_url else None
 
     def get(self, key: str) -> dict | None:
         with self._lock:
             row = self._db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
+        if row:
+            return json.loads(row[0])
+        if self.remote:
+            reply = self._remote_get(key)
+            if reply is not None:
+                self._put_local(key, reply)
+                return reply
+        return None
 
     def put(self, key: str, reply: dict) -> None:
+        self._put_local(key, reply)
+        if self.remote:
+            from tasks.storage import filesystem
+
+            # A failed upload is not swallowed: the run would pay again elsewhere without knowing.
+            filesystem().pipe(f"{self.remote}/{key}.json", json.dumps(reply).encode())
+
+    def _put_local(self, key: str, reply: dict) -> None:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?)", (key, json.dumps(reply), time.time()))
+
+    def _remote_get(self, key: str) -> dict | None:
+        from tasks.storage import filesystem
+
+        try:
+            return json.loads(filesystem().cat(f"{self.remote}/{key}.json"))
+        except FileNotFoundError:
+            return None
 
 
 class RequestPacer:
@@ -242,10 +274,11 @@ class LLMClient:
         cache_path: Path,
         log_path: Path | None = None,
         prices: dict[str, tuple[float, float]] | None = None,
+        remote_cache_url: str | None = None,
     ):
         self.endpoint = endpoint
         self.limits = limits
-        self.cache = RequestCache(cache_path)
+        self.cache = RequestCache(cache_path, remote_cache_url)
         self.log_path = log_path
         self.pacer = shared_pacer(endpoint, limits)
         self.meter = UsageMeter()
@@ -286,7 +319,7 @@ class LLMClient:
         key = request_key(self.endpoint.model, messages, temperature, max_tokens, n, salt)
         with self.meter._lock:
             self.meter.requests += 1
-        hit = self.cache.get(key)
+        hit = await asyncio.to_thread(self.cache.get, key) if self.cache.remote else self.cache.get(key)
         if hit is not None:
             with self.meter._lock:
                 self.meter.cached += 1
@@ -340,7 +373,10 @@ class LLMClient:
                 self.meter.prompt_tokens += usage["prompt_tokens"]
                 self.meter.completion_tokens += usage["completion_tokens"]
                 self.meter.cost_usd += (usage["prompt_tokens"] * self._price[0] + usage["completion_tokens"] * self._price[1]) / 1e6
-            self.cache.put(key, {"texts": texts, "usage": usage})
+            if self.cache.remote:
+                await asyncio.to_thread(self.cache.put, key, {"texts": texts, "usage": usage})
+            else:
+                self.cache.put(key, {"texts": texts, "usage": usage})
             self._log(purpose, key, cached=False, texts=texts, attempts=attempt + 1, usage=usage, seconds=time.monotonic() - started)
             return texts
         self._log(purpose, key, cached=False, texts=None, attempts=self.limits.max_retries + 1, error=last_error)

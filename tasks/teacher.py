@@ -48,7 +48,9 @@ class Teacher:
     def client(self, log_path: Path | None = None) -> LLMClient:
         """A client for this teacher that logs every request to `log_path`."""
         s = self.settings
-        return LLMClient(self.endpoint(), s.limits, s.home / "llm-cache.sqlite", log_path=log_path, prices=load_prices(s.prices_file))
+        remote = f"{s.storage_url.rstrip('/')}/request-cache" if s.storage_url else None
+        return LLMClient(self.endpoint(), s.limits, s.home / "llm-cache.sqlite", log_path=log_path, prices=load_prices(s.prices_file),
+                         remote_cache_url=remote)
 
     def lazy_client(self, log_path: Path | None = None) -> "LazyClient":
         """A client that contacts (or starts) the teacher only if a request is actually made."""

@@ -49,3 +49,28 @@ def test_a_run_continues_from_s3_on_a_machine_without_its_folder(tmp_path, s3, p
     again = pipeline(prompt_file=str(EXAMPLE), out_dir=str(out), overrides=overrides)
     assert set(states(again).values()) == {"Cached"}, again["stages"]
     assert (out / "model" / "model.safetensors").exists()
+
+
+def test_request_cache_is_shared_through_s3(tmp_path, s3, numbers_server, monkeypatch, fast_limits):
+    """Two machines (two local caches) with one storage URL: an answer paid on one is never paid on the other."""
+    from tasks.config import Settings
+    from tasks.llm import run_sync
+    from tasks.storage import filesystem
+    from tasks.teacher import Teacher
+
+    monkeypatch.setenv("OPENAI_BASE_URL", numbers_server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    prompts = [[{"role": "user", "content": f"Input: {w}\n"}] for w in ("seven", "forty-two", "one hundred")]
+
+    def machine(home: str):
+        teacher = Teacher(Settings(home=tmp_path / home, storage_url="s3://p2m/two-machines", limits=fast_limits))
+        llm = teacher.client()
+        answers = [run_sync(llm.acomplete(p, max_tokens=8)) for p in prompts]
+        teacher.close()
+        return llm, answers
+
+    first, answers = machine("a")
+    assert numbers_server.answered == 3 and answers == [["7"], ["42"], ["100"]]
+    assert len(filesystem().ls("p2m/two-machines/request-cache")) == 3
+    second, again = machine("b")  # nothing local on this one
+    assert again == answers and numbers_server.answered == 3 and second.meter.cached == 3
