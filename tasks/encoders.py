@@ -23,8 +23,6 @@ MAX_CHARS = 2000  # descriptions are cut here: the start says what a dataset is
 
 
 class MiniLMEncoder:
-    name = "minilm"
-
     def __init__(self):
         from sentence_transformers import SentenceTransformer
 
@@ -40,8 +38,6 @@ class MiniLMEncoder:
 
 
 class StaticMiniLMEncoder:
-    name = "minilm-static"
-
     def __init__(self):
         from model2vec import StaticModel
 
