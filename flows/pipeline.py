@@ -67,7 +67,7 @@ def pipeline(
         overrides["datasets_dir"] = datasets_dir
     with flow_run(prompt_file, out_dir, overrides) as run:
         s, run_dir, teacher, stages = run.settings, run.run_dir, run.teacher, run.stages
-        spec = stages.run("parse", parse_task, "spec.json", prompt=run.prompt, prompt_file=str(prompt_file), run_dir=run_dir, teacher=teacher)
+        spec = stages.run("parse", parse_task, "spec.json", prompt=run.prompt, run_dir=run_dir, teacher=teacher)
         sources = dict(datasets_dir=s.datasets_dir, datasets_index=s.datasets_index,
                        sources_fingerprint=sources_fingerprint(s.datasets_dir, s.datasets_index))
         retrieval = s.retrieval

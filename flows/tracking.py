@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.config import Settings
-from tasks.parse import PromptFile, read_prompt_file
-from tasks.run_store import write_json
+from tasks.parse import PromptFile, prompt_identity, read_prompt_file
+from tasks.run_store import claim_run_dir, write_json
 from tasks.teacher import Teacher
 
 
@@ -66,9 +66,15 @@ class StageTracker:
         write_json(self.run_dir / "summary.json", summary)
         return summary
 
-    def finish(self) -> dict:
-        """Write the final summary.json and the Prefect markdown artifact; returns the summary."""
-        summary = self.write_summary(finished=True)
+    def finish(self, error: BaseException | None = None) -> dict:
+        """Write the final summary.json and the Prefect markdown artifact; returns the summary.
+
+        `error` is what ended the run early, if anything: the summary then says `finished: false`
+        and why.
+        """
+        if error is not None:
+            self.details["error"] = str(error) or error.__class__.__name__
+        summary = self.write_summary(finished=error is None)
         self.mirror()
         try:
             from prefect.artifacts import create_markdown_artifact
@@ -153,10 +159,18 @@ def flow_run(prompt_file: str | None, out_dir: str, overrides: dict | None):
         from tasks.storage import pull
 
         pull(run_dir, settings.storage_url)  # a machine that lacks the folder continues from storage
-    prompt = read_prompt_file(Path(prompt_file)) if prompt_file else None
+    prompt = None
+    if prompt_file:
+        prompt = read_prompt_file(Path(prompt_file))
+        # Claimed before anything is written: a folder holding another prompt's run is left untouched.
+        claim_run_dir(run_dir, prompt_identity(prompt), str(prompt_file))
     run = FlowRun(settings, run_dir, prompt, Teacher(settings), StageTracker(run_dir, settings.storage_url))
+    error = None
     try:
         yield run
+    except BaseException as e:
+        error = e
+        raise
     finally:
         run.teacher.close()
-        run.summary = run.stages.finish()
+        run.summary = run.stages.finish(error)

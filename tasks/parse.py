@@ -51,6 +51,14 @@ class PromptFile(BaseModel):
     spec: PromptSpec | None = None
 
 
+def prompt_identity(prompt: PromptFile) -> str:
+    """What makes two prompt files the same task: the spec for YAML, the text (whitespace
+    collapsed) for free text. Known before any LLM call, so the run folder is claimed first."""
+    if prompt.spec is not None:
+        return prompt.spec.content_hash()
+    return hashlib.sha256(" ".join(prompt.text.split()).encode()).hexdigest()[:16]
+
+
 def read_prompt_file(path: Path) -> PromptFile:
     """Read a prompt file; YAML with `instruction:` becomes a spec, anything else stays text.
 

@@ -72,16 +72,21 @@ def content_hash(path: Path, exclude: tuple[str, ...] = ()) -> str:
     return h.hexdigest()[:16]
 
 
-def claim_run_dir(run_dir: Path, spec_hash: str, prompt_file: str) -> None:
-    """Make `run_dir` this prompt's run folder; refuse one that holds another prompt's run.
+def claim_run_dir(run_dir: Path, prompt_hash: str, prompt_file: str) -> None:
+    """Make `run_dir` this prompt's run folder, before anything is written into it.
 
-    Raises BadInputError (nothing is deleted) when the folder has files but is not this prompt's.
+    `prompt_hash` is the prompt's identity (`tasks.parse.prompt_identity`). Raises BadInputError,
+    having written nothing, when the folder holds another prompt's run or other files, or when it
+    is a file or cannot be written.
     """
     run_dir = Path(run_dir)
     marker = run_dir / RUN_MARKER
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BadInputError(f"--out {run_dir} is a file, not a folder; pass a folder for the run")
     if marker.exists():
         owner = read_json(marker)
-        if owner.get("spec_hash") != spec_hash:
+        # Run folders made before prompt hashes were recorded carry the spec's hash (equal for YAML prompts).
+        if owner.get("prompt_hash", owner.get("spec_hash")) != prompt_hash:
             raise BadInputError(
                 f"{run_dir} holds the run of another prompt ({owner.get('prompt_file')}); "
                 "pass another --out, or delete that folder to start over"
@@ -89,7 +94,10 @@ def claim_run_dir(run_dir: Path, spec_hash: str, prompt_file: str) -> None:
         return
     if run_dir.exists() and any(run_dir.iterdir()):
         raise BadInputError(f"{run_dir} is not empty and is not a p2m run folder; pass another --out")
-    write_json(marker, {"spec_hash": spec_hash, "prompt_file": prompt_file})
+    try:
+        write_json(marker, {"prompt_hash": prompt_hash, "prompt_file": prompt_file})
+    except OSError as e:
+        raise BadInputError(f"cannot write the run folder {run_dir} ({e.strerror or e}); pass an --out you can write to") from None
 
 
 def rows_to_dataset(rows: list[dict], columns: tuple[str, ...] = ("input", "output")):

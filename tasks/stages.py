@@ -28,7 +28,7 @@ from tasks.config import EvalConfig, GenerationConfig, LimitsConfig, ProcessConf
 from tasks.errors import P2MError
 from tasks.llm import run_sync
 from tasks.prompts import templates_hash
-from tasks.run_store import artifact_ref, claim_run_dir, rows_to_dataset, write_json
+from tasks.run_store import artifact_ref, rows_to_dataset, write_json
 from tasks.teacher import Teacher
 
 CACHE_VERSION = "1"  # bump to invalidate every cached stage at once
@@ -104,11 +104,10 @@ def stage(work_module, templates: tuple[str, ...] = (), retries: int = 2, **kwar
 
 
 @stage(parse, templates=("parse_prompt",))
-def parse_task(prompt: parse.PromptFile, prompt_file: str, run_dir: Path, teacher: Teacher) -> dict:
-    """Parse the prompt, claim the run folder for it, write spec.json; returns the spec as a dict."""
+def parse_task(prompt: parse.PromptFile, run_dir: Path, teacher: Teacher) -> dict:
+    """Parse the prompt (the flow has claimed the run folder for it), write spec.json; returns the spec as a dict."""
     llm = None if prompt.spec is not None else teacher.client(run_dir / "parse.jsonl")
     spec = parse.parse_prompt(prompt, llm)
-    claim_run_dir(run_dir, spec.content_hash(), prompt_file)
     write_json(run_dir / "spec.json", spec.model_dump())
     return spec.model_dump()
 

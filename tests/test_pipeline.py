@@ -66,8 +66,10 @@ def test_run_then_rerun_is_all_cached_and_a_failed_training_resumes(tmp_path, pr
     changed = {**QUICK, "train": {**QUICK["train"], "learning_rate": 1e-4}}
     with pytest.raises(RuntimeError, match="GPU fell off"):
         run_pipeline(out, numbers_server, monkeypatch, **changed)
-    failed = states(read_json(out / "summary.json"))
+    failed_summary = read_json(out / "summary.json")
+    failed = states(failed_summary)
     assert failed["train"] == "Failed" and failed["process"] == "Cached" and "evaluate" not in failed
+    assert failed_summary["finished"] is False and "GPU fell off" in failed_summary["error"]
     monkeypatch.setattr(tasks.train, "train_student", real)
     resumed = states(run_pipeline(out, numbers_server, monkeypatch, **changed))
     assert [resumed[s] for s in ("parse", "retrieve_datasets", "generate", "retrieve_model", "process")] == ["Cached"] * 5
@@ -174,3 +176,55 @@ def test_a_person_chooses_the_dataset_in_the_prefect_ui(tmp_path, prefect_harnes
     record = read_json(out / "retrieval.json")
     assert record["chosen"] == "celsius_to_fahrenheit" and record["columns_mapped"] == "given"
     assert states(read_json(out / "summary.json"))["rank_datasets"] == "Completed"
+
+
+def quick_env(monkeypatch, server):
+    """The QUICK settings as P2M_* variables, for tests that go through the command line."""
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    for section, values in QUICK.items():
+        for name, value in values.items():
+            monkeypatch.setenv(f"P2M_{section.upper()}__{name.upper()}", str(value))
+
+
+def parsing_numbers_teacher(messages, request):
+    """The numbers teacher, which also splits a free-text prompt (as a capable LLM would)."""
+    from tests.fake_llm_server import numbers_teacher
+
+    prompt = messages[-1]["content"]
+    if "Split the task prompt" in prompt:
+        return json.dumps({"instruction": "Convert the number written in English words to digits.", "language": "ja",
+                           "demonstrations": [{"input": "three hundred forty-two", "output": "342"}, {"input": "seventeen", "output": "17"}]})
+    return numbers_teacher(messages, request)
+
+
+@pytest.mark.parametrize("text", [
+    "英語で書かれた数を数字に直してください。\n\nthree hundred forty-two => 342\nseventeen => 17\n",
+    "Convert the number written in English words to digits.\n\nInput: three hundred forty-two\nOutput: 342\n\nInput: seventeen\nOutput: 17\n",
+])
+def test_a_free_text_prompt_runs_on_a_fresh_folder(tmp_path, capsys, prefect_harness, monkeypatch, text):
+    from tests.fake_llm_server import FakeLLMServer
+
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text(text, encoding="utf-8")
+    out = tmp_path / "fresh" / "run"
+    with FakeLLMServer(parsing_numbers_teacher) as server:
+        quick_env(monkeypatch, server)
+        code = main(["run", str(prompt), "--out", str(out), "--datasets-dir", str(DATASETS), "--num-examples", "6"])
+    assert code == 0, capsys.readouterr().err
+    spec = read_json(out / "spec.json")
+    assert spec["parsed_by"] in ("llm", "rules") and [d["output"] for d in spec["demonstrations"]] == ["342", "17"]
+    assert read_json(out / "summary.json")["finished"] is True
+    assert (out / "parse.jsonl").exists() and (out / "model").exists()
+
+
+def test_a_refused_folder_is_left_exactly_as_it_was(tmp_path, capsys, prefect_harness, numbers_server, monkeypatch):
+    out = tmp_path / "run"
+    run_pipeline(out, numbers_server, monkeypatch)
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+    other = tmp_path / "b.yaml"
+    other.write_text("instruction: Reverse the text.\ndemonstrations:\n  - input: abc\n    output: cba\n")
+    assert main(["run", str(other), "--out", str(out)]) == 2
+    assert "holds the run of another prompt" in capsys.readouterr().err
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()} == before
+    assert read_json(out / "summary.json")["finished"] is True
