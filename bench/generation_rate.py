@@ -67,7 +67,7 @@ def busiest_window(times: list[float], width: float = 60.0) -> int:
 
 def generate_with_p2m(server, rpm: float, examples: int) -> dict:
     spec = parse_prompt(read_prompt_file(ROOT / "examples" / "numbers_to_digits.yaml"))
-    limits = LimitsConfig(requests_per_minute=rpm, tokens_per_minute=10_000_000, max_concurrency=8, max_retries=8, request_timeout=10)
+    limits = LimitsConfig(requests_per_minute=rpm, tokens_per_minute=10_000_000, max_concurrency=8, request_timeout=10)
     cfg = GenerationConfig(num_examples=examples, batch_size=8, votes=1, max_stale_batches=20)
     with tempfile.TemporaryDirectory() as tmp:
         llm = LLMClient(Endpoint(server.base_url, "k", server.model), limits, Path(tmp) / "cache.sqlite")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
 # Before anything imports prefect, transformers or datasets: no hub look-ups (a missing name then
@@ -38,25 +40,18 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def _settings(overrides: dict):
     """Validated settings; points Prefect's result storage at p2m's (before Prefect reads it)."""
-    from pydantic import ValidationError
+    from tasks.config import load_settings
 
-    from tasks.config import Settings
-    from tasks.errors import P2MError
-
-    try:
-        settings = Settings(**overrides)
-    except ValidationError as e:
-        first = e.errors()[0]
-        raise P2MError(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    settings = load_settings(overrides)
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(settings.results_path))
-    if not settings.verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     return settings
 
 
 def cmd_run(args) -> int:
+    from tasks.inputs import check_run_inputs
+
     overrides = _overrides(args)
-    _settings(overrides)
+    check_run_inputs(_settings(overrides), args.prompt_file, args.out)  # before Prefect starts: bad input fails in a second
     from flows.pipeline import pipeline
 
     summary = pipeline(prompt_file=str(args.prompt_file), out_dir=str(args.out), overrides=overrides)
@@ -78,9 +73,12 @@ def print_summary(summary: dict) -> None:
         print(f"  {'ms_per_example':<22} {student['ms_per_example']:>8}  {teacher['ms_per_example'] if teacher else '-':>8}")
     usage = summary.get("generation_usage")
     if usage:
-        print(f"\ngenerated: {summary['generated']} examples from {usage['requests']} teacher requests "
+        bounds = summary.get("generation_bounds") or {}
+        budget = f" of ${bounds['cost_budget_usd']:.2f} budget" if bounds.get("cost_budget_usd") is not None else ""
+        cap = f" (cap {bounds['request_cap']})" if bounds.get("request_cap") else ""
+        print(f"\ngenerated: {summary['generated']} examples from {usage['requests']} teacher requests{cap} "
               f"({usage['cached']} from cache), {usage['prompt_tokens'] + usage['completion_tokens']} tokens, "
-              f"cost ${usage['cost_usd']:.4f}{'' if usage['price_known'] else ' (price unknown for this model)'}")
+              f"cost ${usage['cost_usd']:.4f}{budget}{'' if usage['price_known'] else ' (price unknown for this model)'}")
         print(f"           stopped: {summary['generation_stop']}")
     if summary.get("model"):
         print(f"\nmodel:    {summary['model']}" + (f" (from {summary['model_name']})" if summary.get("model_name") else ""))
@@ -90,25 +88,25 @@ def print_summary(summary: dict) -> None:
 
 def cmd_train_evaluate(args, stages: list[str]) -> int:
     overrides = _overrides(args)
-    _settings(overrides)
-    from flows.train_evaluate import train_evaluate_flow
+    from tasks.inputs import check_settings_paths
 
+    check_settings_paths(_settings(overrides))
+    from flows.train_evaluate import check_run_folder, train_evaluate_flow
+
+    check_run_folder(args.run_dir, stages)
     print_summary(train_evaluate_flow(run_dir=str(args.run_dir), overrides=overrides, stages=stages))
     return 0
 
 
 def cmd_demo(args) -> int:
     settings = _settings({})
-    from tasks.demo import serve_demo
+    from tasks.demo import check_demo_inputs, serve_demo
 
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "model").exists():
-        from tasks.errors import P2MError
-
-        raise P2MError(f"{run_dir} has no trained model; run `p2m run PROMPT --out {run_dir}` first")
-    auth = tuple(args.auth.split(":", 1)) if args.auth else None
-    print(f"serving the demo for {run_dir} on http://{args.host or settings.demo_host}:{args.port or settings.demo_port}", file=sys.stderr)
-    serve_demo(run_dir, host=args.host or settings.demo_host, port=args.port or settings.demo_port, auth=auth)
+    run_dir, host, port = Path(args.run_dir), args.host or settings.demo_host, args.port or settings.demo_port
+    # The password comes from P2M_DEMO_AUTH when `p2m publish` starts this: never on a command line, which `ps` shows.
+    auth = check_demo_inputs(run_dir, host, port, args.auth or settings.demo_auth)
+    print(f"serving the demo for {run_dir} on http://{host}:{port}", file=sys.stderr)
+    serve_demo(run_dir, host=host, port=port, auth=auth)
     return 0
 
 
@@ -124,8 +122,10 @@ def cmd_publish(args) -> int:
 
 
 def cmd_generate(args) -> int:
+    from tasks.inputs import check_run_inputs
+
     overrides = _overrides(args)
-    _settings(overrides)
+    check_run_inputs(_settings(overrides), args.spec, args.out)
     from flows.generate import generate_flow
 
     result = generate_flow(prompt_file=str(args.spec), out_dir=str(args.out), overrides=overrides)
@@ -140,7 +140,7 @@ def cmd_retrieve(args, kind: str) -> int:
     settings = _settings(_overrides(args))
     from tasks.parse import parse_prompt, read_prompt_file
 
-    prompt = read_prompt_file(Path(args.spec))
+    prompt = read_prompt_file(Path(args.spec), settings.parse.max_prompt_chars)
     teacher = None
     if prompt.spec is None or kind == "model":
         from tasks.teacher import Teacher
@@ -204,7 +204,8 @@ def cmd_deploy(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="p2m", description="Turn a task prompt into a small model you can deploy yourself.")
+    p = Parser(prog="p2m", description="Turn a task prompt into a small model you can deploy yourself.")
+    p.add_argument("--verbose", action="store_true", help="show Prefect's log lines and the traceback of any error")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp, generation=True):
@@ -290,19 +291,69 @@ def build_parser() -> argparse.ArgumentParser:
     teacher = sub.add_parser("teacher", help="serve the local teacher (OpenAI-compatible) on its own")
     teacher.add_argument("--port", type=int, default=8001)
     teacher.set_defaults(func=lambda a: __import__("tasks.local_teacher", fromlist=["main"]).main(["--port", str(a.port)]) or 0)
+    for command in sub.choices.values():  # `p2m run ... --verbose` as well as `p2m --verbose run ...`
+        command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="show Prefect's log lines and tracebacks")
     return p
 
 
+class UsageError(Exception):
+    """A bad command line (unknown flag, missing argument, a value of the wrong type)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line saying what is wrong, not the usage block, and
+    flags are never guessed from a prefix (`--epoch` is not silently `--epochs`)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+# Errors from the operating system that a user causes and can fix (a folder they cannot write, a full disk).
+USER_OS_ERRORS = (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the `p2m` command; returns the exit code (0 done, 2 an error the user can fix, 1 a bug, 130 interrupted).
+
+    Called as the `p2m` program (no `argv`), it also starts the reaper that stops what it started
+    should it be killed outright (tests that call `main([...])` in-process do without).
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        print(f"p2m: error: {e}", file=sys.stderr)
+        return 2
+    verbose = args.verbose or os.environ.get("P2M_VERBOSE", "").lower() in ("1", "true", "yes")
+    if not verbose:
+        # Prefect's console lines (and its tracebacks for errors p2m explains in one line) stay off
+        # the terminal; the Prefect UI still receives every log line.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     if getattr(args, "out", "unset") is None:
         args.out = Path("runs") / args.prompt_file.stem
+    if argv is None:
+        from tasks.reaper import start_reaper
+
+        start_reaper()
     from tasks.errors import P2MError
 
     try:
         return args.func(args)
     except P2MError as e:
+        if verbose:
+            traceback.print_exc()
         print(f"p2m: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in USER_OS_ERRORS:
+            raise
+        if verbose:
+            traceback.print_exc()
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"p2m: error: {e.strerror}{where}; fix that and run the same command again (finished stages are kept)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("p2m: interrupted; run the same command again to resume (finished stages and answered requests are cached)", file=sys.stderr)

@@ -90,5 +90,6 @@ def pipeline(
         stages.details.update(metrics=metrics, model=model["path"], model_name=choice["name"], dataset=retrieved["chosen"],
                               generated=generated.get("accepted", 0), generation_stop=generated.get("stop_reason"),
                               generation_usage=generated.get("usage"),
+                              generation_bounds={k: generated.get(k) for k in ("request_cap", "cost_budget_usd")},
                               teacher=teacher.identity, demo_command=f"p2m demo {run_dir}")
     return run.summary

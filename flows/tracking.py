@@ -11,8 +11,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.config import Settings
-from tasks.parse import PromptFile, prompt_identity, read_prompt_file
+from tasks.config import Settings, load_settings
+from tasks.inputs import check_run_inputs, check_settings_paths
+from tasks.parse import PromptFile, prompt_identity
 from tasks.run_store import claim_run_dir, write_json
 from tasks.teacher import Teacher
 
@@ -153,7 +154,7 @@ def with_options(overrides: dict | None, **sections: dict) -> dict:
 @contextlib.contextmanager
 def flow_run(prompt_file: str | None, out_dir: str, overrides: dict | None):
     """Set up a flow run; on exit stop the teacher and write the summary, even after a failure."""
-    settings = Settings(**(overrides or {}))
+    settings = load_settings(overrides)
     run_dir = Path(out_dir).resolve()
     if settings.storage_url:
         from tasks.storage import pull
@@ -161,9 +162,11 @@ def flow_run(prompt_file: str | None, out_dir: str, overrides: dict | None):
         pull(run_dir, settings.storage_url)  # a machine that lacks the folder continues from storage
     prompt = None
     if prompt_file:
-        prompt = read_prompt_file(Path(prompt_file))
+        prompt = check_run_inputs(settings, Path(prompt_file), run_dir)
         # Claimed before anything is written: a folder holding another prompt's run is left untouched.
         claim_run_dir(run_dir, prompt_identity(prompt), str(prompt_file))
+    else:
+        check_settings_paths(settings)
     run = FlowRun(settings, run_dir, prompt, Teacher(settings), StageTracker(run_dir, settings.storage_url))
     error = None
     try:

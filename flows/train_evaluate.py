@@ -7,6 +7,8 @@ same inputs, so each side finds the other's results cached.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow
 
 from flows.tracking import FlowRun, flow_run
@@ -15,6 +17,14 @@ from tasks.run_store import artifact_ref, content_hash, read_json
 from tasks.stages import MODEL_CARD, evaluate_task, ref, train_task
 
 STAGES = ("train", "evaluate")
+
+
+def check_run_folder(run_dir: Path, stages) -> None:
+    """Raise BadInputError unless `run_dir` holds what the given stages read (made by `p2m run`)."""
+    needed = ["spec.json", "splits", "model_choice.json"] + (["model"] if "train" not in stages else [])
+    missing = [n for n in needed if not (Path(run_dir) / n).exists()]
+    if missing:
+        raise BadInputError(f"{run_dir} has no {', '.join(missing)}; run `p2m run PROMPT --out {run_dir}` first")
 
 
 def train_and_evaluate(run: FlowRun, spec: dict, splits: dict, choice: dict, stages: tuple[str, ...] = STAGES) -> tuple[dict, dict | None]:
@@ -54,10 +64,7 @@ def train_and_evaluate_on_deployment(run: FlowRun, deployment: str, overrides: d
 def train_evaluate_flow(run_dir: str, overrides: dict | None = None, stages: list[str] | None = None) -> dict:
     """Train and/or evaluate the run in `run_dir` (which `p2m run` made); returns the summary."""
     with flow_run(None, run_dir, overrides) as run:
-        needed = ["spec.json", "splits", "model_choice.json"] + (["model"] if "train" not in (stages or STAGES) else [])
-        missing = [n for n in needed if not (run.run_dir / n).exists()]
-        if missing:
-            raise BadInputError(f"{run.run_dir} has no {', '.join(missing)}; run `p2m run PROMPT --out {run_dir}` first")
+        check_run_folder(run.run_dir, stages or STAGES)
         model, metrics = train_and_evaluate(run, read_json(run.run_dir / "spec.json"), artifact_ref(run.run_dir / "splits"),
                                             read_json(run.run_dir / "model_choice.json"), tuple(stages or STAGES))
         run.stages.details.update(model=model["path"], metrics=metrics)

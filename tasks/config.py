@@ -24,24 +24,32 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ParseConfig(StageConfig):
+    """Reading the prompt file."""
+
+    max_prompt_chars: int = Field(100_000, ge=100, description="Longest prompt file accepted; put more examples in a dataset file.")
+
+
 class LimitsConfig(StageConfig):
     """How hard p2m may push the teacher LLM endpoint."""
 
     requests_per_minute: float = Field(60, gt=0, description="Requests per minute, held across the whole run.")
     tokens_per_minute: float = Field(200_000, gt=0, description="Prompt + completion tokens per minute.")
     max_concurrency: int = Field(4, ge=1, description="Requests in flight at once.")
-    max_retries: int = Field(8, ge=0, description="Retries per request on 429, 5xx, timeouts, dropped connections.")
-    request_timeout: float = Field(120, gt=0, description="Seconds before one request is abandoned and retried.")
-    max_api_calls: int | None = Field(None, ge=1, description="Hard cap on requests sent by one stage (None: 20 x examples).")
-    max_cost_usd: float | None = Field(None, ge=0, description="Stop generating once the estimated cost reaches this.")
+    request_timeout: float = Field(120, gt=0, description="Seconds before one attempt at a request is abandoned and retried.")
+    retry_budget: float = Field(900, gt=0, description="Seconds one request may spend retrying 429s, 5xx, timeouts and dropped connections.")
+    give_up_after: float = Field(120, gt=0, description="Seconds without one answer from the endpoint, while requests keep failing, before the stage stops.")
+    max_api_calls: int | None = Field(None, ge=1, description="Hard cap on requests sent by one stage (None: 20 x examples, at least 50).")
+    max_cost_usd: float | None = Field(10.0, ge=0, description="Stop generating once the estimated cost reaches this many dollars (None: no budget).")
 
 
 class GenerationConfig(StageConfig):
     """The paper's generation strategies (Prompt2Model section 3.2)."""
 
-    num_examples: int = Field(100, ge=0, description="Examples to generate; 0 skips generation.")
+    num_examples: int = Field(100, ge=0, le=100_000, description="Examples to generate; 0 skips generation.")
     batch_size: int = Field(8, ge=1, description="Requests per batch; one Prefect task runs one batch.")
     demos_per_prompt: int = Field(3, ge=0, description="User demonstrations shown in each generation prompt.")
+    answer_demos: int = Field(8, ge=0, description="User demonstrations sent with each request for a vote (the first ones).")
     generated_per_prompt: int = Field(2, ge=0, description="Earlier generated examples mixed in, for diversity.")
     temperature_start: float = Field(0.4, ge=0, le=2, description="Temperature while the set is empty...")
     temperature_end: float = Field(1.0, ge=0, le=2, description="...annealed linearly to this as it fills.")
@@ -90,6 +98,7 @@ class ProcessConfig(StageConfig):
 class EvalConfig(StageConfig):
     eval_data: Path | None = Field(None, description="JSONL with input/output: a real test set, scored too.")
     teacher_baseline: bool = Field(True, description="Score the teacher LLM few-shot on the same examples.")
+    teacher_demos: int = Field(8, ge=0, description="User demonstrations sent with each teacher-baseline request (the first ones).")
     bertscore_model: str | None = Field(None, description="BERTScore backbone (path or hub name); None: embedded MiniLM.")
     bertscore_num_layers: int | None = Field(None, description="Layer for BERTScore; required with a local path.")
     batch_size: int = Field(64, ge=1, description="Examples per generation batch for the student (big batches: CPU throughput).")
@@ -128,11 +137,12 @@ class Settings(BaseSettings):
     prices_file: Path | None = Field(None, description='JSON {"model": [usd_per_M_input, usd_per_M_output]} extending the price table.')
     local_teacher_port: int = Field(0, ge=0, description="Port for the local teacher; 0 picks a free one.")
     train_deployment: str | None = Field(None, description="Run train+evaluate as this deployment (e.g. p2m-train-evaluate/gpu, on the GPU pool) instead of in-process.")
-    verbose: bool = Field(False, description="Show Prefect's own log lines on the terminal (otherwise warnings only).")
+    verbose: bool = Field(False, description="Show Prefect's log lines and the traceback of any error on the terminal (as --verbose).")
     demo_host: str = Field("127.0.0.1", description="Address the Gradio demo binds to.")
     demo_port: int = Field(7860, ge=0)
     demo_auth: str | None = Field(None, description="user:password: a login page in front of the published demo.")
 
+    parse: ParseConfig = ParseConfig()
     limits: LimitsConfig = LimitsConfig()
     generation: GenerationConfig = GenerationConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
@@ -157,6 +167,55 @@ class Settings(BaseSettings):
 
 
 ENV_NAMES = {"openai_base_url": "OPENAI_BASE_URL", "openai_api_key": "OPENAI_API_KEY"}
+
+
+def setting_names() -> list[str]:
+    """Every P2M_* variable name a setting can be given by."""
+    names = []
+    for name, field in Settings.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, StageConfig):
+            names += [f"P2M_{name.upper()}__{sub.upper()}" for sub in field.annotation.model_fields]
+        else:
+            names.append(f"P2M_{name.upper()}")
+    return names
+
+
+def unknown_setting_names(environ: dict[str, str], env_file: Path = Path(".env")) -> list[str]:
+    """P2M_* names in the environment or `.env` that no setting has (misspelt ones would be ignored)."""
+    from dotenv import dotenv_values
+
+    given = set(environ) | (set(dotenv_values(env_file)) if env_file.is_file() else set())
+    known = set(setting_names())
+    return sorted(n for n in given if n.upper().startswith("P2M_") and n.upper() not in known)
+
+
+def load_settings(overrides: dict | None = None) -> Settings:
+    """The validated settings: `overrides` (flags, form fields) over P2M_* variables over `.env`.
+
+    Raises P2MError naming the setting, its variable and what is wrong, and for P2M_* names that
+    are no setting (with the closest valid one).
+    """
+    import difflib
+    import os
+
+    from pydantic import ValidationError
+
+    from tasks.errors import P2MError
+
+    unknown = unknown_setting_names(dict(os.environ))
+    if unknown:
+        hints = [f"{n} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(n.upper(), setting_names(), n=1)) else n for n in unknown]
+        raise P2MError(f"unknown setting {', '.join(hints)}; every setting is listed in .env.example")
+    try:
+        return Settings(**(overrides or {}))
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = [str(part) for part in first["loc"]]
+        variable = "P2M_" + "__".join(loc).upper() if loc else "a setting"
+        if first["type"] == "extra_forbidden":
+            raise P2MError(f"unknown setting {'.'.join(loc)} ({variable}); every setting is listed in .env.example") from None
+        value = first.get("input")
+        raise P2MError(f"invalid setting {'.'.join(loc)} = {value!r} ({variable}): {first['msg']}") from None
 
 
 def env_example() -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tasks.errors import P2MError
 from tasks.run_store import read_json, write_json
 from tasks.inference import generate_outputs
 from tasks.train import load_model
@@ -51,6 +52,30 @@ def build_demo(run_dir: Path):
         api_name="predict",
         flagging_mode="never",
     )
+
+
+def check_demo_inputs(run_dir: Path, host: str, port: int, auth: str | None) -> tuple[str, str] | None:
+    """The login pair from "user:password", once the run folder has a model and the port is free.
+
+    Raises P2MError for a folder without a trained model, a port already in use and an auth
+    string that is not user:password.
+    """
+    import socket
+
+    if not (Path(run_dir) / "model").is_dir() or not (Path(run_dir) / "spec.json").is_file():
+        raise P2MError(f"{run_dir} has no trained model; run `p2m run PROMPT --out {run_dir}` first")
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise P2MError(f"cannot serve on {host}:{port} ({e.strerror}); pass another --port "
+                           "(`p2m publish` replaces a demo it started on the same port)") from None
+    if auth is None:
+        return None
+    user, sep, password = auth.partition(":")
+    if not sep or not user or not password:
+        raise P2MError("--auth (or P2M_DEMO_AUTH) must be user:password")
+    return user, password
 
 
 def serve_demo(run_dir: Path, host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None, block: bool = True):

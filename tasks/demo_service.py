@@ -27,13 +27,35 @@ def _state_file(home: Path, port: int) -> Path:
     return Path(home) / "demos" / f"{port}.json"
 
 
+def started_demo(record: dict) -> bool:
+    """Whether the process in a state file is still the demo p2m started: same process id, same
+    start time, a `demo` command line. A stale file (the demo died, its id was reused) is not."""
+    import psutil
+
+    try:
+        proc = psutil.Process(int(record["pid"]))
+        same_start = abs(proc.create_time() - float(record["started"])) < 5
+        return same_start and "demo" in proc.cmdline() and os.getpgid(proc.pid) == proc.pid
+    except (psutil.Error, KeyError, TypeError, ValueError, ProcessLookupError):
+        return False
+
+
 def stop_demo(home: Path, port: int) -> bool:
-    """Stop the demo p2m started on `port`, if any; returns whether one was running."""
+    """Stop the demo p2m started on `port`, if any; returns whether one was running.
+
+    Only a process that `started_demo` recognises is stopped; a stale state file is just removed.
+    """
     state = _state_file(home, port)
     if not state.exists():
         return False
-    pid = read_json(state)["pid"]
+    try:
+        record = read_json(state)
+    except ValueError:
+        record = {}
     state.unlink()
+    if not started_demo(record):
+        return False
+    pid = int(record["pid"])
     try:
         os.killpg(pid, signal.SIGTERM)  # the demo leads its own process group
     except ProcessLookupError:
@@ -61,12 +83,15 @@ def publish_demo(run_dir: Path, home: Path, host: str = "127.0.0.1", port: int =
     log_path = _state_file(home, port).with_suffix(".log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "flows.cli", "demo", str(run_dir), "--host", host, "--port", str(port)]
+    env = {k: v for k, v in os.environ.items() if k != "P2M_DEMO_AUTH"}
     if auth:
-        command += ["--auth", auth]
+        env["P2M_DEMO_AUTH"] = auth  # in the environment, which only this user can read; a command line is public
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
                                 cwd=Path(__file__).resolve().parent.parent)
-    write_json(_state_file(home, port), {"pid": proc.pid, "run_dir": str(run_dir), "started": time.time()})
+    import psutil
+
+    write_json(_state_file(home, port), {"pid": proc.pid, "run_dir": str(run_dir), "started": psutil.Process(proc.pid).create_time()})
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
     sample = check_health(url, proc, run_dir, auth, log_path)
     record = {"url": url, "pid": proc.pid, "run_dir": str(run_dir), "replaced_previous": replaced, "auth": bool(auth),

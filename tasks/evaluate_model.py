@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from tasks.config import EvalConfig
+from tasks.datafiles import read_pairs
 from tasks.generate import answer_prompt, clean_answer
 from tasks.parse import PromptSpec
 from tasks.run_store import read_json, read_jsonl, write_json
@@ -61,12 +62,12 @@ def score(predictions: list[str], references: list[str], cfg: EvalConfig) -> dic
             "bertscore_f1": round(bertscore_f1(predictions, references, cfg), 4), "n": len(references)}
 
 
-async def predict_teacher(llm, spec: PromptSpec, inputs: list[str], max_tokens: int) -> list[str]:
+async def predict_teacher(llm, spec: PromptSpec, inputs: list[str], max_tokens: int, max_demos: int) -> list[str]:
     """The teacher's few-shot answers (temperature 0) to `inputs`, sent concurrently under the limits."""
     import asyncio
 
     replies = await asyncio.gather(*[
-        llm.acomplete(answer_prompt(spec, x), temperature=0.0, max_tokens=max_tokens, purpose="teacher_baseline") for x in inputs
+        llm.acomplete(answer_prompt(spec, x, max_demos), temperature=0.0, max_tokens=max_tokens, purpose="teacher_baseline") for x in inputs
     ])
     return [clean_answer(r[0]) if r else "" for r in replies]
 
@@ -77,7 +78,7 @@ def test_sets(splits_dir: Path, eval_data: Path | None) -> dict[str, list[dict]]
 
     sets = {"held_out": [dict(r) for r in datasets.load_from_disk(str(splits_dir))["test"]]}
     if eval_data:
-        sets["eval_data"] = [{"input": str(r["input"]), "output": str(r["output"])} for r in read_jsonl(eval_data) if "input" in r and "output" in r]
+        sets["eval_data"] = read_pairs(eval_data)
     return sets
 
 
@@ -100,7 +101,7 @@ def evaluate_run(spec: PromptSpec, splits_dir: Path, model_dir: Path, architectu
         teacher = [None] * len(rows)
         if llm is not None:
             started = time.perf_counter()
-            teacher = run_sync(predict_teacher(llm, spec, inputs, cfg.max_new_tokens))
+            teacher = run_sync(predict_teacher(llm, spec, inputs, cfg.max_new_tokens, cfg.teacher_demos))
             ms = (time.perf_counter() - started) * 1000 / len(rows)
             metrics["teacher"][name] = score(teacher, refs, cfg) | {"ms_per_example": round(ms, 1), "model": llm.endpoint.model}
         predictions += [{"test_set": name, "input": x, "reference": y, "student": s, "teacher": t}

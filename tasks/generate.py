@@ -48,15 +48,19 @@ class BatchResult:
 
 @dataclass
 class GenerationReport:
-    examples: list[dict]
-    stop_reason: str
-    batches: int
-    rejected: dict
-    duplicates_removed: int
-    usage: dict
+    """How generation went, filled in as it goes: a run that fails midway still says how far it got."""
+
+    examples: list[dict] = field(default_factory=list)
+    stop_reason: str = ""
+    batches: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    duplicates_removed: int = 0
+    usage: dict = field(default_factory=dict)
+    request_cap: int = 0
+    cost_budget_usd: float | None = None
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "examples"} | {"accepted": len(self.examples)}
+        return {k: v for k, v in self.__dict__.items() if k != "examples"} | {"accepted": len(self.examples), "rejected": dict(self.rejected)}
 
 
 def annealed_temperature(filled: int, target: int, cfg: GenerationConfig) -> float:
@@ -80,12 +84,12 @@ def example_prompt(spec: PromptSpec, shots: list[dict]) -> list[dict]:
     return [{"role": "user", "content": render("generate_example", instruction=spec.instruction, examples=examples)}]
 
 
-def answer_prompt(spec: PromptSpec, text: str) -> list[dict]:
-    """Chat messages asking for the output of one input, few-shot with the user's demos.
+def answer_prompt(spec: PromptSpec, text: str, max_demos: int) -> list[dict]:
+    """Chat messages asking for the output of one input, few-shot with (at most `max_demos` of) the user's demos.
 
     Used for self-consistency votes here and for the teacher baseline in evaluation.
     """
-    demos = [d.model_dump() for d in spec.demonstrations]
+    demos = [d.model_dump() for d in spec.demonstrations[:max_demos]]
     return [{"role": "user", "content": render("answer_input", instruction=spec.instruction, examples=format_examples(demos), input=text)}]
 
 
@@ -195,7 +199,7 @@ async def generate_batch(
     if cfg.votes > 1 and examples:
         votes = await asyncio.gather(*[
             llm.acomplete(
-                answer_prompt(spec, e["input"]), temperature=max(temperature, 0.3), max_tokens=cfg.max_tokens,
+                answer_prompt(spec, e["input"], cfg.answer_demos), temperature=max(temperature, 0.3), max_tokens=cfg.max_tokens,
                 n=cfg.votes - 1, salt=f"vote:{cfg.seed}", purpose="vote",
             )
             for e in examples
@@ -216,48 +220,50 @@ async def generate_examples(
     limits: LimitsConfig,
     run_batch: BatchRunner = generate_batch,
     on_progress: Callable[[int, dict], None] | None = None,
+    report: GenerationReport | None = None,
 ) -> GenerationReport:
     """Generate up to `cfg.num_examples` distinct examples; always ends, and says why.
 
     The request cap is exact; the cost budget is checked between batches (a batch may finish past it).
 
     `run_batch` runs one batch (the flow passes a Prefect task with the same signature).
-    `on_progress(accepted_count, usage)` is called after every batch.
+    `on_progress(accepted_count, usage)` is called after every batch. `report`, when given, is
+    filled in as generation goes, so the caller still has the counts if it fails.
     """
     target = cfg.num_examples
     max_calls = limits.max_api_calls or max(20 * target, 50)
-    accepted: list[dict] = []
+    report = report if report is not None else GenerationReport()
+    report.request_cap, report.cost_budget_usd = max_calls, limits.max_cost_usd
+    accepted = report.examples
     # Demonstrations count as seen: the teacher copying them back is not a new example.
     seen = SeenInputs(cfg.near_duplicate_threshold, [d.input for d in spec.demonstrations])
-    rejected: Counter = Counter()
-    duplicates = stale = batch_index = 0
-    stop_reason = ""
-    while not stop_reason:
+    stale = 0
+    while not report.stop_reason:
         if len(accepted) >= target:
-            stop_reason = f"reached the {target} examples asked for"
+            report.stop_reason = f"reached the {target} examples asked for"
         elif llm.meter.requests >= max_calls:
-            stop_reason = f"reached the cap of {max_calls} API requests (--max-api-calls)"
+            report.stop_reason = f"reached the cap of {max_calls} API requests (--max-api-calls)"
         elif limits.max_cost_usd is not None and llm.meter.cost_usd >= limits.max_cost_usd:
-            stop_reason = f"reached the cost budget of ${limits.max_cost_usd:.2f}"
+            report.stop_reason = f"reached the cost budget of ${limits.max_cost_usd:.2f} (P2M_LIMITS__MAX_COST_USD)"
         elif stale >= cfg.max_stale_batches:
-            stop_reason = (
+            report.stop_reason = (
                 f"{stale} batches in a row brought no new distinct example; the teacher seems unable to "
                 "write more (a stronger teacher, a clearer instruction or more demonstrations would help)"
             )
-        if stop_reason:
+        if report.stop_reason:
             break
         temperature = annealed_temperature(len(accepted), target, cfg)
-        result = await run_batch(llm, spec, cfg, accepted, batch_index, temperature, max_calls - llm.meter.requests)
-        batch_index += 1
-        rejected.update(result.rejected)
-        duplicates += result.duplicates
+        result = await run_batch(llm, spec, cfg, accepted, report.batches, temperature, max_calls - llm.meter.requests)
+        report.batches += 1
+        report.rejected.update(result.rejected)
+        report.duplicates_removed += result.duplicates
         new = 0
         for example in result.candidates:
             if seen.is_duplicate(example["input"]):
-                duplicates += 1
+                report.duplicates_removed += 1
                 continue
             if not example["output"]:
-                rejected["no_output_after_vote"] += 1
+                report.rejected["no_output_after_vote"] += 1
                 continue
             seen.add(example["input"])
             accepted.append(example)
@@ -265,13 +271,8 @@ async def generate_examples(
             if len(accepted) >= target:
                 break
         stale = 0 if new else stale + 1
+        report.usage = llm.meter.as_dict()
         if on_progress:
-            on_progress(len(accepted), llm.meter.as_dict())
-    return GenerationReport(
-        examples=accepted,
-        stop_reason=stop_reason,
-        batches=batch_index,
-        rejected=dict(rejected),
-        duplicates_removed=duplicates,
-        usage=llm.meter.as_dict(),
-    )
+            on_progress(len(accepted), report.usage)
+    report.usage = llm.meter.as_dict()
+    return report

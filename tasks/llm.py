@@ -5,8 +5,13 @@
   cannot add up to more than the limit. A 429 pauses everyone for its `retry-after` and lowers
   the pace; successes raise it back towards the configured limit.
 - Retries are ours alone (the openai client's own are switched off) so that every attempt is
-  paced and counted: 429 honours `retry-after-ms` / `retry-after`; 5xx, timeouts and dropped
-  connections back off exponentially with jitter; other 4xx end with a message saying what to do.
+  paced and counted, and they are bounded by time, not by count: 429s honour `retry-after-ms` /
+  `retry-after` (stretched by backoff when very short); 5xx, timeouts, dropped connections and
+  replies that are not a chat completion back off exponentially with jitter, each request for
+  at most `retry_budget` seconds; a bad key or an unknown model (other 4xx) is never retried.
+  An endpoint that answers nothing at all for `give_up_after` seconds stops the stage with the
+  counts (`EndpointHealth`); one that answers like no OpenAI server does (a web page) stops it
+  after three such replies.
 - Every answered request is stored in a SQLite cache keyed by a hash of model, messages and
   sampling settings (plus a caller-chosen `salt` to ask for distinct samples). A run killed at
   any moment and started again replays answered requests from disk: no request is paid twice.
@@ -74,15 +79,23 @@ def resolve_endpoint(settings: Settings, local_base_url: str | None = None, loca
         if local_base_url is None:
             raise P2MError("the local teacher is not running")
         return Endpoint(local_base_url, "local", local_model or "smollm2-135m-instruct", "local")
+    check_teacher_settings(settings)
     base_url = (settings.openai_base_url or OPENAI_URL).rstrip("/")
-    if "api.openai.com" in base_url and not settings.openai_api_key:
-        raise P2MError("api.openai.com needs a key: set OPENAI_API_KEY in .env or the environment")
     api_key = settings.openai_api_key or "none"
     served = check_endpoint(base_url, api_key)
     model = settings.teacher_model or (DEFAULT_OPENAI_MODEL if kind == "openai" or "api.openai.com" in base_url else "")
     if not model and not served:
         raise P2MError(f"{base_url} lists no model; set P2M_TEACHER_MODEL")
     return Endpoint(base_url, api_key, model or served[0], kind)
+
+
+def check_teacher_settings(settings: Settings) -> None:
+    """Raise P2MError for teacher settings that cannot work, without contacting anyone."""
+    base_url = settings.openai_base_url or (OPENAI_URL if settings.openai_api_key else "")
+    if "api.openai.com" in base_url and not settings.openai_api_key:
+        raise P2MError("api.openai.com needs a key: set OPENAI_API_KEY in .env or the environment")
+    if base_url and not base_url.startswith(("http://", "https://")):
+        raise P2MError(f"OPENAI_BASE_URL {base_url!r} is not an http(s) URL; write it like http://127.0.0.1:8000/v1")
 
 
 def check_endpoint(base_url: str, api_key: str, timeout: float = 10.0) -> list[str]:
@@ -98,7 +111,12 @@ def check_endpoint(base_url: str, api_key: str, timeout: float = 10.0) -> list[s
         raise P2MError(f"the LLM endpoint {base_url} rejected the API key (HTTP {r.status_code}); check OPENAI_API_KEY")
     if r.status_code >= 400:
         return []  # some servers do not implement /models; requests will tell
-    return [m.get("id", "") for m in r.json().get("data", [])]
+    try:
+        listed = r.json().get("data")
+        return [m["id"] for m in listed if isinstance(m, dict) and isinstance(m.get("id"), str)]
+    except (ValueError, AttributeError, TypeError):
+        raise P2MError(f"{base_url} does not answer like an OpenAI-compatible server (GET /models: {r.text[:60]!r}); "
+                       "check OPENAI_BASE_URL (it usually ends in /v1)") from None
 
 
 def load_prices(prices_file: Path | None) -> dict[str, tuple[float, float]]:
@@ -230,14 +248,73 @@ class UsageMeter:
     rate_limited: int = 0
     server_errors: int = 0
     timeouts: int = 0
+    connection_errors: int = 0
+    bad_replies: int = 0  # bodies that are not a chat completion (HTML, broken JSON, no choices)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
     price_known: bool = True
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def add(self, **counts) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def failures(self) -> str:
+        """The failures so far, in words, for error messages."""
+        parts = [f"{n} {what}" for n, what in ((self.rate_limited, "429s"), (self.timeouts, "timeouts"),
+                                               (self.connection_errors, "dropped connections"),
+                                               (self.server_errors, "server errors"), (self.bad_replies, "bad replies")) if n]
+        return ", ".join(parts) or "no failures"
+
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+class EndpointHealth:
+    """Whether an endpoint still answers at all; one per endpoint in the process, like the pacer.
+
+    A request that keeps failing on its own is bounded by its retry budget; this bounds a whole
+    stage against an endpoint that answers nothing (a hung or stopped server): once no request
+    has succeeded for `give_up_after` seconds while attempts keep failing, every request gives up.
+    429s do not count: a server that says "slow down" is alive.
+    """
+
+    def __init__(self, give_up_after: float):
+        self.give_up_after = give_up_after
+        self.answered = False  # has it ever sent a real chat completion?
+        self._last_success: float | None = None
+        self._lock = threading.Lock()
+
+    def attempt_started(self) -> None:
+        with self._lock:
+            if self._last_success is None:
+                self._last_success = time.monotonic()  # the clock starts with the first attempt
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self.answered = True
+            self._last_success = time.monotonic()
+
+    def silent_for(self) -> float:
+        """Seconds since the last success (or the first attempt)."""
+        with self._lock:
+            return time.monotonic() - (self._last_success or time.monotonic())
+
+    def dead(self) -> bool:
+        return self.silent_for() > self.give_up_after
+
+
+_HEALTH: dict[str, EndpointHealth] = {}
+
+
+def shared_health(endpoint: Endpoint, limits: LimitsConfig) -> EndpointHealth:
+    with _PACERS_LOCK:
+        key = f"{endpoint.base_url}|{limits.give_up_after}"
+        if key not in _HEALTH:
+            _HEALTH[key] = EndpointHealth(limits.give_up_after)
+        return _HEALTH[key]
 
 
 def retry_after_seconds(response: httpx.Response | None) -> float | None:
@@ -255,13 +332,25 @@ def retry_after_seconds(response: httpx.Response | None) -> float | None:
 
 
 def backoff_seconds(attempt: int, base: float = 1.0, cap: float = 60.0) -> float:
-    """Exponential backoff with full jitter."""
-    return random.uniform(0, min(cap, base * 2**attempt))
+    """Exponential backoff with jitter: half the step fixed, half random (never near zero)."""
+    step = min(cap, base * 2**attempt)
+    return step / 2 + random.uniform(0, step / 2)
 
 
 def request_key(model: str, messages: list[dict], temperature: float, max_tokens: int, n: int, salt: str) -> str:
     payload = json.dumps([model, messages, round(temperature, 4), max_tokens, n, salt], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class _Retry(Exception):
+    """One failed attempt that may be retried after `wait` seconds."""
+
+    def __init__(self, reason: str, wait: float):
+        super().__init__(reason)
+        self.reason, self.wait = reason, wait
+
+
+BAD_REPLIES_BEFORE_GIVING_UP = 3  # from an endpoint that never sent a real completion: it is not an OpenAI server
 
 
 class LLMClient:
@@ -281,6 +370,7 @@ class LLMClient:
         self.cache = RequestCache(cache_path, remote_cache_url)
         self.log_path = log_path
         self.pacer = shared_pacer(endpoint, limits)
+        self.health = shared_health(endpoint, limits)
         self.meter = UsageMeter()
         price = (prices or PRICES).get(endpoint.model)
         if endpoint.kind == "local":
@@ -314,76 +404,101 @@ class LLMClient:
     ) -> list[str]:
         """The reply texts (one per choice) for `messages`, from the cache or the endpoint.
 
-        Raises P2MError when retries are exhausted or the endpoint refuses the request.
+        Raises P2MError when the retry budget is spent, the endpoint has answered nothing for too long,
+        or it refuses the request (a bad key, an unknown model).
         """
         key = request_key(self.endpoint.model, messages, temperature, max_tokens, n, salt)
-        with self.meter._lock:
-            self.meter.requests += 1
+        self.meter.add(requests=1)
         hit = await asyncio.to_thread(self.cache.get, key) if self.cache.remote else self.cache.get(key)
         if hit is not None:
-            with self.meter._lock:
-                self.meter.cached += 1
+            self.meter.add(cached=1)
             self._log(purpose, key, cached=True, texts=hit["texts"], attempts=0, usage=hit.get("usage"))
             return hit["texts"]
 
         client, semaphore = self._client()
         est_tokens = sum(len(m["content"]) for m in messages) // 3 + max_tokens * n
-        last_error = ""
-        for attempt in range(self.limits.max_retries + 1):
-            async with semaphore:
-                await asyncio.sleep(self.pacer.reserve(est_tokens))
-                started = time.monotonic()
-                try:
-                    with self.meter._lock:
-                        self.meter.sent += 1
-                    resp = await client.chat.completions.create(
-                        model=self.endpoint.model, messages=messages, temperature=temperature, max_tokens=max_tokens, n=n
-                    )
-                except openai.RateLimitError as e:
-                    wait = retry_after_seconds(e.response) or backoff_seconds(attempt, base=2.0)
-                    self.pacer.back_off(wait)
-                    self.pacer.settle(est_tokens, 0)
-                    with self.meter._lock:
-                        self.meter.rate_limited += 1
-                    last_error = f"429 (waited {wait:.1f}s)"
-                    continue
-                except (openai.APITimeoutError, openai.APIConnectionError) as e:
-                    self.pacer.settle(est_tokens, 0)
-                    with self.meter._lock:
-                        self.meter.timeouts += 1
-                    last_error = e.__class__.__name__
-                    await asyncio.sleep(backoff_seconds(attempt))
-                    continue
-                except openai.APIStatusError as e:
-                    self.pacer.settle(est_tokens, 0)
-                    if e.status_code >= 500 or e.status_code in (408, 409):
-                        with self.meter._lock:
-                            self.meter.server_errors += 1
-                        last_error = f"HTTP {e.status_code}"
-                        await asyncio.sleep(backoff_seconds(attempt))
-                        continue
-                    raise P2MError(self._explain_status(e)) from None
-            texts = [(c.message.content or "") for c in resp.choices]
-            usage = {"prompt_tokens": 0, "completion_tokens": 0}
-            if resp.usage is not None:
-                usage = {"prompt_tokens": resp.usage.prompt_tokens or 0, "completion_tokens": resp.usage.completion_tokens or 0}
-            self.pacer.settle(est_tokens, usage["prompt_tokens"] + usage["completion_tokens"])
-            self.pacer.succeeded()
-            with self.meter._lock:
-                self.meter.prompt_tokens += usage["prompt_tokens"]
-                self.meter.completion_tokens += usage["completion_tokens"]
-                self.meter.cost_usd += (usage["prompt_tokens"] * self._price[0] + usage["completion_tokens"] * self._price[1]) / 1e6
+        deadline = time.monotonic() + self.limits.retry_budget
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                texts, usage = await self._attempt(client, semaphore, messages, temperature, max_tokens, n, est_tokens, attempt)
+                break
+            except _Retry as retry:
+                attempt += 1
+                if self.health.dead():
+                    self._log(purpose, key, cached=False, texts=None, attempts=attempt, error=retry.reason)
+                    raise P2MError(
+                        f"the LLM endpoint {self.endpoint.base_url} has answered nothing for {self.health.silent_for():.0f} s "
+                        f"({self.meter.failures()}); check that it is up, or raise P2M_LIMITS__GIVE_UP_AFTER; "
+                        "answered requests are cached, so the same command resumes") from None
+                if time.monotonic() + retry.wait > deadline:
+                    self._log(purpose, key, cached=False, texts=None, attempts=attempt, error=retry.reason)
+                    raise P2MError(
+                        f"the LLM endpoint {self.endpoint.base_url} kept failing ({retry.reason}; {self.meter.failures()}) for "
+                        f"{self.limits.retry_budget:.0f} s of retries (P2M_LIMITS__RETRY_BUDGET); answered requests are cached, "
+                        "so run the same command again to resume") from None
+                await asyncio.sleep(retry.wait)
+        self.pacer.settle(est_tokens, usage["prompt_tokens"] + usage["completion_tokens"])
+        self.pacer.succeeded()
+        self.meter.add(prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"],
+                       cost_usd=(usage["prompt_tokens"] * self._price[0] + usage["completion_tokens"] * self._price[1]) / 1e6)
+        if texts:  # an answer without choices is not worth keeping: asked again, the endpoint may do better
             if self.cache.remote:
                 await asyncio.to_thread(self.cache.put, key, {"texts": texts, "usage": usage})
             else:
                 self.cache.put(key, {"texts": texts, "usage": usage})
-            self._log(purpose, key, cached=False, texts=texts, attempts=attempt + 1, usage=usage, seconds=time.monotonic() - started)
-            return texts
-        self._log(purpose, key, cached=False, texts=None, attempts=self.limits.max_retries + 1, error=last_error)
-        raise P2MError(
-            f"the LLM endpoint {self.endpoint.base_url} kept failing ({last_error}) after "
-            f"{self.limits.max_retries + 1} attempts; answered requests are cached, so run the same command again to resume"
-        )
+        self._log(purpose, key, cached=False, texts=texts, attempts=attempt + 1, usage=usage, seconds=round(time.monotonic() - started, 3))
+        return texts
+
+    async def _attempt(self, client, semaphore, messages, temperature, max_tokens, n, est_tokens, attempt) -> tuple[list[str], dict]:
+        """One HTTP attempt: (texts, usage), or _Retry with how long to wait; P2MError when retrying cannot help."""
+        async with semaphore:
+            await asyncio.sleep(self.pacer.reserve(est_tokens))
+            self.health.attempt_started()
+            self.meter.add(sent=1)
+            try:
+                resp = await client.chat.completions.create(
+                    model=self.endpoint.model, messages=messages, temperature=temperature, max_tokens=max_tokens, n=n)
+            except openai.RateLimitError as e:
+                # The server is alive and says when to come back; a very short Retry-After is
+                # stretched by our own backoff, so a 429 storm slows us down instead of failing.
+                wait = max(retry_after_seconds(e.response) or 0.0, backoff_seconds(attempt, base=0.5))
+                self.pacer.back_off(wait)
+                self.pacer.settle(est_tokens, 0)
+                self.meter.add(rate_limited=1)
+                raise _Retry(f"429, waited {wait:.1f} s", wait) from None
+            except openai.APITimeoutError:
+                self._failed(est_tokens, timeouts=1)
+                raise _Retry(f"no answer within {self.limits.request_timeout:.0f} s", backoff_seconds(attempt)) from None
+            except openai.APIConnectionError as e:
+                self._failed(est_tokens, connection_errors=1)
+                raise _Retry(f"connection failed ({e.__cause__.__class__.__name__ if e.__cause__ else 'closed'})", backoff_seconds(attempt)) from None
+            except openai.APIStatusError as e:
+                if e.status_code >= 500 or e.status_code in (408, 409):
+                    self._failed(est_tokens, server_errors=1)
+                    raise _Retry(f"HTTP {e.status_code}", backoff_seconds(attempt)) from None
+                raise P2MError(self._explain_status(e)) from None
+            except (ValueError, openai.APIResponseValidationError):  # a body that is not JSON (JSONDecodeError is a ValueError)
+                resp = None
+        choices = getattr(resp, "choices", None)
+        if not isinstance(choices, list):
+            self._failed(est_tokens, bad_replies=1)
+            if not self.health.answered and self.meter.bad_replies >= BAD_REPLIES_BEFORE_GIVING_UP:
+                shown = resp if isinstance(resp, str) else "a body that is not a chat completion"
+                raise P2MError(f"{self.endpoint.base_url} does not answer like an OpenAI chat-completions server "
+                               f"({str(shown)[:80]!r}); check OPENAI_BASE_URL (it usually ends in /v1)")
+            raise _Retry("a reply that is not a chat completion", backoff_seconds(attempt))
+        self.health.succeeded()
+        texts = [(c.message.content or "") for c in choices if getattr(c, "message", None) is not None]
+        usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        if getattr(resp, "usage", None) is not None:
+            usage = {"prompt_tokens": resp.usage.prompt_tokens or 0, "completion_tokens": resp.usage.completion_tokens or 0}
+        return texts, usage
+
+    def _failed(self, est_tokens: int, **counts) -> None:
+        self.pacer.settle(est_tokens, 0)
+        self.meter.add(**counts)
 
     def complete(self, messages: list[dict], **kwargs) -> list[str]:
         """Synchronous `acomplete`, usable from plain code and sync Prefect tasks."""

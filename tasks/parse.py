@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from tasks.errors import BadInputError
 from tasks.jsonreply import extract_json_object
 from tasks.prompts import render
+from tasks.yamltext import YAMLAliasError, load_yaml_text
 
 
 class Example(BaseModel):
@@ -59,41 +60,88 @@ def prompt_identity(prompt: PromptFile) -> str:
     return hashlib.sha256(" ".join(prompt.text.split()).encode()).hexdigest()[:16]
 
 
-def read_prompt_file(path: Path) -> PromptFile:
+SPEC_KEYS = ("instruction", "demonstrations", "language")
+MAX_PROMPT_CHARS = 100_000
+
+
+def read_prompt_file(path: Path, max_chars: int = MAX_PROMPT_CHARS) -> PromptFile:
     """Read a prompt file; YAML with `instruction:` becomes a spec, anything else stays text.
 
-    Raises BadInputError for a missing or empty file and for YAML without an instruction.
+    YAML is read with every value as the text written ("007" stays "007", a date stays as
+    typed) and without expanding aliases (a few lines of aliases can grow to gigabytes).
+    Raises BadInputError for a missing, empty, binary, non-UTF-8 or oversized file, for a
+    `.yaml`/`.yml` file that is not valid YAML, and for a spec with missing or mistyped fields.
     """
     path = Path(path)
     if not path.is_file():
-        raise BadInputError(f"prompt file {path} does not exist; pass the path of a text or YAML prompt file")
-    text = path.read_text(encoding="utf-8").strip()
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise BadInputError(f"prompt file {path} {what}; pass the path of a text or YAML prompt file")
+    try:
+        size = path.stat().st_size
+        if size > 4 * max_chars:  # checked before reading: a huge file is never loaded
+            raise BadInputError(f"prompt file {path} is {size:,} bytes, more than a prompt can be ({max_chars:,} characters, "
+                                "P2M_PARSE__MAX_PROMPT_CHARS); keep a few demonstrations and put the rest in a dataset file")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise BadInputError(f"cannot read prompt file {path} ({e.strerror or e})") from None
+    if b"\0" in raw:
+        raise BadInputError(f"prompt file {path} is a binary file, not text; write the prompt as UTF-8 text or YAML")
+    try:
+        text = raw.decode("utf-8-sig").strip()
+    except UnicodeDecodeError as e:
+        raise BadInputError(f"prompt file {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     if not text:
         raise BadInputError(f"prompt file {path} is empty; write an instruction and a few examples in it")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        data = None
-    looks_like_spec = isinstance(data, dict) and ({"instruction", "demonstrations"} & set(data))
-    if not looks_like_spec:
-        if path.suffix in {".yaml", ".yml"}:
-            raise BadInputError(f"{path} has no `instruction:` key; add one (and `demonstrations:`)")
+    if len(text) > max_chars:
+        raise BadInputError(f"prompt file {path} has {len(text):,} characters, more than {max_chars:,} "
+                            "(P2M_PARSE__MAX_PROMPT_CHARS); keep a few demonstrations and put the rest in a dataset file")
+    is_yaml_file = path.suffix.lower() in {".yaml", ".yml"}
+    data = _load_yaml(text, path, strict=is_yaml_file)
+    looks_like_spec = isinstance(data, dict) and bool({"instruction", "demonstrations"} & set(data)) and set(data) <= set(SPEC_KEYS)
+    if not looks_like_spec and not is_yaml_file:
         return PromptFile(text=text)
-    if not str(data.get("instruction") or "").strip():
-        raise BadInputError(f"{path} has no `instruction:`; add one line saying what the model should do")
-    demos = data.get("demonstrations") or []
+    return PromptFile(text=text, spec=_spec_from_yaml(data, path))
+
+
+def _load_yaml(text: str, path: Path, strict: bool):
+    """The YAML document with every scalar as text, or None when the text is not YAML (and not `strict`)."""
     try:
-        spec = PromptSpec(
-            instruction=str(data["instruction"]).strip(),
-            demonstrations=[Example(input=str(d["input"]), output=str(d["output"])) for d in demos],
-            language=str(data.get("language", "en")),
-            parsed_by="yaml",
-        )
-    except (KeyError, TypeError, ValidationError) as e:
-        raise BadInputError(
-            f"{path}: every item of `demonstrations:` needs `input:` and `output:` ({e.__class__.__name__}: {e})"
-        ) from None
-    return PromptFile(text=text, spec=spec)
+        return load_yaml_text(text)
+    except YAMLAliasError as e:
+        raise BadInputError(f"{path} {e}") from None
+    except yaml.YAMLError as e:
+        if not strict:
+            return None
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark else ""
+        raise BadInputError(f"{path}{where} is not valid YAML ({getattr(e, 'problem', None) or e}); "
+                            "fix it, or save the prompt as free text in a .txt file") from None
+
+
+def _spec_from_yaml(data, path: Path) -> PromptSpec:
+    """A spec from a YAML document read with every scalar as text; BadInputError says what is wrong."""
+    if not isinstance(data, dict):
+        raise BadInputError(f"{path} must hold `instruction:` and `demonstrations:` keys (found a YAML {type(data).__name__})")
+    unknown = sorted(set(data) - set(SPEC_KEYS))
+    if unknown:
+        raise BadInputError(f"{path}: unknown key(s) {', '.join(unknown)}; a prompt file has {', '.join(SPEC_KEYS)}")
+    instruction = data.get("instruction")
+    if instruction is None or (isinstance(instruction, str) and not instruction.strip()):
+        raise BadInputError(f"{path} has no `instruction:`; add one line saying what the model should do")
+    if not isinstance(instruction, str):
+        raise BadInputError(f"{path}: `instruction:` must be text, not a YAML {type(instruction).__name__}; write it as one paragraph")
+    demos = data.get("demonstrations") or []
+    if not isinstance(demos, list):
+        raise BadInputError(f"{path}: `demonstrations:` must be a list of items with `input:` and `output:`")
+    examples = []
+    for i, d in enumerate(demos, 1):
+        if not isinstance(d, dict) or not isinstance(d.get("input"), str) or not isinstance(d.get("output"), str):
+            raise BadInputError(f"{path}: demonstration {i} needs `input:` and `output:`, each a piece of text")
+        examples.append(Example(input=d["input"], output=d["output"]))
+    language = data.get("language", "en")
+    if not isinstance(language, str):
+        raise BadInputError(f"{path}: `language:` must be a language code such as en")
+    return PromptSpec(instruction=instruction.strip(), demonstrations=examples, language=language, parsed_by="yaml")
 
 
 _LABELS = r"(?:input|question|q|text|source|x)"

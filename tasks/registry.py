@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel
 
+from tasks.datafiles import SUFFIXES, read_rows, text_value
 from tasks.embedded import SMOLLM2_NAME, TINY_MODELS
+from tasks.errors import BadInputError
+from tasks.yamltext import load_yaml_text
 
-DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+logger = logging.getLogger(__name__)
+
 DECODER_ONLY = {"llama", "gpt2", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "smollm3", "olmo", "gpt_neox", "opt", "bloom"}
 ENCODER_DECODER = {"t5", "mt5", "bart", "mbart", "umt5", "pegasus", "marian", "longt5"}
 
@@ -33,6 +38,7 @@ class DatasetRecord(BaseModel):
     gated: bool = False
     downloads: int = 0
     data_files: list[str] = []
+    problem: str | None = None  # why its data cannot be read, if it cannot
 
 
 class ModelRecord(BaseModel):
@@ -57,27 +63,46 @@ def read_card(readme: Path) -> tuple[dict, str]:
         parts = text.split("---", 2)
         if len(parts) == 3:
             try:
-                meta = yaml.safe_load(parts[1]) or {}
-            except yaml.YAMLError:
+                meta = load_yaml_text(parts[1]) or {}
+            except yaml.YAMLError:  # a broken card is read as prose only
                 meta = {}
             return (meta if isinstance(meta, dict) else {}), parts[2].strip()
     return {}, text.strip()
 
 
+def card_list(meta: dict, key: str) -> list[str]:
+    """A card field meant as a list (`tags: [a, b]`), also when written as one word (`tags: numbers`)."""
+    value = meta.get(key)
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def card_int(meta: dict, key: str) -> int:
+    """A card's count (`downloads: 1200`); 0 for a missing or unreadable one (`downloads: lots`)."""
+    try:
+        return max(0, int(meta.get(key) or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def card_flag(meta: dict, key: str) -> bool:
+    """A card's yes/no field; `gated: auto` or `manual` (the Hub's values) count as yes."""
+    value = meta.get(key, False)
+    return value.strip().lower() not in ("", "false", "no", "0", "off") if isinstance(value, str) else bool(value)
+
+
 def data_files(folder: Path) -> list[Path]:
     """The data files of a dataset folder, top level and under data/, sorted."""
-    found = [p for p in folder.glob("*") if p.suffix in DATA_SUFFIXES] + [p for p in folder.glob("data/**/*") if p.suffix in DATA_SUFFIXES]
+    found = [p for p in folder.glob("*") if p.suffix in SUFFIXES] + [p for p in folder.glob("data/**/*") if p.suffix in SUFFIXES]
     return sorted(found)
 
 
 def _peek_rows(path: Path, limit: int = 3) -> tuple[list[str], list[dict], int]:
-    """(columns, first rows, row count) of a data file, read cheaply."""
-    import datasets
-
-    kind = DATA_SUFFIXES[path.suffix]
-    ds = datasets.load_dataset(kind, data_files=str(path), split="train")
-    rows = [dict(r) for r in ds.select(range(min(limit, len(ds))))]
-    return list(ds.column_names), rows, len(ds)
+    """(columns, first rows, row count) of a data file, values as written."""
+    rows = read_rows(path)
+    columns = list(dict.fromkeys(c for r in rows[:100] for c in r))
+    return columns, rows[:limit], len(rows)
 
 
 def scan_datasets(root: Path) -> list[DatasetRecord]:
@@ -86,13 +111,13 @@ def scan_datasets(root: Path) -> list[DatasetRecord]:
     for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
         meta, body = read_card(folder / "README.md")
         files = data_files(folder)
-        columns, rows, n = [], [], 0
+        columns, rows, n, problem = [], [], 0, None
         if files:
             try:
                 columns, rows, n = _peek_rows(files[0])
-            except Exception:  # a malformed file: the record says so through empty columns
-                pass
-        tags = " ".join(str(t) for t in (meta.get("tags") or []) + (meta.get("task_categories") or []))
+            except BadInputError as e:  # a malformed file: retrieval passes the dataset over with this reason
+                problem = str(e)
+        tags = " ".join(card_list(meta, "tags") + card_list(meta, "task_categories"))
         records.append(DatasetRecord(
             name=folder.name,
             path=str(folder),
@@ -100,10 +125,11 @@ def scan_datasets(root: Path) -> list[DatasetRecord]:
             columns=columns,
             sample_rows=rows,
             num_rows=n,
-            license=meta.get("license"),
-            gated=bool(meta.get("gated", False)),
-            downloads=int(meta.get("downloads", 0) or 0),
+            license=text_value(meta.get("license")),
+            gated=card_flag(meta, "gated"),
+            downloads=card_int(meta, "downloads"),
             data_files=[str(f) for f in files],
+            problem=problem,
         ))
     return records
 
@@ -117,19 +143,26 @@ def architecture_of(model_type: str) -> str | None:
 
 
 def model_record_from_folder(folder: Path, name: str) -> ModelRecord | None:
-    """A record for a transformers model folder, or None when the trainer does not support it."""
-    config = json.loads((folder / "config.json").read_text())
-    arch = architecture_of(config.get("model_type", ""))
+    """A record for a transformers model folder, or None when the trainer does not support it
+    or its config.json cannot be read (a warning says which)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        logger.warning("p2m: model folder %s left out: its config.json cannot be read (%s)", folder, e)
+        return None
+    arch = architecture_of(str(config.get("model_type", "")))
     if arch is None:
         return None
     meta, body = read_card(folder / "README.md")
     weights = list(folder.glob("*.safetensors")) or list(folder.glob("*.bin"))
     size = sum(p.stat().st_size for p in weights)  # stat follows the HF cache's symlinks to blobs
-    tags = " ".join(str(t) for t in meta.get("tags") or [])
+    tags = " ".join(card_list(meta, "tags"))
     return ModelRecord(
         name=name, path=str(folder), architecture=arch, model_type=config["model_type"],
         description=f"{name}. {tags}. {body}", size_bytes=size, num_parameters=size // 4,
-        downloads=int(meta.get("downloads", 0) or 0), license=meta.get("license"), test_only="test-only" in tags,
+        downloads=card_int(meta, "downloads"), license=text_value(meta.get("license")), test_only="test-only" in tags,
     )
 
 

@@ -12,6 +12,7 @@ and `retrieval.json` (candidates, scores, the choice and why).
 from __future__ import annotations
 
 import json
+import random
 import re
 from collections import Counter
 from pathlib import Path
@@ -22,12 +23,13 @@ from threadpoolctl import threadpool_limits
 
 from tasks.bm25 import SparseBM25
 from tasks.config import RetrievalConfig
+from tasks.datafiles import read_rows, text_value
 from tasks.encoders import EncoderName, get_encoder
 from tasks.errors import BadInputError
 from tasks.jsonreply import extract_json_object
 from tasks.parse import PromptSpec
 from tasks.prompts import render
-from tasks.registry import DATA_SUFFIXES, DatasetRecord, scan_datasets
+from tasks.registry import DatasetRecord, scan_datasets
 from tasks.run_store import rows_to_dataset, write_json
 
 INPUT_NAMES = ["input", "inputs", "question", "text", "source", "sentence", "prompt", "query", "words", "x", "src"]
@@ -196,25 +198,29 @@ def unusable_reason(record: DatasetRecord) -> str | None:
         return "gated: needs the owner's approval"
     if not record.data_files and not record.path.startswith("hub:"):
         return "no data files"
+    if record.problem:
+        return record.problem
     if not record.columns:
         return "data files could not be read"
     return None
 
 
-def load_rows(record: DatasetRecord, mapping: dict, max_rows: int, seed: int):
-    """The dataset's rows as a `datasets.Dataset` with string `input`/`output`, at most `max_rows`."""
-    import datasets
+def load_rows(record: DatasetRecord, mapping: dict, max_rows: int, seed: int) -> list[dict]:
+    """The dataset's rows as `input`/`output` text exactly as written, shuffled, at most `max_rows`.
 
+    Rows without an input, or without an output value, are left out. Raises DataFileError for a
+    data file that cannot be read completely.
+    """
     if record.path.startswith("hub:"):  # needs the network (or a mirror); a failure skips the dataset
-        parts = [datasets.load_dataset(record.path[4:], split="train")]
+        import datasets
+
+        rows = [{k: text_value(v) for k, v in r.items()} for r in datasets.load_dataset(record.path[4:], split="train")]
     else:
-        parts = [datasets.load_dataset(DATA_SUFFIXES[Path(f).suffix], data_files=f, split="train") for f in record.data_files]
-    parts = [ds.select_columns([mapping["input"], mapping["output"]]) for ds in parts]
-    ds = datasets.concatenate_datasets(parts).shuffle(seed=seed)
-    ds = ds.select(range(min(max_rows, len(ds))))
-    ds = ds.map(lambda r: {"input": str(r[mapping["input"]]).strip(), "output": str(r[mapping["output"]]).strip()},
-                remove_columns=ds.column_names, keep_in_memory=True)
-    return ds.filter(lambda r: bool(r["input"]) and bool(r["output"]), keep_in_memory=True)
+        rows = [r for f in record.data_files for r in read_rows(Path(f))]
+    pairs = [{"input": r.get(mapping["input"]), "output": r.get(mapping["output"])} for r in rows]
+    pairs = [p for p in pairs if p["input"] and p["input"].strip() and p["output"] is not None]
+    random.Random(seed).shuffle(pairs)
+    return pairs[:max_rows]
 
 
 def dataset_candidates(datasets_dir: Path | None, index_path: Path | None) -> tuple[list[DatasetRecord], np.ndarray | None, EncoderName]:
@@ -257,7 +263,7 @@ def retrieve_dataset(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path 
             ranked, record["rerank"] = rerank_by_vote(spec, ranked, by_name, cfg, llm)
             if not ranked:
                 record["reason"] = "the teacher's majority vote: none of the candidates fits"
-    ds = None
+    rows = None
     for cand in ranked:
         r = by_name[cand["name"]]
         similarity = cand["similarity"] if forced or encoder == "minilm" else fit_similarity(spec, r)
@@ -270,15 +276,15 @@ def retrieve_dataset(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path 
             record["skipped"].append({"name": r.name, "reason": why_not or how})
             continue
         try:
-            ds = load_rows(r, mapping, cfg.max_rows, seed)
+            rows = load_rows(r, mapping, cfg.max_rows, seed)
         except Exception as e:  # malformed or unreachable data: move on, say why
             record["skipped"].append({"name": r.name, "reason": f"failed to load: {e.__class__.__name__}: {e}"[:300]})
             continue
-        record.update(chosen=r.name, columns=mapping, columns_mapped=how, rows=len(ds), license=r.license,
+        record.update(chosen=r.name, columns=mapping, columns_mapped=how, rows=len(rows), license=r.license,
                       reason="forced with --dataset" if forced else f"best fused rank with similarity {similarity} >= {cfg.min_dataset_score}")
         break
     else:
         record.setdefault("reason", "no candidate datasets" if not ranked else "every candidate was unusable")
-    (ds if ds is not None else rows_to_dataset([])).save_to_disk(str(out_dir / "retrieved"))
+    rows_to_dataset(rows or []).save_to_disk(str(out_dir / "retrieved"))
     write_json(out_dir / "retrieval.json", record)
     return record

@@ -72,12 +72,12 @@ def content_hash(path: Path, exclude: tuple[str, ...] = ()) -> str:
     return h.hexdigest()[:16]
 
 
-def claim_run_dir(run_dir: Path, prompt_hash: str, prompt_file: str) -> None:
-    """Make `run_dir` this prompt's run folder, before anything is written into it.
+def check_run_dir(run_dir: Path, prompt_hash: str) -> bool:
+    """Whether `run_dir` is already this prompt's run folder (False: it is free to claim).
 
-    `prompt_hash` is the prompt's identity (`tasks.parse.prompt_identity`). Raises BadInputError,
-    having written nothing, when the folder holds another prompt's run or other files, or when it
-    is a file or cannot be written.
+    `prompt_hash` is the prompt's identity (`tasks.parse.prompt_identity`). Raises BadInputError
+    when the folder holds another prompt's run or other files, is a file, or cannot be written.
+    Writes nothing.
     """
     run_dir = Path(run_dir)
     marker = run_dir / RUN_MARKER
@@ -91,11 +91,24 @@ def claim_run_dir(run_dir: Path, prompt_hash: str, prompt_file: str) -> None:
                 f"{run_dir} holds the run of another prompt ({owner.get('prompt_file')}); "
                 "pass another --out, or delete that folder to start over"
             )
-        return
+        return True
     if run_dir.exists() and any(run_dir.iterdir()):
         raise BadInputError(f"{run_dir} is not empty and is not a p2m run folder; pass another --out")
+    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise BadInputError(f"cannot create the run folder {run_dir}: {existing} is not a folder you can write to; pass another --out")
+    return False
+
+
+def claim_run_dir(run_dir: Path, prompt_hash: str, prompt_file: str) -> None:
+    """Make `run_dir` this prompt's run folder, before anything is written into it.
+
+    Raises BadInputError, having written nothing, where `check_run_dir` does.
+    """
+    if check_run_dir(run_dir, prompt_hash):
+        return
     try:
-        write_json(marker, {"prompt_hash": prompt_hash, "prompt_file": prompt_file})
+        write_json(Path(run_dir) / RUN_MARKER, {"prompt_hash": prompt_hash, "prompt_file": prompt_file})
     except OSError as e:
         raise BadInputError(f"cannot write the run folder {run_dir} ({e.strerror or e}); pass an --out you can write to") from None
 

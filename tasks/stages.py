@@ -80,14 +80,13 @@ def stage_cache_key(work_module, templates: tuple[str, ...] = ()):
 
 
 def retry_unless_user_error(task, task_run, state) -> bool:
-    """Retrying cannot fix bad input, a bad config or a missing key: fail at once with the message."""
-    try:
-        state.result()
-    except P2MError:
-        return False
-    except Exception:
-        return True
-    return True
+    """Retrying cannot fix bad input, a bad config or a missing key: fail at once with the message.
+
+    P2MError covers those, and a teacher that stayed down past its own time budget (the LLM
+    client has retried by then). `_sync=True`: called from an async task's engine, `result()`
+    would otherwise hand back a coroutine and every error would look retryable.
+    """
+    return not isinstance(state.result(raise_on_failure=False, _sync=True), P2MError)
 
 
 def stage(work_module, templates: tuple[str, ...] = (), retries: int = 2, **kwargs):
@@ -152,8 +151,15 @@ def generate_task(spec: dict, cfg: GenerationConfig, limits: LimitsConfig, run_d
         async def run_batch(llm, spec, cfg, accepted, batch_index, temperature, max_requests):
             return await generate_batch_task(llm, spec, cfg, list(accepted), batch_index, temperature, max_requests, teacher.identity)
 
-        with GenerationProgress(cfg.num_examples) as progress:
-            report = run_sync(generate.generate_examples(llm, prompt_spec, cfg, limits, run_batch=run_batch, on_progress=progress.update))
+        report = generate.GenerationReport()
+        try:
+            with GenerationProgress(cfg.num_examples) as progress:
+                run_sync(generate.generate_examples(llm, prompt_spec, cfg, limits, run_batch=run_batch, on_progress=progress.update,
+                                                    report=report))
+        except BaseException as e:  # the counts so far are kept; the answered requests are in the request cache
+            report.usage = llm.meter.as_dict()
+            write_json(run_dir / "generation.json", report.as_dict() | {"failed": str(e) or e.__class__.__name__})
+            raise
         rows, report_dict = report.examples, report.as_dict()
     rows_to_dataset(rows).save_to_disk(str(run_dir / "generated"))
     write_json(run_dir / "generation.json", report_dict)

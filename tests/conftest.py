@@ -52,7 +52,7 @@ def numbers_server():
 def fast_limits():
     from tasks.config import LimitsConfig
 
-    return LimitsConfig(requests_per_minute=60_000, tokens_per_minute=10_000_000, max_retries=4, request_timeout=5)
+    return LimitsConfig(requests_per_minute=60_000, tokens_per_minute=10_000_000, request_timeout=5)
 
 
 @pytest.fixture

@@ -2,7 +2,9 @@
 
 `FakeLLMServer(reply_fn)` serves /v1/models and /v1/chat/completions in a background thread.
 `reply_fn(messages, request) -> str` writes each reply. Faults are queued per request:
-`server.faults.extend(["429", "500", "timeout"])` makes the next requests fail that way;
+`server.faults.extend(["429", "500", "timeout"])` makes the next requests fail that way (also
+"401", "html": a web page with status 200, "badjson": a broken JSON body, "notopenai": JSON that
+is not a chat completion, "empty": no choices, "hang": no answer for 10 minutes); `server.fault_always = "500"` fails every request that way;
 `rate_limit_per_minute` enforces a real sliding-window limit with 429 + retry-after;
 `server.stall_if = predicate(body)` holds the matching requests unanswered until it is cleared.
 Every request is recorded in `server.requests` (time, messages, status).
@@ -21,16 +23,18 @@ import time
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 
 class FakeLLMServer:
-    def __init__(self, reply_fn=None, model: str = "fake-teacher", rate_limit_per_minute: float | None = None, latency_s: float = 0.0):
+    def __init__(self, reply_fn=None, model: str = "fake-teacher", rate_limit_per_minute: float | None = None, latency_s: float = 0.0,
+                 port: int | None = None):
         self.reply_fn = reply_fn or (lambda messages, req: '{"input": "x", "output": "y"}')
         self.model = model
         self.rate_limit = rate_limit_per_minute
         self.latency_s = latency_s
         self.faults: collections.deque[str] = collections.deque()
+        self.fault_always: str | None = None
         self.stall_if = None
         self.stalled = 0
         self.requests: list[dict] = []
@@ -38,7 +42,7 @@ class FakeLLMServer:
         self._lock = threading.Lock()
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+            self.port = port or s.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._server = uvicorn.Server(uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="error"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
@@ -59,7 +63,7 @@ class FakeLLMServer:
                     await asyncio.sleep(0.1)
             now = time.monotonic()
             with self._lock:
-                fault = self.faults.popleft() if self.faults else None
+                fault = self.faults.popleft() if self.faults else self.fault_always
                 limited = False
                 if self.rate_limit:
                     while self._window and now - self._window[0] >= 60:
@@ -67,17 +71,28 @@ class FakeLLMServer:
                     limited = len(self._window) >= self.rate_limit
                     if not limited:
                         self._window.append(now)
-                status = 429 if (fault == "429" or limited) else 500 if fault == "500" else 200
+                status = 429 if (fault == "429" or limited) else int(fault) if fault in ("500", "401") else 200
                 self.requests.append({"time": time.time(), "messages": body["messages"], "status": status, "n": body.get("n", 1),
                                       "temperature": body.get("temperature")})
             if status == 429:
                 wait = (60 - (now - self._window[0])) if limited else 0.05
                 return JSONResponse({"error": {"message": "rate limited", "type": "rate_limit"}}, status_code=429,
                                     headers={"retry-after-ms": str(int(max(wait, 0.01) * 1000))})
-            if status == 500:
-                return JSONResponse({"error": {"message": "boom"}}, status_code=500)
+            if status in (500, 401):
+                return JSONResponse({"error": {"message": "boom" if status == 500 else "invalid api key"}}, status_code=status)
+            if fault == "html":
+                return HTMLResponse("<html><body><h1>Welcome to nginx!</h1></body></html>")
+            if fault == "badjson":
+                return Response('{"id": "chatcmpl-x", "choices": [{"message": {"content": "hi', media_type="application/json")
+            if fault == "notopenai":
+                return {"status": "ok", "hello": "world"}
+            if fault == "empty":
+                return {"id": "chatcmpl-x", "object": "chat.completion", "created": 0, "model": self.model, "choices": [],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 0, "total_tokens": 10}}
             if fault == "timeout":
                 await asyncio.sleep(30)
+            if fault == "hang":
+                await asyncio.sleep(600)
             if self.latency_s:
                 await asyncio.sleep(self.latency_s)
             n = int(body.get("n") or 1)

@@ -12,7 +12,7 @@ MSG = [{"role": "user", "content": "hi"}]
 
 
 def client(server, tmp_path, limits=None):
-    limits = limits or LimitsConfig(requests_per_minute=60_000, tokens_per_minute=10_000_000, max_retries=4, request_timeout=2)
+    limits = limits or LimitsConfig(requests_per_minute=60_000, tokens_per_minute=10_000_000, request_timeout=2)
     return LLMClient(Endpoint(server.base_url, "k", server.model), limits, tmp_path / "cache.sqlite", log_path=tmp_path / "log.jsonl")
 
 
@@ -39,7 +39,7 @@ def test_429_500_and_timeout_are_retried_and_counted(tmp_path):
 def test_retries_exhausted_is_a_clear_error(tmp_path):
     with FakeLLMServer() as server:
         server.faults.extend(["500"] * 10)
-        c = client(server, tmp_path, LimitsConfig(requests_per_minute=60_000, max_retries=1))
+        c = client(server, tmp_path, LimitsConfig(requests_per_minute=60_000, retry_budget=1))
         with pytest.raises(P2MError, match="kept failing.*run the same command again"):
             c.complete(MSG)
 

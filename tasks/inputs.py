@@ -1,0 +1,83 @@
+"""Everything a run reads, checked before any work starts: one clear error instead of a failure
+minutes later (or, worse, a file quietly ignored)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tasks.config import Settings
+from tasks.datafiles import DataFileError, read_pairs
+from tasks.errors import BadInputError
+from tasks.llm import check_teacher_settings
+from tasks.parse import PromptFile, prompt_identity, read_prompt_file
+from tasks.run_store import check_run_dir
+
+
+def check_settings_paths(settings: Settings) -> None:
+    """Raise P2MError for a folder, index, test set, price file, forced dataset or model, or
+    teacher setting that cannot be used (nothing is contacted over the network)."""
+    check_teacher_settings(settings)
+    for name in ("datasets_dir", "models_dir"):
+        folder = getattr(settings, name)
+        if folder is not None and not folder.is_dir():
+            raise BadInputError(f"--{name.replace('_', '-')} {folder} is not a folder; pass a folder of "
+                                f"{name.split('_')[0]} laid out like Hugging Face repos")
+    for name in ("datasets_index", "models_index"):
+        path = getattr(settings, name)
+        if path is not None and not _is_index(path):
+            raise BadInputError(f"--{name.replace('_', '-')} {path} is not an index file made by `p2m index`")
+    if settings.evaluation.eval_data is not None:
+        try:
+            read_pairs(settings.evaluation.eval_data)
+        except DataFileError as e:
+            raise BadInputError(f"--eval-data: {e}") from None
+    _check_forced_choices(settings)
+    if settings.prices_file is not None and not _is_price_table(settings.prices_file):
+        raise BadInputError(f'P2M_PRICES_FILE {settings.prices_file} must be JSON like {{"model": [usd_per_M_input, usd_per_M_output]}}')
+
+
+def _is_price_table(path: Path) -> bool:
+    try:
+        prices = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(prices, dict) and all(
+        isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v) for v in prices.values())
+
+
+def _check_forced_choices(settings: Settings) -> None:
+    """A dataset or model forced by name must exist (a dataset in an index file is checked when searched)."""
+    dataset = settings.retrieval.dataset
+    if dataset and dataset.lower() != "none" and settings.datasets_index is None:
+        folder = settings.datasets_dir
+        if folder is None:
+            raise BadInputError(f"--dataset {dataset}: pass --datasets-dir (the folder holding it), or --dataset none")
+        if not (folder / dataset).is_dir():
+            names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+            raise BadInputError(f"--dataset {dataset}: no such dataset in {folder}; choose one of {names[:20] or 'none there'}, or none")
+    if settings.retrieval.model:
+        from tasks.retrieve_model import model_candidates
+
+        names = sorted(r.name for r in model_candidates(settings.models_dir, settings.models_index))
+        if settings.retrieval.model not in names:
+            raise BadInputError(f"--model {settings.retrieval.model}: unknown; choose one of {names[:20]} or add its folder to --models-dir")
+
+
+def _is_index(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return "index" in json.loads(f.readline())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def check_run_inputs(settings: Settings, prompt_file: Path, out_dir: Path) -> PromptFile:
+    """The prompt file read, once the run folder and every path in the settings are known to be usable.
+
+    Raises BadInputError (nothing is written) for the first problem found.
+    """
+    prompt = read_prompt_file(Path(prompt_file), settings.parse.max_prompt_chars)
+    check_run_dir(Path(out_dir).resolve(), prompt_identity(prompt))
+    check_settings_paths(settings)
+    return prompt
