@@ -14,7 +14,7 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-from tasks.config import RetrievalConfig
+from p2m.tasks.config import RetrievalConfig
 
 POLL_SECONDS = 2
 

@@ -40,7 +40,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def _settings(overrides: dict):
     """Validated settings; points Prefect's result storage at p2m's (before Prefect reads it)."""
-    from tasks.config import load_settings
+    from p2m.tasks.config import load_settings
 
     settings = load_settings(overrides)
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(settings.results_path))
@@ -48,11 +48,11 @@ def _settings(overrides: dict):
 
 
 def cmd_run(args) -> int:
-    from tasks.inputs import check_run_inputs
+    from p2m.tasks.inputs import check_run_inputs
 
     overrides = _overrides(args)
     check_run_inputs(_settings(overrides), args.prompt_file, args.out)  # before Prefect starts: bad input fails in a second
-    from flows.pipeline import pipeline
+    from p2m.flows.pipeline import pipeline
 
     summary = pipeline(prompt_file=str(args.prompt_file), out_dir=str(args.out), overrides=overrides)
     print_summary(summary)
@@ -88,10 +88,10 @@ def print_summary(summary: dict) -> None:
 
 def cmd_train_evaluate(args, stages: list[str]) -> int:
     overrides = _overrides(args)
-    from tasks.inputs import check_settings_paths
+    from p2m.tasks.inputs import check_settings_paths
 
     check_settings_paths(_settings(overrides))
-    from flows.train_evaluate import check_run_folder, train_evaluate_flow
+    from p2m.flows.train_evaluate import check_run_folder, train_evaluate_flow
 
     check_run_folder(args.run_dir, stages)
     print_summary(train_evaluate_flow(run_dir=str(args.run_dir), overrides=overrides, stages=stages))
@@ -100,7 +100,7 @@ def cmd_train_evaluate(args, stages: list[str]) -> int:
 
 def cmd_demo(args) -> int:
     settings = _settings({})
-    from tasks.demo import check_demo_inputs, serve_demo
+    from p2m.tasks.demo import check_demo_inputs, serve_demo
 
     run_dir, host, port = Path(args.run_dir), args.host or settings.demo_host, args.port or settings.demo_port
     # The password comes from P2M_DEMO_AUTH when `p2m publish` starts this: never on a command line, which `ps` shows.
@@ -112,7 +112,7 @@ def cmd_demo(args) -> int:
 
 def cmd_publish(args) -> int:
     _settings({})
-    from flows.publish_demo import publish_demo_flow
+    from p2m.flows.publish_demo import publish_demo_flow
 
     record = publish_demo_flow(run_dir=str(args.run_dir), port=args.port, host=args.host)
     print(f"demo for {record['run_dir']} at {record['url']} (process {record['pid']}"
@@ -122,11 +122,11 @@ def cmd_publish(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from tasks.inputs import check_run_inputs
+    from p2m.tasks.inputs import check_run_inputs
 
     overrides = _overrides(args)
     check_run_inputs(_settings(overrides), args.spec, args.out)
-    from flows.generate import generate_flow
+    from p2m.flows.generate import generate_flow
 
     result = generate_flow(prompt_file=str(args.spec), out_dir=str(args.out), overrides=overrides)
     print(f"{result['accepted']} examples in {args.out}/generated; stopped because: {result['stop_reason']}")
@@ -138,23 +138,23 @@ def cmd_generate(args) -> int:
 
 def cmd_retrieve(args, kind: str) -> int:
     settings = _settings(_overrides(args))
-    from tasks.parse import parse_prompt, read_prompt_file
+    from p2m.tasks.parse import parse_prompt, read_prompt_file
 
     prompt = read_prompt_file(Path(args.spec), settings.parse.max_prompt_chars)
     teacher = None
     if prompt.spec is None or kind == "model":
-        from tasks.teacher import Teacher
+        from p2m.tasks.teacher import Teacher
 
         teacher = Teacher(settings)
     try:
         spec = parse_prompt(prompt, teacher.client() if teacher and prompt.spec is None else None)
         if kind == "datasets":
-            from tasks.retrieve_datasets import dataset_candidates, top_candidates
+            from p2m.tasks.retrieve_datasets import dataset_candidates, top_candidates
 
             records, embeddings, encoder = dataset_candidates(settings.datasets_dir, settings.datasets_index)
             ranked, _ = top_candidates(spec, records, settings.retrieval.top_k, embeddings, encoder)
         else:
-            from tasks.retrieve_model import hypothetical_card, model_candidates, rank_models
+            from p2m.tasks.retrieve_model import hypothetical_card, model_candidates, rank_models
 
             pool = [r for r in model_candidates(settings.models_dir, settings.models_index) if not r.test_only and r.size_bytes <= settings.retrieval.model_size_cap_gb * 1e9]
             ranked = rank_models(f"{spec.instruction} {hypothetical_card(spec, teacher.client())}", pool)
@@ -171,7 +171,7 @@ def cmd_retrieve(args, kind: str) -> int:
 
 def cmd_index(args) -> int:
     _settings({})
-    from flows.index_refresh import index_refresh_flow
+    from p2m.flows.index_refresh import index_refresh_flow
 
     result = index_refresh_flow(out_dir=str(args.out), datasets_dir=str(args.datasets_dir) if args.datasets_dir else None,
                                 models_dir=str(args.models_dir) if args.models_dir else None, hub_limit=args.hub_limit, encoder=args.encoder)
@@ -182,8 +182,8 @@ def cmd_index(args) -> int:
 
 
 def cmd_deploy(args) -> int:
-    from deployments.deploy import deploy_all, deployment_specs, ensure_crash_detection, ensure_work_pools
-    from tasks.errors import P2MError
+    from p2m.deployments.deploy import deploy_all, deployment_specs, ensure_crash_detection, ensure_work_pools
+    from p2m.tasks.errors import P2MError
 
     if not os.environ.get("PREFECT_API_URL"):
         raise P2MError("p2m deploy needs a Prefect server: start one (`prefect server start`) and set PREFECT_API_URL")
@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     teacher = sub.add_parser("teacher", help="serve the local teacher (OpenAI-compatible) on its own")
     teacher.add_argument("--port", type=int, default=8001)
-    teacher.set_defaults(func=lambda a: __import__("tasks.local_teacher", fromlist=["main"]).main(["--port", str(a.port)]) or 0)
+    teacher.set_defaults(func=lambda a: __import__("p2m.tasks.local_teacher", fromlist=["main"]).main(["--port", str(a.port)]) or 0)
     for command in sub.choices.values():  # `p2m run ... --verbose` as well as `p2m --verbose run ...`
         command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="show Prefect's log lines and tracebacks")
     return p
@@ -335,10 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "out", "unset") is None:
         args.out = Path("runs") / args.prompt_file.stem
     if argv is None:
-        from tasks.reaper import start_reaper
+        from p2m.tasks.reaper import start_reaper
 
         start_reaper()
-    from tasks.errors import P2MError
+    from p2m.tasks.errors import P2MError
 
     try:
         return args.func(args)

@@ -10,8 +10,8 @@ import datetime
 
 from prefect import flow
 
-from flows.tracking import flow_run, with_options
-from tasks.stages import generate_task, parse_task
+from p2m.flows.tracking import flow_run, with_options
+from p2m.tasks.stages import generate_task, parse_task
 
 
 @flow(name="p2m-generate")

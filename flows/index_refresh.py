@@ -11,8 +11,8 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from tasks.encoders import EncoderName
-from tasks.index import refresh_indexes
+from p2m.tasks.encoders import EncoderName
+from p2m.tasks.index import refresh_indexes
 
 
 @task(retries=2, retry_delay_seconds=30)

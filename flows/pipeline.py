@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.choose import ask_for_dataset
-from flows.tracking import flow_run, with_options
-from flows.train_evaluate import train_and_evaluate, train_and_evaluate_on_deployment
-from tasks.registry import hf_cache_models_fingerprint
-from tasks.stages import (
+from p2m.flows.choose import ask_for_dataset
+from p2m.flows.tracking import flow_run, with_options
+from p2m.flows.train_evaluate import train_and_evaluate, train_and_evaluate_on_deployment
+from p2m.tasks.registry import hf_cache_models_fingerprint
+from p2m.tasks.stages import (
     generate_task,
     parse_task,
     process_task,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from tasks.config import Settings
-from tasks.demo_service import publish_demo
+from p2m.tasks.config import Settings
+from p2m.tasks.demo_service import publish_demo
 
 
 @task(retries=1, retry_delay_seconds=10)

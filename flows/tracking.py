@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.config import Settings, load_settings
-from tasks.inputs import check_run_inputs, check_settings_paths
-from tasks.parse import PromptFile, prompt_identity
-from tasks.run_store import claim_run_dir, write_json
-from tasks.teacher import Teacher
+from p2m.tasks.config import Settings, load_settings
+from p2m.tasks.inputs import check_run_inputs, check_settings_paths
+from p2m.tasks.parse import PromptFile, prompt_identity
+from p2m.tasks.run_store import claim_run_dir, write_json
+from p2m.tasks.teacher import Teacher
 
 
 class StageTracker:
@@ -28,13 +28,13 @@ class StageTracker:
         self.storage_url = storage_url
         self.result_storage = None
         if storage_url:
-            from tasks.storage import results_storage
+            from p2m.tasks.storage import results_storage
 
             self.result_storage = results_storage(storage_url)
 
     def mirror(self) -> None:
         if self.storage_url and self.run_dir.exists():
-            from tasks.storage import push
+            from p2m.tasks.storage import push
 
             push(self.run_dir, self.storage_url)
 
@@ -157,7 +157,7 @@ def flow_run(prompt_file: str | None, out_dir: str, overrides: dict | None):
     settings = load_settings(overrides)
     run_dir = Path(out_dir).resolve()
     if settings.storage_url:
-        from tasks.storage import pull
+        from p2m.tasks.storage import pull
 
         pull(run_dir, settings.storage_url)  # a machine that lacks the folder continues from storage
     prompt = None

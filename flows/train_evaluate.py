@@ -11,10 +11,10 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.tracking import FlowRun, flow_run
-from tasks.errors import BadInputError, P2MError
-from tasks.run_store import artifact_ref, content_hash, read_json
-from tasks.stages import MODEL_CARD, evaluate_task, ref, train_task
+from p2m.flows.tracking import FlowRun, flow_run
+from p2m.tasks.errors import BadInputError, P2MError
+from p2m.tasks.run_store import artifact_ref, content_hash, read_json
+from p2m.tasks.stages import MODEL_CARD, evaluate_task, ref, train_task
 
 STAGES = ("train", "evaluate")
 

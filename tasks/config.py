@@ -200,7 +200,7 @@ def load_settings(overrides: dict | None = None) -> Settings:
 
     from pydantic import ValidationError
 
-    from tasks.errors import P2MError
+    from p2m.tasks.errors import P2MError
 
     unknown = unknown_setting_names(dict(os.environ))
     if unknown:
@@ -221,7 +221,7 @@ def load_settings(overrides: dict | None = None) -> Settings:
 def env_example() -> str:
     """The text of `.env.example`: every setting as a commented variable with its help and default.
 
-    `python -c "from tasks.config import env_example; print(env_example(), end='')" > .env.example`
+    `python -c "from p2m.tasks.config import env_example; print(env_example(), end='')" > .env.example`
     regenerates it; a test keeps the file equal to this.
     """
     lines = ["# p2m configuration. Copy to .env and uncomment what you need; flags on the command line win.",

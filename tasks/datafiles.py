@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.errors import BadInputError
+from p2m.tasks.errors import BadInputError
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 

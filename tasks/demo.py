@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tasks.errors import P2MError
-from tasks.run_store import read_json, write_json
-from tasks.inference import generate_outputs
-from tasks.train import load_model
+from p2m.tasks.errors import P2MError
+from p2m.tasks.run_store import read_json, write_json
+from p2m.tasks.inference import generate_outputs
+from p2m.tasks.train import load_model
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -97,7 +97,7 @@ def ask_demo(url: str, run_dir: Path, auth: str | None = None) -> tuple[str, str
 
 def check_demo(run_dir: Path) -> dict:
     """Start the demo on a free port, ask it one example through its API, stop it; write demo.json."""
-    from tasks.processes import free_port
+    from p2m.tasks.processes import free_port
 
     run_dir = Path(run_dir)
     app, url = serve_demo(run_dir, port=free_port(), block=False)

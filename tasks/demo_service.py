@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from tasks.errors import P2MError
-from tasks.processes import wait_until_serving
-from tasks.run_store import read_json, write_json
+from p2m.tasks.errors import P2MError
+from p2m.tasks.processes import wait_until_serving
+from p2m.tasks.run_store import read_json, write_json
 
 HEALTH_TIMEOUT_S = 180
 
@@ -82,7 +82,7 @@ def publish_demo(run_dir: Path, home: Path, host: str = "127.0.0.1", port: int =
     replaced = stop_demo(home, port)
     log_path = _state_file(home, port).with_suffix(".log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "flows.cli", "demo", str(run_dir), "--host", host, "--port", str(port)]
+    command = [sys.executable, "-m", "p2m.flows.cli", "demo", str(run_dir), "--host", host, "--port", str(port)]
     env = {k: v for k, v in os.environ.items() if k != "P2M_DEMO_AUTH"}
     if auth:
         env["P2M_DEMO_AUTH"] = auth  # in the environment, which only this user can read; a command line is public
@@ -102,7 +102,7 @@ def publish_demo(run_dir: Path, home: Path, host: str = "127.0.0.1", port: int =
 
 def check_health(url: str, proc: subprocess.Popen, run_dir: Path, auth: str | None, log_path: Path) -> tuple[str, str]:
     """Wait until the page answers, then ask the model one demonstration through the page's API."""
-    from tasks.demo import ask_demo
+    from p2m.tasks.demo import ask_demo
 
     wait_until_serving(proc, url, "demo", HEALTH_TIMEOUT_S, log_path)
     return ask_demo(url, run_dir, auth)

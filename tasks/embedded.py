@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tasks.errors import P2MError
+from p2m.tasks.errors import P2MError
 
 SMOLLM2_NAME = "smollm2-135m-instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -26,7 +26,7 @@ class MiniLMEncoder:
     def __init__(self):
         from sentence_transformers import SentenceTransformer
 
-        from tasks.embedded import minilm_path
+        from p2m.tasks.embedded import minilm_path
 
         self.model = SentenceTransformer(str(minilm_path()), device="cpu")
 
@@ -41,8 +41,8 @@ class StaticMiniLMEncoder:
     def __init__(self):
         from model2vec import StaticModel
 
-        from tasks.config import Settings
-        from tasks.embedded import static_minilm_path
+        from p2m.tasks.config import Settings
+        from p2m.tasks.embedded import static_minilm_path
 
         self.model = StaticModel.from_pretrained(str(static_minilm_path(Settings().home)))
 

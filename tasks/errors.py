@@ -6,4 +6,4 @@ class P2MError(Exception):
 
 
 class BadInputError(P2MError):
-    """Retrying cannot fix this: Prefect retries stop at once (see `tasks.prefect_tasks`)."""
+    """Retrying cannot fix this: Prefect retries stop at once (see `p2m.tasks.stages`)."""

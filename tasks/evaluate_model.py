@@ -15,13 +15,13 @@ import json
 import time
 from pathlib import Path
 
-from tasks.config import EvalConfig
-from tasks.datafiles import read_pairs
-from tasks.generate import answer_prompt, clean_answer
-from tasks.parse import PromptSpec
-from tasks.run_store import read_json, read_jsonl, write_json
-from tasks.inference import exact_match, generate_outputs
-from tasks.train import load_model, write_model_card
+from p2m.tasks.config import EvalConfig
+from p2m.tasks.datafiles import read_pairs
+from p2m.tasks.generate import answer_prompt, clean_answer
+from p2m.tasks.parse import PromptSpec
+from p2m.tasks.run_store import read_json, read_jsonl, write_json
+from p2m.tasks.inference import exact_match, generate_outputs
+from p2m.tasks.train import load_model, write_model_card
 
 def chrf_pp(predictions: list[str], references: list[str]) -> float:
     """Corpus chrF++ (character n-grams plus word bigrams), 0-100."""
@@ -42,7 +42,7 @@ def bertscorer(model_type: str | None, num_layers: int | None):
     """
     import bert_score
 
-    from tasks.embedded import minilm_path
+    from p2m.tasks.embedded import minilm_path
 
     return bert_score.BERTScorer(model_type=model_type or str(minilm_path()),
                                  num_layers=num_layers or (6 if model_type is None else None), batch_size=64)
@@ -84,7 +84,7 @@ def test_sets(splits_dir: Path, eval_data: Path | None) -> dict[str, list[dict]]
 
 def evaluate_run(spec: PromptSpec, splits_dir: Path, model_dir: Path, architecture: str, cfg: EvalConfig, out_dir: Path, llm=None) -> dict:
     """Score student (and teacher when `llm` is given); write metrics, predictions and plots."""
-    from tasks.llm import run_sync
+    from p2m.tasks.llm import run_sync
 
     model, tokenizer = load_model(model_dir, architecture)
     size_mb = round(sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors")) / 1e6, 1)

@@ -26,10 +26,10 @@ from typing import Awaitable, Callable
 
 from rapidfuzz import fuzz, process
 
-from tasks.config import GenerationConfig, LimitsConfig
-from tasks.jsonreply import extract_json_object
-from tasks.parse import PromptSpec
-from tasks.prompts import format_examples, render
+from p2m.tasks.config import GenerationConfig, LimitsConfig
+from p2m.tasks.jsonreply import extract_json_object
+from p2m.tasks.parse import PromptSpec
+from p2m.tasks.prompts import format_examples, render
 
 MAX_FIELD_CHARS = 2000
 NEAR_DUP_MIN_CHARS = 40
@@ -166,7 +166,7 @@ async def generate_batch(
 ) -> BatchResult:
     """One batch: up to `cfg.batch_size` new examples requested concurrently, then the votes.
 
-    `llm` is a `tasks.llm.LLMClient`; the batch sends at most `max_requests` requests (examples
+    `llm` is a `p2m.tasks.llm.LLMClient`; the batch sends at most `max_requests` requests (examples
     that cannot get their votes within it are dropped, not kept unvoted). The batch's randomness
     comes from (seed, batch_index), so a replayed batch sends exactly the requests it sent
     before (and finds them in the cache).

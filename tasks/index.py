@@ -1,8 +1,8 @@
 """Retrieval indexes as files: one JSONL line per dataset or model, headed by a build record.
 
-An index is built from local folders (`tasks.registry`, offline) or from the Hugging Face Hub API
+An index is built from local folders (`p2m.tasks.registry`, offline) or from the Hugging Face Hub API
 (`huggingface_hub`, needs a network or a mirror at HF_ENDPOINT). Dataset entries are embedded
-(`tasks.encoders`; static MiniLM by default: 100k descriptions in about 20 s, full MiniLM about
+(`p2m.tasks.encoders`; static MiniLM by default: 100k descriptions in about 20 s, full MiniLM about
 10-35 ms each); a refresh embeds only entries whose text changed (their `text_hash`).
 
 File layout: `datasets.jsonl`/`models.jsonl`, first line `{"index": "datasets"|"models", "built":
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.encoders import EncoderName, get_encoder
-from tasks.registry import DatasetRecord, ModelRecord, architecture_of, scan_datasets, scan_models
-from tasks.run_store import read_jsonl
+from p2m.tasks.encoders import EncoderName, get_encoder
+from p2m.tasks.registry import DatasetRecord, ModelRecord, architecture_of, scan_datasets, scan_models
+from p2m.tasks.run_store import read_jsonl
 
 
 def text_hash(text: str) -> str:

@@ -11,7 +11,7 @@ import string
 
 import torch
 
-from tasks.train_format import format_prompt
+from p2m.tasks.train_format import format_prompt
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.config import Settings
-from tasks.datafiles import DataFileError, read_pairs
-from tasks.errors import BadInputError
-from tasks.llm import check_teacher_settings
-from tasks.parse import PromptFile, prompt_identity, read_prompt_file
-from tasks.run_store import check_run_dir
+from p2m.tasks.config import Settings
+from p2m.tasks.datafiles import DataFileError, read_pairs
+from p2m.tasks.errors import BadInputError
+from p2m.tasks.llm import check_teacher_settings
+from p2m.tasks.parse import PromptFile, prompt_identity, read_prompt_file
+from p2m.tasks.run_store import check_run_dir
 
 
 def check_settings_paths(settings: Settings) -> None:
@@ -57,7 +57,7 @@ def _check_forced_choices(settings: Settings) -> None:
             names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
             raise BadInputError(f"--dataset {dataset}: no such dataset in {folder}; choose one of {names[:20] or 'none there'}, or none")
     if settings.retrieval.model:
-        from tasks.retrieve_model import model_candidates
+        from p2m.tasks.retrieve_model import model_candidates
 
         names = sorted(r.name for r in model_candidates(settings.models_dir, settings.models_index))
         if settings.retrieval.model not in names:

@@ -35,9 +35,9 @@ from pathlib import Path
 import httpx
 import openai
 
-from tasks.config import LimitsConfig, Settings
-from tasks.errors import P2MError
-from tasks.run_store import append_jsonl
+from p2m.tasks.config import LimitsConfig, Settings
+from p2m.tasks.errors import P2MError
+from p2m.tasks.run_store import append_jsonl
 
 OPENAI_URL = "https://api.openai.com/v1"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
@@ -157,7 +157,7 @@ class RequestCache:
     def put(self, key: str, reply: dict) -> None:
         self._put_local(key, reply)
         if self.remote:
-            from tasks.storage import filesystem
+            from p2m.tasks.storage import filesystem
 
             # A failed upload is not swallowed: the run would pay again elsewhere without knowing.
             filesystem().pipe(f"{self.remote}/{key}.json", json.dumps(reply).encode())
@@ -167,7 +167,7 @@ class RequestCache:
             self._db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?)", (key, json.dumps(reply), time.time()))
 
     def _remote_get(self, key: str) -> dict | None:
-        from tasks.storage import filesystem
+        from p2m.tasks.storage import filesystem
 
         try:
             return json.loads(filesystem().cat(f"{self.remote}/{key}.json"))

@@ -4,7 +4,7 @@ p2m starts it by itself when no endpoint is configured, so the pipeline's code p
 client talking chat completions) is the same offline as against OpenAI, vLLM or Ollama. The model
 is weak: it exercises the plumbing and the filters; it is not a source of good data.
 
-Run it alone with `python -m tasks.local_teacher --port 8001`.
+Run it alone with `python -m p2m.tasks.local_teacher --port 8001`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from tasks.embedded import SMOLLM2_NAME
-from tasks.processes import free_port, wait_until_serving
+from p2m.tasks.embedded import SMOLLM2_NAME
+from p2m.tasks.processes import free_port, wait_until_serving
 
 STARTUP_TIMEOUT_S = 300  # the first start converts the GGUF weights (about 20 s on 2 cores)
 
@@ -110,7 +110,7 @@ def running_local_teacher(home: Path, port: int = 0):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tasks.local_teacher", "--home", str(home), "--port", str(port)],
+            [sys.executable, "-m", "p2m.tasks.local_teacher", "--home", str(home), "--port", str(port)],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )
     try:
@@ -127,8 +127,8 @@ def running_local_teacher(home: Path, port: int = 0):
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
-    from tasks.config import DEFAULT_HOME
-    from tasks.embedded import smollm2_path
+    from p2m.tasks.config import DEFAULT_HOME
+    from p2m.tasks.embedded import smollm2_path
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME)

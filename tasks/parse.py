@@ -17,10 +17,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, Field
 
-from tasks.errors import BadInputError
-from tasks.jsonreply import extract_json_object
-from tasks.prompts import render
-from tasks.yamltext import YAMLAliasError, load_yaml_text
+from p2m.tasks.errors import BadInputError
+from p2m.tasks.jsonreply import extract_json_object
+from p2m.tasks.prompts import render
+from p2m.tasks.yamltext import YAMLAliasError, load_yaml_text
 
 
 class Example(BaseModel):
@@ -189,7 +189,7 @@ def spec_from_llm_reply(reply: str, prompt_text: str) -> PromptSpec | None:
 def parse_prompt(prompt: PromptFile, llm=None) -> PromptSpec:
     """The spec for a prompt file: as written (YAML), else by the LLM, else by rule.
 
-    `llm` is a `tasks.llm.LLMClient`; it is only called for free-text prompts.
+    `llm` is a `p2m.tasks.llm.LLMClient`; it is only called for free-text prompts.
     Raises BadInputError when nothing usable can be read from the prompt.
     """
     if prompt.spec is not None:

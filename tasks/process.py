@@ -10,10 +10,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from tasks.config import ProcessConfig
-from tasks.errors import BadInputError
-from tasks.parse import PromptSpec
-from tasks.run_store import dataset_rows, rows_to_dataset, write_json
+from p2m.tasks.config import ProcessConfig
+from p2m.tasks.errors import BadInputError
+from p2m.tasks.parse import PromptSpec
+from p2m.tasks.run_store import dataset_rows, rows_to_dataset, write_json
 
 MIN_EXAMPLES = 10
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tasks.errors import P2MError
+from p2m.tasks.errors import P2MError
 
 
 def free_port() -> int:

@@ -8,7 +8,7 @@ the command's descendants every half second and, once the command is gone, stops
 running. Processes started in a session of their own (a demo `p2m publish` leaves serving) are
 not the command's to stop and are left alone.
 
-Run by hand: `python -m tasks.reaper PID`.
+Run by hand: `python -m p2m.tasks.reaper PID`.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def watch(pid: int) -> None:
 
 def start_reaper() -> subprocess.Popen:
     """Start the watcher for this process; it exits by itself once this process has ended."""
-    return subprocess.Popen([sys.executable, "-m", "tasks.reaper", str(os.getpid())], start_new_session=True,
+    return subprocess.Popen([sys.executable, "-m", "p2m.tasks.reaper", str(os.getpid())], start_new_session=True,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

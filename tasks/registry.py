@@ -16,10 +16,10 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-from tasks.datafiles import SUFFIXES, read_rows, text_value
-from tasks.embedded import SMOLLM2_NAME, TINY_MODELS
-from tasks.errors import BadInputError
-from tasks.yamltext import load_yaml_text
+from p2m.tasks.datafiles import SUFFIXES, read_rows, text_value
+from p2m.tasks.embedded import SMOLLM2_NAME, TINY_MODELS
+from p2m.tasks.errors import BadInputError
+from p2m.tasks.yamltext import load_yaml_text
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Stage, retrieve datasets: find an existing dataset that fits the task, map its columns, load it.
 
-Ranking fuses BM25 (lexical; `tasks.bm25`: rank_bm25's scores on a sparse matrix) and cosine
-similarity of sentence embeddings (dense; `tasks.encoders`: MiniLM, or its static distillation
+Ranking fuses BM25 (lexical; `p2m.tasks.bm25`: rank_bm25's scores on a sparse matrix) and cosine
+similarity of sentence embeddings (dense; `p2m.tasks.encoders`: MiniLM, or its static distillation
 for big index files) by reciprocal rank; whether a dataset fits at all is decided on the MiniLM
 similarity, which is comparable across queries (BM25 scores are not). Gated datasets,
 unreadable ones and ones whose columns cannot be mapped are passed over with the reason recorded; "nothing fits" is a valid answer (the run then
@@ -21,16 +21,16 @@ import numpy as np
 from rapidfuzz import fuzz
 from threadpoolctl import threadpool_limits
 
-from tasks.bm25 import SparseBM25
-from tasks.config import RetrievalConfig
-from tasks.datafiles import read_rows, text_value
-from tasks.encoders import EncoderName, get_encoder
-from tasks.errors import BadInputError
-from tasks.jsonreply import extract_json_object
-from tasks.parse import PromptSpec
-from tasks.prompts import render
-from tasks.registry import DatasetRecord, scan_datasets
-from tasks.run_store import rows_to_dataset, write_json
+from p2m.tasks.bm25 import SparseBM25
+from p2m.tasks.config import RetrievalConfig
+from p2m.tasks.datafiles import read_rows, text_value
+from p2m.tasks.encoders import EncoderName, get_encoder
+from p2m.tasks.errors import BadInputError
+from p2m.tasks.jsonreply import extract_json_object
+from p2m.tasks.parse import PromptSpec
+from p2m.tasks.prompts import render
+from p2m.tasks.registry import DatasetRecord, scan_datasets
+from p2m.tasks.run_store import rows_to_dataset, write_json
 
 INPUT_NAMES = ["input", "inputs", "question", "text", "source", "sentence", "prompt", "query", "words", "x", "src"]
 OUTPUT_NAMES = ["output", "outputs", "answer", "label", "target", "digits", "response", "completion", "y", "tgt"]
@@ -227,7 +227,7 @@ def dataset_candidates(datasets_dir: Path | None, index_path: Path | None) -> tu
     """The records to search (an index file when given, else the folders), their embeddings if
     known, and the encoder that made them (queries must use the same)."""
     if index_path:
-        from tasks.index import load_dataset_index
+        from p2m.tasks.index import load_dataset_index
 
         records, embeddings, header = load_dataset_index(index_path)
         return records, embeddings, header.get("encoder", "minilm")

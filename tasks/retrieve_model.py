@@ -12,14 +12,14 @@ import math
 from pathlib import Path
 
 
-from tasks.bm25 import SparseBM25
-from tasks.config import RetrievalConfig
-from tasks.errors import BadInputError
-from tasks.parse import PromptSpec
-from tasks.prompts import render
-from tasks.registry import ModelRecord, scan_models
-from tasks.retrieve_datasets import tokenize
-from tasks.run_store import write_json
+from p2m.tasks.bm25 import SparseBM25
+from p2m.tasks.config import RetrievalConfig
+from p2m.tasks.errors import BadInputError
+from p2m.tasks.parse import PromptSpec
+from p2m.tasks.prompts import render
+from p2m.tasks.registry import ModelRecord, scan_models
+from p2m.tasks.retrieve_datasets import tokenize
+from p2m.tasks.run_store import write_json
 
 
 def hypothetical_card(spec: PromptSpec, llm) -> str:
@@ -50,7 +50,7 @@ def model_candidates(models_dir: Path | None, index_path: Path | None = None) ->
     """The embedded models, the folders under `models_dir`, and the models of an index file."""
     records = scan_models(models_dir)
     if index_path:
-        from tasks.index import load_model_index
+        from p2m.tasks.index import load_model_index
 
         known = {r.name for r in records}
         records += [r for r in load_model_index(index_path)[0] if r.name not in known]

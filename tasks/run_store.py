@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import BadInputError
+from p2m.tasks.errors import BadInputError
 
 RUN_MARKER = "run.json"
 
@@ -75,7 +75,7 @@ def content_hash(path: Path, exclude: tuple[str, ...] = ()) -> str:
 def check_run_dir(run_dir: Path, prompt_hash: str) -> bool:
     """Whether `run_dir` is already this prompt's run folder (False: it is free to claim).
 
-    `prompt_hash` is the prompt's identity (`tasks.parse.prompt_identity`). Raises BadInputError
+    `prompt_hash` is the prompt's identity (`p2m.tasks.parse.prompt_identity`). Raises BadInputError
     when the folder holds another prompt's run or other files, is a file, or cannot be written.
     Writes nothing.
     """

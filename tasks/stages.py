@@ -23,13 +23,13 @@ from prefect import task
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
 
-from tasks import demo, evaluate_model, generate, parse, process, retrieve_datasets, retrieve_model, train
-from tasks.config import EvalConfig, GenerationConfig, LimitsConfig, ProcessConfig, RetrievalConfig, TrainConfig
-from tasks.errors import P2MError
-from tasks.llm import run_sync
-from tasks.prompts import templates_hash
-from tasks.run_store import artifact_ref, rows_to_dataset, write_json
-from tasks.teacher import Teacher
+from p2m.tasks import demo, evaluate_model, generate, parse, process, retrieve_datasets, retrieve_model, train
+from p2m.tasks.config import EvalConfig, GenerationConfig, LimitsConfig, ProcessConfig, RetrievalConfig, TrainConfig
+from p2m.tasks.errors import P2MError
+from p2m.tasks.llm import run_sync
+from p2m.tasks.prompts import templates_hash
+from p2m.tasks.run_store import artifact_ref, rows_to_dataset, write_json
+from p2m.tasks.teacher import Teacher
 
 CACHE_VERSION = "1"  # bump to invalidate every cached stage at once
 MODEL_CARD = ("README.md",)  # rewritten by evaluation with the scores: not part of the model's identity
@@ -53,12 +53,12 @@ def _jsonable(value):
 def code_hash(module) -> str:
     """Hash of a stage module's source and of the p2m modules it uses directly.
 
-    Settings are left out (tasks.config): their values enter the keys as parameters.
+    Settings are left out (p2m.tasks.config): their values enter the keys as parameters.
     """
     used = {module.__name__}
     for value in vars(module).values():
         name = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
-        if isinstance(name, str) and name.startswith("tasks.") and name != "tasks.config":
+        if isinstance(name, str) and name.startswith("p2m.tasks.") and name != "p2m.tasks.config":
             used.add(name)
     h = hashlib.sha256()
     for name in sorted(used):
@@ -140,7 +140,7 @@ async def generate_batch_task(llm, spec: parse.PromptSpec, cfg: GenerationConfig
 @stage(generate, templates=("generate_example", "answer_input"))
 def generate_task(spec: dict, cfg: GenerationConfig, limits: LimitsConfig, run_dir: Path, teacher: Teacher) -> dict:
     """Generate examples into `generated/`; `generation.jsonl` logs every request, `generation.json` the outcome."""
-    from tasks.progress import GenerationProgress
+    from p2m.tasks.progress import GenerationProgress
 
     prompt_spec = parse.PromptSpec(**spec)
     rows: list[dict] = []

@@ -11,10 +11,10 @@ import contextlib
 import threading
 from pathlib import Path
 
-from tasks.config import Settings
-from tasks.embedded import SMOLLM2_NAME
-from tasks.llm import DEFAULT_OPENAI_MODEL, Endpoint, LLMClient, load_prices, resolve_endpoint
-from tasks.local_teacher import running_local_teacher
+from p2m.tasks.config import Settings
+from p2m.tasks.embedded import SMOLLM2_NAME
+from p2m.tasks.llm import DEFAULT_OPENAI_MODEL, Endpoint, LLMClient, load_prices, resolve_endpoint
+from p2m.tasks.local_teacher import running_local_teacher
 
 
 class Teacher:

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from tasks.config import TrainConfig
-from tasks.embedded import SMOLLM2_NAME, TINY_MODELS, build_tiny_model, smollm2_path
-from tasks.run_store import write_json
-from tasks.train_format import format_prompt
+from p2m.tasks.config import TrainConfig
+from p2m.tasks.embedded import SMOLLM2_NAME, TINY_MODELS, build_tiny_model, smollm2_path
+from p2m.tasks.run_store import write_json
+from p2m.tasks.train_format import format_prompt
 
 
 def resolve_model_path(path: str, home: Path) -> Path | str:
@@ -76,7 +76,7 @@ class ValidationMetrics(TrainerCallback):
         self.rows, self.max_new_tokens = rows[:64], max_new_tokens
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
-        from tasks.inference import exact_match, generate_outputs
+        from p2m.tasks.inference import exact_match, generate_outputs
 
         if metrics is None or model is None or not self.rows:
             return

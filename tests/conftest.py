@@ -50,7 +50,7 @@ def numbers_server():
 
 @pytest.fixture
 def fast_limits():
-    from tasks.config import LimitsConfig
+    from p2m.tasks.config import LimitsConfig
 
     return LimitsConfig(requests_per_minute=60_000, tokens_per_minute=10_000_000, request_timeout=5)
 
@@ -60,9 +60,9 @@ def run_folder(tmp_path):
     """A run folder whose tiny model has learned to answer "hello" (1 s of training)."""
     import datasets
 
-    from tasks.config import Settings, TrainConfig
-    from tasks.run_store import rows_to_dataset, write_json
-    from tasks.train import train_student
+    from p2m.tasks.config import Settings, TrainConfig
+    from p2m.tasks.run_store import rows_to_dataset, write_json
+    from p2m.tasks.train import train_student
 
     run = tmp_path / "run"
     rows = [{"input": f"x{i}", "output": "hello", "source": "generated"} for i in range(40)]

@@ -3,7 +3,7 @@ import random
 import numpy as np
 from rank_bm25 import BM25Okapi
 
-from tasks.bm25 import SparseBM25
+from p2m.tasks.bm25 import SparseBM25
 
 
 def test_scores_equal_rank_bm25():

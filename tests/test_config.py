@@ -3,14 +3,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tasks.config import Settings
+from p2m.tasks.config import Settings
 from tests.conftest import REPO
 
 
 def test_env_example_lists_every_setting():
-    from tasks.config import env_example
+    from p2m.tasks.config import env_example
 
-    assert (REPO / ".env.example").read_text() == env_example(), "regenerate .env.example (see tasks.config.env_example)"
+    assert (REPO / ".env.example").read_text() == env_example(), "regenerate .env.example (see p2m.tasks.config.env_example)"
     text = env_example()
     assert "# OPENAI_API_KEY=" in text and "# P2M_GENERATION__NUM_EXAMPLES=100" in text and "# P2M_LIMITS__REQUESTS_PER_MINUTE=60" in text
 

@@ -5,13 +5,13 @@ import json
 
 import pytest
 
-from tasks.config import ProcessConfig, RetrievalConfig
-from tasks.datafiles import DataFileError, read_pairs, read_rows
-from tasks.parse import PromptSpec, read_prompt_file
-from tasks.process import make_splits
-from tasks.registry import scan_datasets
-from tasks.retrieve_datasets import retrieve_dataset
-from tasks.run_store import dataset_rows
+from p2m.tasks.config import ProcessConfig, RetrievalConfig
+from p2m.tasks.datafiles import DataFileError, read_pairs, read_rows
+from p2m.tasks.parse import PromptSpec, read_prompt_file
+from p2m.tasks.process import make_splits
+from p2m.tasks.registry import scan_datasets
+from p2m.tasks.retrieve_datasets import retrieve_dataset
+from p2m.tasks.run_store import dataset_rows
 
 AWKWARD = ["007", "1.50", "true", "2049-07-05", "NULL", "", " padded ", "1e3", "None", "nan", "日本語", 'say "hi", twice']
 ROWS = [{"input": f"date {i} July 5, 2049", "output": value} for i, value in enumerate(AWKWARD)]
@@ -98,7 +98,7 @@ def test_a_dataset_with_a_broken_file_is_passed_over_with_the_reason(tmp_path):
 
 
 def test_a_model_folder_with_a_broken_config_is_left_out(tmp_path):
-    from tasks.registry import scan_models
+    from p2m.tasks.registry import scan_models
 
     (tmp_path / "models" / "broken").mkdir(parents=True)
     (tmp_path / "models" / "broken" / "config.json").write_text("{not json")

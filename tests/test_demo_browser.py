@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from tasks.demo_service import publish_demo, stop_demo
-from tasks.processes import free_port
+from p2m.tasks.demo_service import publish_demo, stop_demo
+from p2m.tasks.processes import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [

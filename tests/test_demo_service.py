@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from tasks.demo_service import publish_demo, stop_demo
-from tasks.processes import free_port
+from p2m.tasks.demo_service import publish_demo, stop_demo
+from p2m.tasks.processes import free_port
 
 
 def test_publish_then_replace(run_folder, tmp_path):

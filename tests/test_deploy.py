@@ -1,6 +1,6 @@
 """`p2m deploy` against a real Prefect server (the test harness's): pools, deployments, schedules, the UI form."""
 
-from deployments.deploy import deploy_all, deployment_specs, ensure_work_pools
+from p2m.deployments.deploy import deploy_all, deployment_specs, ensure_work_pools
 from tests.conftest import EXAMPLE
 
 
@@ -30,7 +30,7 @@ def test_deploy_registers_pools_deployments_and_the_nightly_schedule(tmp_path, p
 def test_crash_detection_is_registered_once_with_three_heartbeats(prefect_harness):
     from prefect.client.orchestration import get_client
 
-    from deployments.deploy import CRASH_AUTOMATION, ensure_crash_detection
+    from p2m.deployments.deploy import CRASH_AUTOMATION, ensure_crash_detection
 
     first = ensure_crash_detection()
     second = ensure_crash_detection()  # `p2m deploy` again replaces it

@@ -2,8 +2,8 @@
 
 import pytest
 
-from flows.cli import main
-from tasks.run_store import read_json
+from p2m.flows.cli import main
+from p2m.tasks.run_store import read_json
 from tests.conftest import DATASETS, EXAMPLE, REPO
 
 

@@ -1,10 +1,10 @@
 import asyncio
 import json
 
-from tasks.config import GenerationConfig
-from tasks.generate import annealed_temperature, generate_examples, majority_vote, parse_example
-from tasks.llm import Endpoint, LLMClient
-from tasks.parse import parse_prompt, read_prompt_file
+from p2m.tasks.config import GenerationConfig
+from p2m.tasks.generate import annealed_temperature, generate_examples, majority_vote, parse_example
+from p2m.tasks.llm import Endpoint, LLMClient
+from p2m.tasks.parse import parse_prompt, read_prompt_file
 from tests.conftest import EXAMPLE
 from tests.fake_llm_server import FakeLLMServer, numbers_teacher
 
@@ -87,7 +87,7 @@ def test_killed_run_resumes_without_paying_twice(tmp_path, fast_limits):
 
 
 def test_near_duplicates_are_long_texts_with_the_same_numbers():
-    from tasks.generate import SeenInputs
+    from p2m.tasks.generate import SeenInputs
 
     seen = SeenInputs(95, ["forty-two", "The quick brown fox jumps over the lazy dog near the river bank in 2023."])
     assert seen.is_duplicate("Forty-two!")  # exact after normalisation

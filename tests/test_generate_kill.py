@@ -9,11 +9,11 @@ import subprocess
 import sys
 import time
 
-from tasks.config import GenerationConfig, LimitsConfig
-from tasks.generate import generate_examples
-from tasks.llm import Endpoint, LLMClient
-from tasks.parse import parse_prompt, read_prompt_file
-from tasks.run_store import dataset_rows, read_jsonl
+from p2m.tasks.config import GenerationConfig, LimitsConfig
+from p2m.tasks.generate import generate_examples
+from p2m.tasks.llm import Endpoint, LLMClient
+from p2m.tasks.parse import parse_prompt, read_prompt_file
+from p2m.tasks.run_store import dataset_rows, read_jsonl
 from tests.conftest import EXAMPLE, REPO
 from tests.fake_llm_server import FakeLLMServer, words_to_number
 
@@ -37,7 +37,7 @@ def test_kill_9_then_resume(tmp_path, prefect_harness):
     with FakeLLMServer(hashed_teacher, latency_s=0.05) as server:
         env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test", "P2M_HOME": str(tmp_path / "home"),
                "PREFECT_API_URL": PREFECT_API_URL.value()}
-        cmd = [sys.executable, "-m", "flows.cli", "generate", str(EXAMPLE), "--out", str(tmp_path / "gen"), "--num-examples", "24",
+        cmd = [sys.executable, "-m", "p2m.flows.cli", "generate", str(EXAMPLE), "--out", str(tmp_path / "gen"), "--num-examples", "24",
                "--votes", "2", "--max-concurrency", "4", "--requests-per-minute", "6000"]
         proc = subprocess.Popen(cmd + ["--seed", "0"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120

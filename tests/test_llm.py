@@ -3,9 +3,9 @@ import time
 
 import pytest
 
-from tasks.config import LimitsConfig
-from tasks.errors import P2MError
-from tasks.llm import Endpoint, LLMClient, RequestPacer, check_endpoint
+from p2m.tasks.config import LimitsConfig
+from p2m.tasks.errors import P2MError
+from p2m.tasks.llm import Endpoint, LLMClient, RequestPacer, check_endpoint
 from tests.fake_llm_server import FakeLLMServer
 
 MSG = [{"role": "user", "content": "hi"}]

@@ -3,8 +3,8 @@
 import openai
 from fastapi.testclient import TestClient
 
-from tasks.embedded import build_tiny_model
-from tasks.local_teacher import build_app
+from p2m.tasks.embedded import build_tiny_model
+from p2m.tasks.local_teacher import build_app
 
 
 def test_chat_completions_protocol(tmp_path):
@@ -29,7 +29,7 @@ def test_embedded_smollm2_converts_with_a_tokenizer_that_round_trips(tmp_path):
     release that breaks its tokenizer (5.3 maps spaces to <|endoftext|>) fails here, not in a run."""
     from transformers import AutoTokenizer
 
-    from tasks.embedded import check_round_trip, smollm2_path
+    from p2m.tasks.embedded import check_round_trip, smollm2_path
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_path(tmp_path))
     check_round_trip(tokenizer)

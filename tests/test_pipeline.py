@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from flows.cli import main
-from tasks.run_store import read_json
+from p2m.flows.cli import main
+from p2m.tasks.run_store import read_json
 from tests.conftest import DATASETS, EXAMPLE
 
 QUICK = {
@@ -19,7 +19,7 @@ QUICK = {
 
 
 def run_pipeline(out, server, monkeypatch, **extra):
-    from flows.pipeline import pipeline
+    from p2m.flows.pipeline import pipeline
 
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "test")
@@ -59,10 +59,10 @@ def test_run_then_rerun_is_all_cached_and_a_failed_training_resumes(tmp_path, pr
     assert numbers_server.answered == asked
 
     # A changed training setting fails in training; fixing it re-runs only training onward.
-    import tasks.train
+    import p2m.tasks.train
 
-    real = tasks.train.train_student
-    monkeypatch.setattr(tasks.train, "train_student", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("GPU fell off")))
+    real = p2m.tasks.train.train_student
+    monkeypatch.setattr(p2m.tasks.train, "train_student", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("GPU fell off")))
     changed = {**QUICK, "train": {**QUICK["train"], "learning_rate": 1e-4}}
     with pytest.raises(RuntimeError, match="GPU fell off"):
         run_pipeline(out, numbers_server, monkeypatch, **changed)
@@ -70,14 +70,14 @@ def test_run_then_rerun_is_all_cached_and_a_failed_training_resumes(tmp_path, pr
     failed = states(failed_summary)
     assert failed["train"] == "Failed" and failed["process"] == "Cached" and "evaluate" not in failed
     assert failed_summary["finished"] is False and "GPU fell off" in failed_summary["error"]
-    monkeypatch.setattr(tasks.train, "train_student", real)
+    monkeypatch.setattr(p2m.tasks.train, "train_student", real)
     resumed = states(run_pipeline(out, numbers_server, monkeypatch, **changed))
     assert [resumed[s] for s in ("parse", "retrieve_datasets", "generate", "retrieve_model", "process")] == ["Cached"] * 5
     assert [resumed[s] for s in ("train", "evaluate", "publish_demo")] == ["Completed"] * 3
 
     # The train+evaluate flow on the same folder and settings finds the pipeline's results cached;
     # `p2m evaluate --eval-data` scores a real test set without training again.
-    from flows.train_evaluate import train_evaluate_flow
+    from p2m.flows.train_evaluate import train_evaluate_flow
 
     alone = train_evaluate_flow(run_dir=str(out), overrides={**changed, "datasets_dir": str(DATASETS)})
     assert states(alone) == {"train": "Cached", "evaluate": "Cached"}
@@ -130,7 +130,7 @@ def test_cli_refuses_a_folder_holding_another_prompts_run(tmp_path, capsys, pref
 
 
 def test_generate_command_writes_dataset_and_request_log(tmp_path, capsys, prefect_harness, numbers_server, monkeypatch):
-    from tasks.run_store import dataset_rows, read_jsonl
+    from p2m.tasks.run_store import dataset_rows, read_jsonl
 
     monkeypatch.setenv("OPENAI_BASE_URL", numbers_server.base_url)
     out = tmp_path / "gen"

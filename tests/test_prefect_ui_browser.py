@@ -12,7 +12,7 @@ import sys
 import httpx
 import pytest
 
-from tasks.processes import free_port, wait_until_serving
+from p2m.tasks.processes import free_port, wait_until_serving
 from tests.conftest import REPO
 from tests.test_demo_browser import CHROMIUM
 
@@ -22,7 +22,7 @@ PUBLISH = """
 import sys
 from pathlib import Path
 from prefect import flow
-from flows.tracking import plot_artifacts
+from p2m.flows.tracking import plot_artifacts
 
 @flow
 def publish(run_dir: str):

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import LimitsConfig
-from tasks.errors import P2MError
-from tasks.llm import Endpoint, LLMClient
-from tasks.parse import prompt_identity, read_prompt_file
+from p2m.tasks.config import LimitsConfig
+from p2m.tasks.errors import P2MError
+from p2m.tasks.llm import Endpoint, LLMClient
+from p2m.tasks.parse import prompt_identity, read_prompt_file
 from tests.conftest import DATASETS, EXAMPLE, REPO
 from tests.fake_llm_server import FakeLLMServer
 
@@ -33,7 +33,7 @@ GOOD_YAML = "instruction: Reverse the text.\ndemonstrations:\n  - input: abc\n  
 def p2m(*args: str, cwd: Path, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
     """`p2m ARGS` as its own process (no network, this session's P2M and Prefect homes)."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "p2m.flows.cli", *args], cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -237,9 +237,9 @@ def test_a_server_that_dies_and_returns(tmp_path):
 
 
 def test_truncated_replies_are_rejected_and_counted(tmp_path, fast_limits):
-    from tasks.config import GenerationConfig
-    from tasks.generate import generate_examples
-    from tasks.parse import parse_prompt
+    from p2m.tasks.config import GenerationConfig
+    from p2m.tasks.generate import generate_examples
+    from p2m.tasks.parse import parse_prompt
 
     spec = parse_prompt(read_prompt_file(EXAMPLE))
     with FakeLLMServer(lambda m, r: '{"input": "forty-one", "outp') as server:
@@ -251,7 +251,7 @@ def test_truncated_replies_are_rejected_and_counted(tmp_path, fast_limits):
 def test_a_user_error_in_generation_is_not_retried_and_the_counts_are_written(tmp_path, prefect_harness, monkeypatch):
     """A 401 inside an async batch task: Prefect's retries must not repeat it (they did, when the
     retry condition got a coroutine instead of the exception); generation.json says what happened."""
-    from flows.generate import generate_flow
+    from p2m.flows.generate import generate_flow
 
     with FakeLLMServer(lambda m, r: "ok") as server:
         server.fault_always = "401"
@@ -269,10 +269,10 @@ def test_kill_9_leaves_no_process_behind(tmp_path):
 
     with FakeLLMServer(lambda m, r: "ok", latency_s=5) as server:
         env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "k"}
-        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", EX, "--out", str(tmp_path / "run"), "--model", "tiny-gpt2",
+        proc = subprocess.Popen([sys.executable, "-m", "p2m.flows.cli", "run", EX, "--out", str(tmp_path / "run"), "--model", "tiny-gpt2",
                                  "--num-examples", "50", "--dataset", "none"], cwd=REPO, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # Not `p2m` as a console script but `python -m flows.cli`: main() gets no argv either way.
+        # Not `p2m` as a console script but `python -m p2m.flows.cli`: main() gets no argv either way.
         deadline = time.monotonic() + 120
         children: list = []
         while time.monotonic() < deadline and not server.requests:

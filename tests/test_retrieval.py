@@ -1,12 +1,12 @@
 import pytest
 
-from tasks.config import RetrievalConfig
-from tasks.errors import BadInputError
-from tasks.parse import parse_prompt, read_prompt_file
-from tasks.registry import scan_datasets
-from tasks.retrieve_datasets import map_columns, retrieve_dataset, unusable_reason
-from tasks.retrieve_model import choose_model
-from tasks.run_store import dataset_rows, read_json
+from p2m.tasks.config import RetrievalConfig
+from p2m.tasks.errors import BadInputError
+from p2m.tasks.parse import parse_prompt, read_prompt_file
+from p2m.tasks.registry import scan_datasets
+from p2m.tasks.retrieve_datasets import map_columns, retrieve_dataset, unusable_reason
+from p2m.tasks.retrieve_model import choose_model
+from p2m.tasks.run_store import dataset_rows, read_json
 from tests.conftest import DATASETS, EXAMPLE
 
 SPEC = parse_prompt(read_prompt_file(EXAMPLE))
@@ -29,7 +29,7 @@ def test_gated_dataset_is_skipped_with_its_reason(tmp_path):
 
 
 def test_nothing_fits_is_a_valid_answer(tmp_path):
-    from tasks.parse import PromptSpec
+    from p2m.tasks.parse import PromptSpec
 
     spec = PromptSpec(instruction="Write a haiku about the sea in Japanese")
     record = retrieve_dataset(spec, RetrievalConfig(min_dataset_score=0.6), DATASETS, tmp_path)
@@ -55,7 +55,7 @@ def test_model_choice_leaves_out_test_models_and_oversized_ones(tmp_path):
 def test_retrieve_datasets_command_prints_json_best_first(capsys):
     import json
 
-    from flows.cli import main
+    from p2m.flows.cli import main
 
     assert main(["retrieve-datasets", str(EXAMPLE), "--datasets-dir", str(DATASETS), "--json"]) == 0
     ranked = json.loads(capsys.readouterr().out)
@@ -85,7 +85,7 @@ def test_models_in_the_local_hugging_face_cache_are_candidates(tmp_path, monkeyp
     import json
     import os
 
-    from tasks.registry import hf_cache_models_fingerprint, scan_models
+    from p2m.tasks.registry import hf_cache_models_fingerprint, scan_models
 
     empty = hf_cache_models_fingerprint(tmp_path / "hub")
     repo = tmp_path / "hub" / "models--acme--tiny-t5"

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from deployments.deploy import deploy_all, deployment_specs, ensure_work_pools
-from tasks.run_store import read_json
+from p2m.deployments.deploy import deploy_all, deployment_specs, ensure_work_pools
+from p2m.tasks.run_store import read_json
 from tests.conftest import DATASETS, EXAMPLE, REPO
 from tests.test_pipeline import QUICK, states
 
@@ -92,8 +92,8 @@ def test_deployed_run_fails_in_training_and_retry_reruns_only_training_onward(tm
     env = workers.start(["cpu"])
     ensure_work_pools()
     deploy_all(deployment_specs())
-    from tasks.parse import parse_prompt, read_prompt_file
-    from tasks.run_store import claim_run_dir
+    from p2m.tasks.parse import parse_prompt, read_prompt_file
+    from p2m.tasks.run_store import claim_run_dir
 
     out = tmp_path / "run"
     claim_run_dir(out, parse_prompt(read_prompt_file(EXAMPLE)).content_hash(), str(EXAMPLE))
@@ -145,7 +145,7 @@ def crash_detection(prefect_harness):
     later tests' workers (heartbeat every 180 s) as crashed."""
     from prefect.client.orchestration import get_client
 
-    from deployments.deploy import CRASH_AUTOMATION, ensure_crash_detection
+    from p2m.deployments.deploy import CRASH_AUTOMATION, ensure_crash_detection
 
     ensure_crash_detection(within_seconds=60)
     yield

@@ -17,7 +17,7 @@ def s3(monkeypatch):
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from tasks.processes import free_port
+    from p2m.tasks.processes import free_port
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
@@ -32,8 +32,8 @@ def s3(monkeypatch):
 
 
 def test_a_run_continues_from_s3_on_a_machine_without_its_folder(tmp_path, s3, prefect_harness, numbers_server, monkeypatch):
-    from flows.pipeline import pipeline
-    from tasks.storage import filesystem
+    from p2m.flows.pipeline import pipeline
+    from p2m.tasks.storage import filesystem
 
     monkeypatch.setenv("OPENAI_BASE_URL", numbers_server.base_url)
     overrides = {**QUICK, "datasets_dir": str(DATASETS), "storage_url": "s3://p2m/team", "train": {"epochs": 1, "seed": 11}}
@@ -53,10 +53,10 @@ def test_a_run_continues_from_s3_on_a_machine_without_its_folder(tmp_path, s3, p
 
 def test_request_cache_is_shared_through_s3(tmp_path, s3, numbers_server, monkeypatch, fast_limits):
     """Two machines (two local caches) with one storage URL: an answer paid on one is never paid on the other."""
-    from tasks.config import Settings
-    from tasks.llm import run_sync
-    from tasks.storage import filesystem
-    from tasks.teacher import Teacher
+    from p2m.tasks.config import Settings
+    from p2m.tasks.llm import run_sync
+    from p2m.tasks.storage import filesystem
+    from p2m.tasks.teacher import Teacher
 
     monkeypatch.setenv("OPENAI_BASE_URL", numbers_server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "test")

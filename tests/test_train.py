@@ -2,13 +2,13 @@
 
 import pytest
 
-from tasks.config import EvalConfig, ProcessConfig, TrainConfig
-from tasks.evaluate_model import evaluate_run
-from tasks.inference import exact_match, normalise_answer
-from tasks.parse import parse_prompt, read_prompt_file
-from tasks.process import make_splits
-from tasks.run_store import read_jsonl, rows_to_dataset
-from tasks.train import choose_max_length, encode_example, train_student
+from p2m.tasks.config import EvalConfig, ProcessConfig, TrainConfig
+from p2m.tasks.evaluate_model import evaluate_run
+from p2m.tasks.inference import exact_match, normalise_answer
+from p2m.tasks.parse import parse_prompt, read_prompt_file
+from p2m.tasks.process import make_splits
+from p2m.tasks.run_store import read_jsonl, rows_to_dataset
+from p2m.tasks.train import choose_max_length, encode_example, train_student
 from tests.conftest import EXAMPLE
 
 SPEC = parse_prompt(read_prompt_file(EXAMPLE))
@@ -37,7 +37,7 @@ def test_splits_are_deduplicated_and_disjoint(splits):
 @pytest.mark.parametrize("model, architecture, lora", [("tiny-gpt2", "decoder-only", False), ("tiny-t5", "encoder-decoder", False),
                                                        ("tiny-gpt2", "decoder-only", True)])
 def test_train_then_evaluate_both_architectures(splits, tmp_path, model, architecture, lora):
-    from tasks.config import Settings
+    from p2m.tasks.config import Settings
 
     out, _ = splits
     choice = {"name": model, "path": f"embedded:{model}", "architecture": architecture}
@@ -54,7 +54,7 @@ def test_train_then_evaluate_both_architectures(splits, tmp_path, model, archite
 
 
 def test_training_resumes_from_its_last_checkpoint(splits, tmp_path):
-    from tasks.config import Settings
+    from p2m.tasks.config import Settings
 
     out, _ = splits
     choice = {"name": "tiny-gpt2", "path": "embedded:tiny-gpt2", "architecture": "decoder-only"}
@@ -77,8 +77,8 @@ def test_decoder_labels_mask_the_prompt():
 
 
 def test_batch_size_follows_sequence_length_when_not_set(splits, tmp_path):
-    from tasks.config import Settings
-    from tasks.train import choose_batch_size
+    from p2m.tasks.config import Settings
+    from p2m.tasks.train import choose_batch_size
 
     assert choose_batch_size(32, 135_000_000, cuda=False) == 64 and choose_batch_size(512, 135_000_000, cuda=False) == 4
     out, _ = splits
@@ -96,7 +96,7 @@ def test_gpu_decisions_without_a_gpu(monkeypatch):
     """No GPU on these machines: the choices a GPU worker makes are checked on their inputs."""
     import torch
 
-    from tasks.train import choose_batch_size, mixed_precision
+    from p2m.tasks.train import choose_batch_size, mixed_precision
 
     assert mixed_precision(cuda=True, bf16_supported=True) == {"bf16": True, "fp16": False}  # A100, H100, L4
     assert mixed_precision(cuda=True, bf16_supported=False) == {"bf16": False, "fp16": True}  # T4, V100
