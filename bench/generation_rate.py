@@ -71,7 +71,7 @@ def generate_with_p2m(server, rpm: float, examples: int) -> dict:
     cfg = GenerationConfig(num_examples=examples, batch_size=8, votes=1, max_stale_batches=20)
     with tempfile.TemporaryDirectory() as tmp:
         llm = LLMClient(Endpoint(server.base_url, "k", server.model), limits, Path(tmp) / "cache.sqlite")
-        report = asyncio.run(generate_examples(llm, spec, cfg, limits))
+        report = asyncio.run(generate_examples(llm, spec, cfg))
     return {"accepted": len(report.examples), "duplicates_removed": report.duplicates_removed, "outcome": report.stop_reason[:48]}
 
 

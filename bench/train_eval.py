@@ -29,7 +29,8 @@ from p2m.tasks.config import EvalConfig, Settings, TrainConfig  # noqa: E402
 from p2m.tasks.embedded import smollm2_path  # noqa: E402
 from p2m.tasks.inference import exact_match, generate_outputs  # noqa: E402
 from p2m.tasks.run_store import rows_to_dataset  # noqa: E402
-from p2m.tasks.train import PadCollator, encode_example, load_model, train_student  # noqa: E402
+from p2m.tasks.inference import load_model  # noqa: E402
+from p2m.tasks.train import PadCollator, encode_example, train_student  # noqa: E402
 from p2m.tasks.train_format import format_prompt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,10 +22,12 @@ for _var, _value in {
 def _overrides(args: argparse.Namespace) -> dict:
     """Settings from the flags that were given (nested by section, as `Settings` takes them)."""
     sections = {
-        "generation": {"num_examples": args.num_examples, "votes": getattr(args, "votes", None), "seed": getattr(args, "seed", None)},
+        "generation": {"num_examples": args.num_examples, "votes": getattr(args, "votes", None), "seed": getattr(args, "seed", None),
+                       "max_api_calls": getattr(args, "max_api_calls", None)},
         "limits": {"requests_per_minute": getattr(args, "requests_per_minute", None), "tokens_per_minute": getattr(args, "tokens_per_minute", None),
-                   "max_concurrency": getattr(args, "max_concurrency", None), "max_api_calls": getattr(args, "max_api_calls", None)},
-        "retrieval": {"dataset": getattr(args, "dataset", None), "model": getattr(args, "model", None)},
+                   "max_concurrency": getattr(args, "max_concurrency", None)},
+        "retrieval": {"dataset": getattr(args, "dataset", None)},
+        "student": {"model": getattr(args, "model", None)},
         "process": {"max_train_examples": getattr(args, "max_train_examples", None)},
         "train": {"epochs": getattr(args, "epochs", None)},
         "evaluation": {"eval_data": getattr(args, "eval_data", None)},
@@ -60,30 +62,9 @@ def cmd_run(args) -> int:
 
 
 def print_summary(summary: dict) -> None:
-    print("\nstage               state        seconds")
-    for s in summary["stages"]:
-        print(f"{s['stage']:<19} {s['state']:<12} {s['seconds']:>7.1f}")
-    print(f"{'total':<32} {summary['total_seconds']:>7.1f}")
-    metrics = summary.get("metrics") or {}
-    for test_set, student in (metrics.get("student") or {}).items():
-        teacher = (metrics.get("teacher") or {}).get(test_set)
-        print(f"\n{test_set} ({student['n']} examples)    student   teacher")
-        for m in ("exact_match", "chrf", "bertscore_f1"):
-            print(f"  {m:<22} {student[m]:>8}  {teacher[m] if teacher else '-':>8}")
-        print(f"  {'ms_per_example':<22} {student['ms_per_example']:>8}  {teacher['ms_per_example'] if teacher else '-':>8}")
-    usage = summary.get("generation_usage")
-    if usage:
-        bounds = summary.get("generation_bounds") or {}
-        budget = f" of ${bounds['cost_budget_usd']:.2f} budget" if bounds.get("cost_budget_usd") is not None else ""
-        cap = f" (cap {bounds['request_cap']})" if bounds.get("request_cap") else ""
-        print(f"\ngenerated: {summary['generated']} examples from {usage['requests']} teacher requests{cap} "
-              f"({usage['cached']} from cache), {usage['prompt_tokens'] + usage['completion_tokens']} tokens, "
-              f"cost ${usage['cost_usd']:.4f}{budget}{'' if usage['price_known'] else ' (price unknown for this model)'}")
-        print(f"           stopped: {summary['generation_stop']}")
-    if summary.get("model"):
-        print(f"\nmodel:    {summary['model']}" + (f" (from {summary['model_name']})" if summary.get("model_name") else ""))
-        print(f"metrics:  {summary['run_dir']}/metrics.json")
-        print(f"demo:     p2m demo {summary['run_dir']}")
+    from p2m.tasks.report import summary_text
+
+    print(summary_text(summary))
 
 
 def cmd_train_evaluate(args, stages: list[str]) -> int:
@@ -156,7 +137,7 @@ def cmd_retrieve(args, kind: str) -> int:
         else:
             from p2m.tasks.retrieve_model import hypothetical_card, model_candidates, rank_models
 
-            pool = [r for r in model_candidates(settings.models_dir, settings.models_index) if not r.test_only and r.size_bytes <= settings.retrieval.model_size_cap_gb * 1e9]
+            pool = [r for r in model_candidates(settings.models_dir, settings.models_index) if not r.test_only and r.size_bytes <= settings.student.model_size_cap_gb * 1e9]
             ranked = rank_models(f"{spec.instruction} {hypothetical_card(spec, teacher.client())}", pool)
     finally:
         if teacher:

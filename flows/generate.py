@@ -30,6 +30,6 @@ def generate_flow(prompt_file: str, out_dir: str, num_examples: int | None = Non
     overrides = with_options(overrides, generation={"num_examples": num_examples, "seed": seed})
     with flow_run(prompt_file, out_dir, overrides) as run:
         spec = run.stages.run("parse", parse_task, "spec.json", prompt=run.prompt, run_dir=run.run_dir, teacher=run.teacher)
-        report = run.stages.run("generate", generate_task, "generated", spec=spec, cfg=run.settings.generation, limits=run.settings.limits,
+        report = run.stages.run("generate", generate_task, "generated", spec=spec, cfg=run.settings.generation,
                                 run_dir=run.run_dir, teacher=run.teacher)
     return report

@@ -12,6 +12,7 @@ from prefect import flow
 from p2m.flows.choose import ask_for_dataset
 from p2m.flows.tracking import flow_run, with_options
 from p2m.flows.train_evaluate import train_and_evaluate, train_and_evaluate_on_deployment
+from p2m.tasks.cache_keys import sources_fingerprint
 from p2m.tasks.registry import hf_cache_models_fingerprint
 from p2m.tasks.stages import (
     generate_task,
@@ -22,7 +23,6 @@ from p2m.tasks.stages import (
     ref,
     retrieve_datasets_task,
     retrieve_model_task,
-    sources_fingerprint,
 )
 
 
@@ -60,8 +60,8 @@ def pipeline(
         overrides,
         generation={"num_examples": num_examples},
         evaluation={"eval_data": eval_data},
-        retrieval={"model_size_cap_gb": model_size_cap_gb, "dataset": dataset, "model": model,
-                   "choose": "ui" if choose_dataset_in_ui else None},
+        retrieval={"dataset": dataset, "choose": "ui" if choose_dataset_in_ui else None},
+        student={"model": model, "model_size_cap_gb": model_size_cap_gb},
     )
     if datasets_dir:
         overrides["datasets_dir"] = datasets_dir
@@ -75,9 +75,9 @@ def pipeline(
             candidates = stages.run("rank_datasets", rank_datasets_task, "spec.json", spec=spec, cfg=retrieval, **sources)
             retrieval = ask_for_dataset(candidates, retrieval)
         retrieved = stages.run("retrieve_datasets", retrieve_datasets_task, "retrieved", spec=spec, cfg=retrieval, **sources,
-                               run_dir=run_dir, seed=s.process.seed, teacher=teacher)
-        generated = stages.run("generate", generate_task, "generated", spec=spec, cfg=s.generation, limits=s.limits, run_dir=run_dir, teacher=teacher)
-        choice = stages.run("retrieve_model", retrieve_model_task, "model_choice.json", spec=spec, cfg=s.retrieval, models_dir=s.models_dir,
+                               run_dir=run_dir, teacher=teacher)
+        generated = stages.run("generate", generate_task, "generated", spec=spec, cfg=s.generation, run_dir=run_dir, teacher=teacher)
+        choice = stages.run("retrieve_model", retrieve_model_task, "model_choice.json", spec=spec, cfg=s.student, models_dir=s.models_dir,
                             models_index=s.models_index,
                             sources_fingerprint=sources_fingerprint(s.models_dir, s.models_index) + hf_cache_models_fingerprint(),
                             run_dir=run_dir, teacher=teacher)
@@ -91,5 +91,6 @@ def pipeline(
                               generated=generated.get("accepted", 0), generation_stop=generated.get("stop_reason"),
                               generation_usage=generated.get("usage"),
                               generation_bounds={k: generated.get(k) for k in ("request_cap", "cost_budget_usd")},
-                              teacher=teacher.identity, demo_command=f"p2m demo {run_dir}")
+                              teacher=teacher.identity, teacher_title=teacher.title(), student_size_mb=choice.get("size_mb"),
+                              demo_command=f"p2m demo {run_dir}")
     return run.summary

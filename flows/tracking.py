@@ -13,7 +13,8 @@ from pathlib import Path
 
 from p2m.tasks.config import Settings, load_settings
 from p2m.tasks.inputs import check_run_inputs, check_settings_paths
-from p2m.tasks.parse import PromptFile, prompt_identity
+from p2m.tasks.report import summary_markdown
+from p2m.tasks.spec import PromptFile, prompt_identity
 from p2m.tasks.run_store import claim_run_dir, write_json
 from p2m.tasks.teacher import Teacher
 
@@ -108,25 +109,6 @@ def plot_artifacts(run_dir: Path) -> list[str]:
             create_image_artifact(f"data:image/png;base64,{data}", key=key, description=description)
             keys.append(key)
     return keys
-
-
-def summary_markdown(summary: dict) -> str:
-    """The summary as a markdown report: stages, then student vs teacher per test set."""
-    lines = ["# p2m run", "", f"Run folder: `{summary['run_dir']}`", "", "| stage | state | seconds |", "|---|---|---|"]
-    lines += [f"| {s['stage']} | {s['state']} | {s['seconds']:.1f} |" for s in summary["stages"]]
-    metrics = summary.get("metrics") or {}
-    for test_set, student in (metrics.get("student") or {}).items():
-        teacher = (metrics.get("teacher") or {}).get(test_set, {})
-        lines += ["", f"## {test_set} ({student['n']} examples)", "", "| metric | student | teacher |", "|---|---|---|"]
-        for m in ("exact_match", "chrf", "bertscore_f1", "ms_per_example"):
-            lines.append(f"| {m} | {student.get(m, '')} | {teacher.get(m, '')} |")
-    usage = summary.get("generation_usage")
-    if usage:
-        lines += ["", f"Generated {summary.get('generated')} examples from {usage['requests']} teacher requests ({usage['cached']} from cache), "
-                  f"cost ${usage['cost_usd']:.4f}. Stopped: {summary.get('generation_stop')}"]
-    if summary.get("model"):
-        lines += ["", f"Model: `{summary['model']}`", "", f"Demo: `p2m demo {summary['run_dir']}`"]
-    return "\n".join(lines)
 
 
 @dataclass

@@ -9,10 +9,16 @@ same scores as `BM25Okapi` (same k1, b, epsilon and idf floor; tested against it
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import numpy as np
 from scipy import sparse
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case word tokens: what BM25 counts, for documents and queries alike."""
+    return re.findall(r"\w+", text.lower())
 
 
 class SparseBM25:

@@ -31,7 +31,8 @@ class ParseConfig(StageConfig):
 
 
 class LimitsConfig(StageConfig):
-    """How hard p2m may push the teacher LLM endpoint."""
+    """How hard p2m may push the teacher LLM endpoint. Pace only: none of it changes a result, so
+    none of it is in a cache key (a stage's spending bounds are in its own section)."""
 
     requests_per_minute: float = Field(60, gt=0, description="Requests per minute, held across the whole run.")
     tokens_per_minute: float = Field(200_000, gt=0, description="Prompt + completion tokens per minute.")
@@ -39,32 +40,37 @@ class LimitsConfig(StageConfig):
     request_timeout: float = Field(120, gt=0, description="Seconds before one attempt at a request is abandoned and retried.")
     retry_budget: float = Field(900, gt=0, description="Seconds one request may spend retrying 429s, 5xx, timeouts and dropped connections.")
     give_up_after: float = Field(120, gt=0, description="Seconds without one answer from the endpoint, while requests keep failing, before the stage stops.")
-    max_api_calls: int | None = Field(None, ge=1, description="Hard cap on requests sent by one stage (None: 20 x examples, at least 50).")
-    max_cost_usd: float | None = Field(10.0, ge=0, description="Stop generating once the estimated cost reaches this many dollars (None: no budget).")
 
 
 class GenerationConfig(StageConfig):
-    """The paper's generation strategies (Prompt2Model section 3.2)."""
+    """The paper's generation strategies (Prompt2Model, section 3.2), and what a small teacher needs for variety."""
 
     num_examples: int = Field(100, ge=0, le=100_000, description="Examples to generate; 0 skips generation.")
     batch_size: int = Field(8, ge=1, description="Requests per batch; one Prefect task runs one batch.")
+    examples_per_request: int = Field(5, ge=1, le=20, description="New examples asked for in one request.")
     demos_per_prompt: int = Field(3, ge=0, description="User demonstrations shown in each generation prompt.")
+    generated_per_prompt: int = Field(6, ge=0, description="Examples already written shown in each generation prompt (to write different ones).")
+    variety_aspects: int = Field(8, ge=0, le=30, description="Ways of varying inputs the teacher lists first; each request asks for two (0: no plan).")
+    max_form_share: float = Field(0.3, gt=0, le=1, description="Share of inputs one surface form may hold before requests ask for other forms.")
     answer_demos: int = Field(8, ge=0, description="User demonstrations sent with each request for a vote (the first ones).")
-    generated_per_prompt: int = Field(2, ge=0, description="Earlier generated examples mixed in, for diversity.")
-    temperature_start: float = Field(0.4, ge=0, le=2, description="Temperature while the set is empty...")
-    temperature_end: float = Field(1.0, ge=0, le=2, description="...annealed linearly to this as it fills.")
-    votes: int = Field(3, ge=1, description="Outputs sampled per input; the majority wins (self-consistency).")
+    temperature_start: float = Field(0.6, ge=0, le=2, description="Temperature while the set is empty...")
+    temperature_end: float = Field(1.2, ge=0, le=2, description="...annealed linearly to this as it fills.")
+    votes: int = Field(3, ge=1, description="Outputs per input for the majority vote (self-consistency): the written one and votes - 1 answers.")
+    vote_temperature: float = Field(0.5, ge=0, le=2, description="Temperature of the answers that vote.")
     near_duplicate_threshold: float = Field(95, ge=0, le=100, description="Inputs this similar (rapidfuzz ratio) count as duplicates.")
     max_stale_batches: int = Field(5, ge=1, description="Stop after this many batches in a row bring nothing new.")
-    max_tokens: int = Field(192, ge=16, description="Completion tokens per request.")
+    max_tokens: int = Field(160, ge=16, description="Completion tokens per example asked for.")
     seed: int = Field(0, description="Change it to sample new data for the same prompt (nightly regeneration).")
+    max_api_calls: int | None = Field(None, ge=1, description="Hard cap on the requests generation sends (None: 20 x examples, at least 50).")
+    max_cost_usd: float | None = Field(10.0, ge=0, description="Stop generating once the estimated cost reaches this many dollars (None: no budget).")
 
 
 class RetrievalConfig(StageConfig):
+    """Finding an existing dataset for the task."""
+
     dataset: str | None = Field(None, description="Force this dataset (a folder name in the datasets dir); 'none' to skip.")
     input_column: str | None = Field(None, description="The dataset column holding the input (with output_column: no guessing).")
     output_column: str | None = Field(None, description="The dataset column holding the output.")
-    model: str | None = Field(None, description="Force this student model (a name from the model registry).")
     max_rows: int = Field(3000, ge=0, description="Rows taken from a retrieved dataset at most.")
     min_dataset_score: float = Field(0.3, ge=0, le=1, description="Similarity (MiniLM cosine) a dataset needs to be used.")
     choose: Literal["auto", "ui"] = Field("auto", description="'ui': the run pauses and a person picks the dataset in the Prefect UI.")
@@ -73,13 +79,20 @@ class RetrievalConfig(StageConfig):
     rerank_candidates: int = Field(5, ge=2, description="Candidates shown to the reranker.")
     rerank_votes: int = Field(3, ge=1, description="Teacher replies sampled; the majority choice wins.")
     top_k: int = Field(25, ge=1, description="Candidates listed in retrieval.json.")
+    seed: int = Field(42, description="Which rows of a large dataset are taken.")
+
+
+class StudentConfig(StageConfig):
+    """Choosing the pretrained model to fine-tune."""
+
+    model: str | None = Field(None, description="Force this student model (a name from the model registry).")
     model_size_cap_gb: float = Field(3.0, gt=0, description="Models larger than this on disk are left out.")
 
 
 class TrainConfig(StageConfig):
     epochs: float = Field(3, gt=0, description="Training epochs (paper: 3).")
     learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate (paper: 5e-5).")
-    batch_size: int | None = Field(8, ge=1, description="Examples per step; None: chosen from the sequence length and the device's memory.")
+    batch_size: int | None = Field(None, ge=1, description="Examples per step; None: chosen from the sequence length and the device's memory.")
     max_length: int | None = Field(None, ge=8, description="Token cap per example; None: chosen from the data.")
     lora: bool = Field(False, description="Train LoRA adapters (peft) instead of all weights.")
     seed: int = 42
@@ -126,7 +139,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("openai_api_key", "OPENAI_API_KEY", "P2M_OPENAI_API_KEY"),
         description="API key for the endpoint; required for api.openai.com.",
     )
-    teacher_model: str | None = Field(None, description="Teacher model name; default gpt-4o-mini on OpenAI, the server's first model elsewhere.")
+    teacher_model: str | None = Field(None, description="Teacher model: at an endpoint its name (default gpt-4o-mini on OpenAI, else the server's first); offline an embedded teacher (qwen2.5-coder-1.5b-instruct, qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct) or a .gguf path.")
     datasets_dir: Path | None = Field(None, description="Folder of dataset folders laid out like HF dataset repos.")
     models_dir: Path | None = Field(None, description="Folder of model folders laid out like HF model repos.")
     datasets_index: Path | None = Field(None, description="A dataset index file (p2m index build); searched instead of DATASETS_DIR.")
@@ -135,7 +148,10 @@ class Settings(BaseSettings):
     results_dir: Path | None = Field(None, description="Prefect result storage (cache records); default HOME/prefect-results.")
     storage_url: str | None = Field(None, description="s3://bucket/prefix: mirror run folders and keep Prefect results there (AWS_* variables for credentials and endpoint).")
     prices_file: Path | None = Field(None, description='JSON {"model": [usd_per_M_input, usd_per_M_output]} extending the price table.')
+    teacher_json_schema: bool = Field(True, description="Ask the teacher for JSON replies with a JSON schema (response_format); turn off for servers that refuse it.")
     local_teacher_port: int = Field(0, ge=0, description="Port for the local teacher; 0 picks a free one.")
+    local_teacher_slots: int = Field(4, ge=1, le=64, description="Requests the local teacher decodes together (llama.cpp's continuous batching).")
+    local_teacher_threads: int | None = Field(None, ge=1, description="CPU threads for the local teacher; None: every core.")
     train_deployment: str | None = Field(None, description="Run train+evaluate as this deployment (e.g. p2m-train-evaluate/gpu, on the GPU pool) instead of in-process.")
     verbose: bool = Field(False, description="Show Prefect's log lines and the traceback of any error on the terminal (as --verbose).")
     demo_host: str = Field("127.0.0.1", description="Address the Gradio demo binds to.")
@@ -146,6 +162,7 @@ class Settings(BaseSettings):
     limits: LimitsConfig = LimitsConfig()
     generation: GenerationConfig = GenerationConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
+    student: StudentConfig = StudentConfig()
     process: ProcessConfig = ProcessConfig()
     train: TrainConfig = TrainConfig()
     evaluation: EvalConfig = EvalConfig()

@@ -14,7 +14,7 @@ from pathlib import Path
 from p2m.tasks.errors import P2MError
 from p2m.tasks.run_store import read_json, write_json
 from p2m.tasks.inference import generate_outputs
-from p2m.tasks.train import load_model
+from p2m.tasks.inference import load_model
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 

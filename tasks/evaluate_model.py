@@ -17,11 +17,11 @@ from pathlib import Path
 
 from p2m.tasks.config import EvalConfig
 from p2m.tasks.datafiles import read_pairs
-from p2m.tasks.generate import answer_prompt, clean_answer
-from p2m.tasks.parse import PromptSpec
+from p2m.tasks.prompts import answer_messages, clean_answer
+from p2m.tasks.spec import PromptSpec
 from p2m.tasks.run_store import read_json, read_jsonl, write_json
-from p2m.tasks.inference import exact_match, generate_outputs
-from p2m.tasks.train import load_model, write_model_card
+from p2m.tasks.inference import exact_match, generate_outputs, load_model
+from p2m.tasks.report import write_model_card
 
 def chrf_pp(predictions: list[str], references: list[str]) -> float:
     """Corpus chrF++ (character n-grams plus word bigrams), 0-100."""
@@ -66,8 +66,10 @@ async def predict_teacher(llm, spec: PromptSpec, inputs: list[str], max_tokens: 
     """The teacher's few-shot answers (temperature 0) to `inputs`, sent concurrently under the limits."""
     import asyncio
 
+    demos = [d.model_dump() for d in spec.demonstrations[:max_demos]]
     replies = await asyncio.gather(*[
-        llm.acomplete(answer_prompt(spec, x, max_demos), temperature=0.0, max_tokens=max_tokens, purpose="teacher_baseline") for x in inputs
+        llm.acomplete(answer_messages(spec.instruction, demos, x), temperature=0.0, max_tokens=max_tokens, purpose="teacher_baseline")
+        for x in inputs
     ])
     return [clean_answer(r[0]) if r else "" for r in replies]
 
@@ -82,8 +84,9 @@ def test_sets(splits_dir: Path, eval_data: Path | None) -> dict[str, list[dict]]
     return sets
 
 
-def evaluate_run(spec: PromptSpec, splits_dir: Path, model_dir: Path, architecture: str, cfg: EvalConfig, out_dir: Path, llm=None) -> dict:
-    """Score student (and teacher when `llm` is given); write metrics, predictions and plots."""
+def evaluate_run(spec: PromptSpec, splits_dir: Path, model_dir: Path, architecture: str, cfg: EvalConfig, out_dir: Path, llm=None,
+                 teacher_name: str | None = None) -> dict:
+    """Score student (and teacher when `llm` is given); write metrics, predictions, plots and the model card."""
     from p2m.tasks.llm import run_sync
 
     model, tokenizer = load_model(model_dir, architecture)
@@ -116,7 +119,7 @@ def evaluate_run(spec: PromptSpec, splits_dir: Path, model_dir: Path, architectu
     plot_results(out_dir, metrics)
     train_record = out_dir / "train.json"
     if train_record.exists():
-        write_model_card(Path(model_dir), spec.instruction, read_json(train_record), metrics)
+        write_model_card(out_dir, spec.instruction, read_json(train_record), metrics, teacher_name)
     return metrics
 
 

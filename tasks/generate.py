@@ -1,8 +1,16 @@
 """Stage, generate: the teacher LLM writes new training examples for the spec.
 
-The paper's strategies (Prompt2Model, section 3.2), each a setting in `GenerationConfig`:
-- diversity: each prompt mixes a few of the user's demonstrations with a random sample of
-  examples generated earlier;
+The paper's strategies (Prompt2Model, section 3.2), each a setting in `GenerationConfig`, and
+what a small local teacher needs on top of them to write varied data (left alone, a 1.5B model
+writes the same few surface forms over and over):
+- several examples per request, as JSON (a schema constrains the reply where the server can);
+- diversity: each prompt shows a few of the user's demonstrations and a random sample of
+  examples already written ("write different ones");
+- a variety plan: the teacher first lists ways in which inputs of the task vary; each request
+  asks for two of them at random;
+- a distribution check: when one surface form of input (its shape: "July 5, 2049" and
+  "March 21, 1980" are both "A 0, 0") holds too large a share of the examples, the next
+  requests are told to write other forms;
 - temperature annealed from `temperature_start` to `temperature_end` as the set fills;
 - self-consistency: for each new input, `votes` outputs in all (the one written with the input
   plus `votes - 1` answers to the input alone); the majority wins, ties go to the shortest;
@@ -18,23 +26,20 @@ killed run started again replays its answered requests from disk and reaches the
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from rapidfuzz import fuzz, process
-
-from p2m.tasks.config import GenerationConfig, LimitsConfig
-from p2m.tasks.jsonreply import extract_json_object
-from p2m.tasks.parse import PromptSpec
-from p2m.tasks.prompts import format_examples, render
+from p2m.tasks.config import GenerationConfig
+from p2m.tasks.dedup import SeenInputs, normalise
+from p2m.tasks.jsonreply import extract_json_object, iter_json_objects
+from p2m.tasks.spec import PromptSpec
+from p2m.tasks.prompts import answer_messages, chat, clean_answer, examples_schema, json_lines, json_schema
 
 MAX_FIELD_CHARS = 2000
-NEAR_DUP_MIN_CHARS = 40
-_PUNCT = re.compile(r"[^\w\s]")
-_NUMBERS = re.compile(r"\d+")
 
 
 @dataclass
@@ -58,6 +63,7 @@ class GenerationReport:
     usage: dict = field(default_factory=dict)
     request_cap: int = 0
     cost_budget_usd: float | None = None
+    aspects: list[str] = field(default_factory=list)  # the variety plan
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "examples"} | {"accepted": len(self.examples), "rejected": dict(self.rejected)}
@@ -69,19 +75,46 @@ def annealed_temperature(filled: int, target: int, cfg: GenerationConfig) -> flo
     return round(cfg.temperature_start + (cfg.temperature_end - cfg.temperature_start) * frac, 3)
 
 
-def sample_shots(spec: PromptSpec, accepted: list[dict], cfg: GenerationConfig, rng: random.Random) -> list[dict]:
-    """Few-shot examples for one prompt: some of the user's demos plus some earlier generated ones."""
+def sample_shots(spec: PromptSpec, cfg: GenerationConfig, rng: random.Random) -> list[dict]:
+    """Some of the user's demonstrations, in random order, for one prompt."""
     demos = [d.model_dump() for d in spec.demonstrations]
-    shots = rng.sample(demos, min(cfg.demos_per_prompt, len(demos)))
-    shots += rng.sample(accepted, min(cfg.generated_per_prompt, len(accepted)))
-    rng.shuffle(shots)
-    return shots
+    return rng.sample(demos, min(cfg.demos_per_prompt, len(demos)))
 
 
-def example_prompt(spec: PromptSpec, shots: list[dict]) -> list[dict]:
-    """Chat messages asking for one new example as JSON."""
-    examples = format_examples(shots) if shots else "(none yet)"
-    return [{"role": "user", "content": render("generate_example", instruction=spec.instruction, examples=examples)}]
+def surface_form(text: str) -> str:
+    """The shape of a text: words as A (capitalised) or a, digit runs as 0, punctuation kept.
+
+    "July 5, 2049" and "March 21, 1980" are both "A 0, 0"; "2049-07-05" is "0-0-0".
+    """
+    shape = re.sub(r"[^\W\d_]+", lambda m: "A" if m.group()[0].isupper() else "a", text.strip())
+    return re.sub(r"\d+", "0", re.sub(r"\s+", " ", shape))[:40]
+
+
+def dominant_form(accepted: list[dict], share: float, minimum: int = 10) -> str | None:
+    """An input among `accepted` whose surface form holds more than `share` of them, if one does."""
+    if len(accepted) < minimum:
+        return None
+    counts = Counter(surface_form(e["input"]) for e in accepted)
+    form, count = counts.most_common(1)[0]
+    return next(e["input"] for e in accepted if surface_form(e["input"]) == form) if count > share * len(accepted) else None
+
+
+def variety_hint(aspects: list[str], accepted: list[dict], cfg: GenerationConfig, rng: random.Random) -> str:
+    """What one request is asked to vary: two aspects of the plan, and any surface form to move away from."""
+    hints = []
+    if aspects:
+        hints.append(f"Let them differ from each other in: {'; '.join(rng.sample(aspects, min(2, len(aspects))))}.")
+    crowded = dominant_form(accepted, cfg.max_form_share)
+    if crowded is not None:
+        hints.append(f"Many inputs so far look like {json.dumps(crowded, ensure_ascii=False)}: write inputs of other forms.")
+    return "".join(" " + h for h in hints)
+
+
+def example_prompt(spec: PromptSpec, cfg: GenerationConfig, accepted: list[dict], aspects: list[str], rng: random.Random) -> list[dict]:
+    """Chat messages asking for `cfg.examples_per_request` new examples as JSON."""
+    written = rng.sample(accepted, min(cfg.generated_per_prompt, len(accepted)))
+    return chat("generate", instruction=spec.instruction, examples=json_lines(sample_shots(spec, cfg, rng)), written=json_lines(written),
+                count=cfg.examples_per_request, variety=variety_hint(aspects, accepted, cfg, rng))
 
 
 def answer_prompt(spec: PromptSpec, text: str, max_demos: int) -> list[dict]:
@@ -89,14 +122,29 @@ def answer_prompt(spec: PromptSpec, text: str, max_demos: int) -> list[dict]:
 
     Used for self-consistency votes here and for the teacher baseline in evaluation.
     """
-    demos = [d.model_dump() for d in spec.demonstrations[:max_demos]]
-    return [{"role": "user", "content": render("answer_input", instruction=spec.instruction, examples=format_examples(demos), input=text)}]
+    return answer_messages(spec.instruction, [d.model_dump() for d in spec.demonstrations[:max_demos]], text)
 
 
-def parse_example(reply: str) -> tuple[dict | None, str]:
-    """(example, "") from a reply holding {"input": ..., "output": ...}, else (None, reason)."""
-    obj = extract_json_object(reply)
-    if obj is None:
+def aspects_schema(count: int) -> dict:
+    return json_schema("aspects", {"aspects": {"type": "array", "items": {"type": "string", "maxLength": 80}, "minItems": 2, "maxItems": count}})
+
+
+async def plan_aspects(llm, spec: PromptSpec, cfg: GenerationConfig) -> list[str]:
+    """The ways inputs of the task can vary, in the teacher's words ([] when it says nothing usable)."""
+    if not cfg.variety_aspects:
+        return []
+    demos = [d.model_dump() for d in spec.demonstrations[: cfg.demos_per_prompt]]
+    replies = await llm.acomplete(chat("aspects", instruction=spec.instruction, examples=json_lines(demos), count=cfg.variety_aspects),
+                                  temperature=0.7, max_tokens=40 * cfg.variety_aspects + 40, salt=f"aspects:{cfg.seed}",
+                                  purpose="aspects", response_format=aspects_schema(cfg.variety_aspects))
+    found = (extract_json_object(replies[0]) or {}).get("aspects") if replies else None
+    aspects = [a.strip() for a in found if isinstance(a, str) and 0 < len(a.strip()) <= 80] if isinstance(found, list) else []
+    return list(dict.fromkeys(aspects))[: cfg.variety_aspects]
+
+
+def parse_example(obj) -> tuple[dict | None, str]:
+    """(example, "") from a JSON object with "input" and "output", else (None, why not)."""
+    if not isinstance(obj, dict):
         return None, "not_json"
     inp, out = obj.get("input"), obj.get("output")
     if not isinstance(inp, (str, int, float)) or not isinstance(out, (str, int, float)):
@@ -109,11 +157,27 @@ def parse_example(reply: str) -> tuple[dict | None, str]:
     return {"input": inp, "output": out}, ""
 
 
-def clean_answer(reply: str) -> str:
-    """The first line of a free-text answer, without an echoed `Output:` label."""
-    text = reply.strip()
-    text = re.sub(r"^\s*output\s*[:：]\s*", "", text, flags=re.IGNORECASE)
-    return text.split("\n", 1)[0].strip()
+def parse_examples(reply: str) -> tuple[list[dict], Counter]:
+    """The examples in a reply and the reasons for every item rejected.
+
+    Reads {"examples": [...]}, a bare {"input", "output"} object, and the complete items of a
+    reply that was cut off mid-array.
+    """
+    rejected: Counter = Counter()
+    objects = list(iter_json_objects(reply))
+    if not objects:
+        return [], Counter(not_json=1)
+    items = objects[0]["examples"] if isinstance(objects[0].get("examples"), list) else [o for o in objects if "input" in o or "output" in o]
+    examples = []
+    for item in items:
+        example, reason = parse_example(item)
+        if example is None:
+            rejected[reason] += 1
+        else:
+            examples.append(example)
+    if not items:
+        rejected["no_examples"] += 1
+    return examples, rejected
 
 
 def majority_vote(outputs: list[str]) -> str:
@@ -124,47 +188,12 @@ def majority_vote(outputs: list[str]) -> str:
     return min(counts, key=lambda o: (-counts[o], len(o), o))
 
 
-def normalise(text: str) -> str:
-    """Lower case, punctuation dropped, whitespace collapsed: the key for exact duplicates."""
-    return " ".join(_PUNCT.sub(" ", text.lower()).split())
-
-
-class SeenInputs:
-    """Inputs kept so far, for exact and near-duplicate checks.
-
-    Near-duplicates (rapidfuzz ratio >= threshold) are only sought among texts of at least
-    NEAR_DUP_MIN_CHARS characters and with the same numbers: short inputs that differ in one
-    word ("forty-two" / "forty-three") or one number are different examples, not copies.
-    """
-
-    def __init__(self, threshold: float, texts: list[str] = ()):
-        self.threshold = threshold
-        self.exact: set[str] = set()
-        self.long: list[str] = []
-        for t in texts:
-            self.add(t)
-
-    def is_duplicate(self, text: str) -> bool:
-        key = normalise(text)
-        if key in self.exact:
-            return True
-        if len(key) < NEAR_DUP_MIN_CHARS or not self.long:
-            return False
-        numbers = _NUMBERS.findall(key)
-        near = process.extract(key, self.long, scorer=fuzz.ratio, score_cutoff=self.threshold, limit=5)
-        return any(_NUMBERS.findall(match) == numbers for match, _, _ in near)
-
-    def add(self, text: str) -> None:
-        key = normalise(text)
-        self.exact.add(key)
-        if len(key) >= NEAR_DUP_MIN_CHARS:
-            self.long.append(key)
-
-
 async def generate_batch(
-    llm, spec: PromptSpec, cfg: GenerationConfig, accepted: list[dict], batch_index: int, temperature: float, max_requests: int
+    llm, spec: PromptSpec, cfg: GenerationConfig, accepted: list[dict], aspects: list[str], batch_index: int, temperature: float,
+    max_requests: int,
 ) -> BatchResult:
-    """One batch: up to `cfg.batch_size` new examples requested concurrently, then the votes.
+    """One batch: `cfg.batch_size` requests for `cfg.examples_per_request` new examples each, sent
+    concurrently, then the votes.
 
     `llm` is a `p2m.tasks.llm.LLMClient`; the batch sends at most `max_requests` requests (examples
     that cannot get their votes within it are dropped, not kept unvoted). The batch's randomness
@@ -172,24 +201,26 @@ async def generate_batch(
     before (and finds them in the cache).
     """
     rng = random.Random(f"{cfg.seed}:{batch_index}")
-    prompts = [example_prompt(spec, sample_shots(spec, accepted, cfg, rng)) for _ in range(min(cfg.batch_size, max_requests))]
+    prompts = [example_prompt(spec, cfg, accepted, aspects, rng) for _ in range(min(cfg.batch_size, max_requests))]
+    schema = examples_schema(cfg.examples_per_request)
     replies = await asyncio.gather(*[
-        llm.acomplete(p, temperature=temperature, max_tokens=cfg.max_tokens, salt=f"gen:{cfg.seed}:{batch_index}:{i}", purpose="generate")
+        llm.acomplete(p, temperature=temperature, max_tokens=cfg.max_tokens * cfg.examples_per_request + 32,
+                      salt=f"gen:{cfg.seed}:{batch_index}:{i}", purpose="generate", response_format=schema)
         for i, p in enumerate(prompts)
     ])
     result = BatchResult()
     known = {normalise(e["input"]) for e in accepted} | {normalise(d.input) for d in spec.demonstrations}
     fresh: dict[str, dict] = {}
     for texts in replies:
-        example, reason = parse_example(texts[0] if texts else "")
-        if example is None:
-            result.rejected[reason] += 1
-        elif normalise(example["input"]) in known:
-            result.duplicates += 1
-        elif normalise(example["input"]) in fresh:
-            result.rejected["duplicate_in_batch"] += 1
-        else:
-            fresh[normalise(example["input"])] = example
+        examples, rejected = parse_examples(texts[0] if texts else "")
+        result.rejected.update(rejected)
+        for example in examples:
+            if normalise(example["input"]) in known:
+                result.duplicates += 1
+            elif normalise(example["input"]) in fresh:
+                result.rejected["duplicate_in_batch"] += 1
+            else:
+                fresh[normalise(example["input"])] = example
     examples = list(fresh.values())
     if cfg.votes > 1:
         room = max_requests - len(prompts)
@@ -199,7 +230,7 @@ async def generate_batch(
     if cfg.votes > 1 and examples:
         votes = await asyncio.gather(*[
             llm.acomplete(
-                answer_prompt(spec, e["input"], cfg.answer_demos), temperature=max(temperature, 0.3), max_tokens=cfg.max_tokens,
+                answer_prompt(spec, e["input"], cfg.answer_demos), temperature=cfg.vote_temperature, max_tokens=cfg.max_tokens,
                 n=cfg.votes - 1, salt=f"vote:{cfg.seed}", purpose="vote",
             )
             for e in examples
@@ -217,7 +248,6 @@ async def generate_examples(
     llm,
     spec: PromptSpec,
     cfg: GenerationConfig,
-    limits: LimitsConfig,
     run_batch: BatchRunner = generate_batch,
     on_progress: Callable[[int, dict], None] | None = None,
     report: GenerationReport | None = None,
@@ -231,9 +261,11 @@ async def generate_examples(
     filled in as generation goes, so the caller still has the counts if it fails.
     """
     target = cfg.num_examples
-    max_calls = limits.max_api_calls or max(20 * target, 50)
+    max_calls = cfg.max_api_calls or max(20 * target, 50)
     report = report if report is not None else GenerationReport()
-    report.request_cap, report.cost_budget_usd = max_calls, limits.max_cost_usd
+    report.request_cap, report.cost_budget_usd = max_calls, cfg.max_cost_usd
+    if target and not report.aspects:
+        report.aspects = await plan_aspects(llm, spec, cfg)
     accepted = report.examples
     # Demonstrations count as seen: the teacher copying them back is not a new example.
     seen = SeenInputs(cfg.near_duplicate_threshold, [d.input for d in spec.demonstrations])
@@ -243,8 +275,8 @@ async def generate_examples(
             report.stop_reason = f"reached the {target} examples asked for"
         elif llm.meter.requests >= max_calls:
             report.stop_reason = f"reached the cap of {max_calls} API requests (--max-api-calls)"
-        elif limits.max_cost_usd is not None and llm.meter.cost_usd >= limits.max_cost_usd:
-            report.stop_reason = f"reached the cost budget of ${limits.max_cost_usd:.2f} (P2M_LIMITS__MAX_COST_USD)"
+        elif cfg.max_cost_usd is not None and llm.meter.cost_usd >= cfg.max_cost_usd:
+            report.stop_reason = f"reached the cost budget of ${cfg.max_cost_usd:.2f} (P2M_GENERATION__MAX_COST_USD)"
         elif stale >= cfg.max_stale_batches:
             report.stop_reason = (
                 f"{stale} batches in a row brought no new distinct example; the teacher seems unable to "
@@ -253,7 +285,7 @@ async def generate_examples(
         if report.stop_reason:
             break
         temperature = annealed_temperature(len(accepted), target, cfg)
-        result = await run_batch(llm, spec, cfg, accepted, report.batches, temperature, max_calls - llm.meter.requests)
+        result = await run_batch(llm, spec, cfg, accepted, report.aspects, report.batches, temperature, max_calls - llm.meter.requests)
         report.batches += 1
         report.rejected.update(result.rejected)
         report.duplicates_removed += result.duplicates

@@ -10,7 +10,8 @@ from p2m.tasks.config import Settings
 from p2m.tasks.datafiles import DataFileError, read_pairs
 from p2m.tasks.errors import BadInputError
 from p2m.tasks.llm import check_teacher_settings
-from p2m.tasks.parse import PromptFile, prompt_identity, read_prompt_file
+from p2m.tasks.parse import read_prompt_file
+from p2m.tasks.spec import PromptFile, prompt_identity
 from p2m.tasks.run_store import check_run_dir
 
 
@@ -56,12 +57,12 @@ def _check_forced_choices(settings: Settings) -> None:
         if not (folder / dataset).is_dir():
             names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
             raise BadInputError(f"--dataset {dataset}: no such dataset in {folder}; choose one of {names[:20] or 'none there'}, or none")
-    if settings.retrieval.model:
+    if settings.student.model:
         from p2m.tasks.retrieve_model import model_candidates
 
         names = sorted(r.name for r in model_candidates(settings.models_dir, settings.models_index))
-        if settings.retrieval.model not in names:
-            raise BadInputError(f"--model {settings.retrieval.model}: unknown; choose one of {names[:20]} or add its folder to --models-dir")
+        if settings.student.model not in names:
+            raise BadInputError(f"--model {settings.student.model}: unknown; choose one of {names[:20]} or add its folder to --models-dir")
 
 
 def _is_index(path: Path) -> bool:

@@ -68,17 +68,12 @@ class Endpoint:
         return f"{self.kind}:{self.model}"
 
 
-def resolve_endpoint(settings: Settings, local_base_url: str | None = None, local_model: str | None = None) -> Endpoint:
-    """The endpoint the settings select, checked reachable. For the local teacher pass the URL of
-    the started server.
+def resolve_endpoint(settings: Settings) -> Endpoint:
+    """The remote endpoint the settings select (OpenAI or another server), checked reachable.
 
     Raises P2MError for api.openai.com without a key, and for an endpoint that cannot be reached.
     """
     kind = settings.teacher_kind()
-    if kind == "local":
-        if local_base_url is None:
-            raise P2MError("the local teacher is not running")
-        return Endpoint(local_base_url, "local", local_model or "smollm2-135m-instruct", "local")
     check_teacher_settings(settings)
     base_url = (settings.openai_base_url or OPENAI_URL).rstrip("/")
     api_key = settings.openai_api_key or "none"
@@ -337,8 +332,10 @@ def backoff_seconds(attempt: int, base: float = 1.0, cap: float = 60.0) -> float
     return step / 2 + random.uniform(0, step / 2)
 
 
-def request_key(model: str, messages: list[dict], temperature: float, max_tokens: int, n: int, salt: str) -> str:
-    payload = json.dumps([model, messages, round(temperature, 4), max_tokens, n, salt], sort_keys=True, ensure_ascii=False)
+def request_key(model: str, messages: list[dict], temperature: float, max_tokens: int, n: int, salt: str,
+                response_format: dict | None = None) -> str:
+    parts = [model, messages, round(temperature, 4), max_tokens, n, salt] + ([response_format] if response_format else [])
+    payload = json.dumps(parts, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -364,11 +361,15 @@ class LLMClient:
         log_path: Path | None = None,
         prices: dict[str, tuple[float, float]] | None = None,
         remote_cache_url: str | None = None,
+        structured_output: bool = True,
     ):
+        """`structured_output`: send the JSON schemas callers give (`response_format`); off for
+        servers that refuse them (the prompts ask for JSON in words too)."""
         self.endpoint = endpoint
         self.limits = limits
         self.cache = RequestCache(cache_path, remote_cache_url)
         self.log_path = log_path
+        self.structured_output = structured_output
         self.pacer = shared_pacer(endpoint, limits)
         self.health = shared_health(endpoint, limits)
         self.meter = UsageMeter()
@@ -401,13 +402,16 @@ class LLMClient:
         n: int = 1,
         salt: str = "",
         purpose: str = "",
+        response_format: dict | None = None,
     ) -> list[str]:
         """The reply texts (one per choice) for `messages`, from the cache or the endpoint.
 
         Raises P2MError when the retry budget is spent, the endpoint has answered nothing for too long,
         or it refuses the request (a bad key, an unknown model).
         """
-        key = request_key(self.endpoint.model, messages, temperature, max_tokens, n, salt)
+        if not self.structured_output:
+            response_format = None  # the prompt asks for JSON in words as well
+        key = request_key(self.endpoint.model, messages, temperature, max_tokens, n, salt, response_format)
         self.meter.add(requests=1)
         hit = await asyncio.to_thread(self.cache.get, key) if self.cache.remote else self.cache.get(key)
         if hit is not None:
@@ -417,12 +421,15 @@ class LLMClient:
 
         client, semaphore = self._client()
         est_tokens = sum(len(m["content"]) for m in messages) // 3 + max_tokens * n
+        request = {"model": self.endpoint.model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens, "n": n}
+        if response_format:
+            request["response_format"] = response_format
         deadline = time.monotonic() + self.limits.retry_budget
         attempt = 0
         while True:
             started = time.monotonic()
             try:
-                texts, usage = await self._attempt(client, semaphore, messages, temperature, max_tokens, n, est_tokens, attempt)
+                texts, usage = await self._attempt(client, semaphore, request, est_tokens, attempt)
                 break
             except _Retry as retry:
                 attempt += 1
@@ -451,15 +458,15 @@ class LLMClient:
         self._log(purpose, key, cached=False, texts=texts, attempts=attempt + 1, usage=usage, seconds=round(time.monotonic() - started, 3))
         return texts
 
-    async def _attempt(self, client, semaphore, messages, temperature, max_tokens, n, est_tokens, attempt) -> tuple[list[str], dict]:
-        """One HTTP attempt: (texts, usage), or _Retry with how long to wait; P2MError when retrying cannot help."""
+    async def _attempt(self, client, semaphore, request: dict, est_tokens: int, attempt: int) -> tuple[list[str], dict]:
+        """One HTTP attempt at `request` (chat-completion arguments): (texts, usage), or _Retry with
+        how long to wait; P2MError when retrying cannot help."""
         async with semaphore:
             await asyncio.sleep(self.pacer.reserve(est_tokens))
             self.health.attempt_started()
             self.meter.add(sent=1)
             try:
-                resp = await client.chat.completions.create(
-                    model=self.endpoint.model, messages=messages, temperature=temperature, max_tokens=max_tokens, n=n)
+                resp = await client.chat.completions.create(**request)
             except openai.RateLimitError as e:
                 # The server is alive and says when to come back; a very short Retry-After is
                 # stretched by our own backoff, so a 429 storm slows us down instead of failing.

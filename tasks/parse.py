@@ -8,59 +8,21 @@ is unusable (a weak local teacher often writes nonsense), labelled blocks such a
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
-from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field
 
 from p2m.tasks.errors import BadInputError
 from p2m.tasks.jsonreply import extract_json_object
-from p2m.tasks.prompts import render
+from p2m.tasks.prompts import PAIR, chat, json_schema
+from p2m.tasks.spec import Example, PromptFile, PromptSpec
 from p2m.tasks.yamltext import YAMLAliasError, load_yaml_text
 
 
-class Example(BaseModel):
-    input: str
-    output: str
-
-
-class PromptSpec(BaseModel):
-    """What p2m understood from the prompt; every later stage reads this."""
-
-    instruction: str = Field(min_length=1)
-    demonstrations: list[Example] = []
-    language: str = "en"
-    parsed_by: Literal["yaml", "llm", "rules"] = "yaml"
-
-    def content_hash(self) -> str:
-        """Hash of what defines the task (not of how it was parsed): the run folder's identity."""
-        payload = json.dumps(
-            {"instruction": self.instruction, "demos": [d.model_dump() for d in self.demonstrations]},
-            sort_keys=True,
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-class PromptFile(BaseModel):
-    """A prompt file as read from disk: either a ready spec (YAML) or text to parse."""
-
-    text: str
-    spec: PromptSpec | None = None
-
-
-def prompt_identity(prompt: PromptFile) -> str:
-    """What makes two prompt files the same task: the spec for YAML, the text (whitespace
-    collapsed) for free text. Known before any LLM call, so the run folder is claimed first."""
-    if prompt.spec is not None:
-        return prompt.spec.content_hash()
-    return hashlib.sha256(" ".join(prompt.text.split()).encode()).hexdigest()[:16]
-
-
 SPEC_KEYS = ("instruction", "demonstrations", "language")
+SPEC_SCHEMA = json_schema("task_prompt", {"instruction": {"type": "string"}, "demonstrations": {"type": "array", "items": PAIR},
+                                          "language": {"type": "string"}})
 MAX_PROMPT_CHARS = 100_000
 
 
@@ -197,7 +159,7 @@ def parse_prompt(prompt: PromptFile, llm=None) -> PromptSpec:
     by_rules = parse_by_rules(prompt.text)
     by_llm = None
     if llm is not None:
-        reply = llm.complete([{"role": "user", "content": render("parse_prompt", prompt=prompt.text)}], temperature=0, max_tokens=1024, purpose="parse")
+        reply = llm.complete(chat("parse", prompt=prompt.text), temperature=0, max_tokens=2048, purpose="parse", response_format=SPEC_SCHEMA)
         by_llm = spec_from_llm_reply(reply[0] if reply else "", prompt.text)
     # Prefer the LLM (it handles any format and language) unless it found fewer demonstrations
     # than the labelled blocks plainly show.

@@ -11,15 +11,12 @@ import random
 from pathlib import Path
 
 from p2m.tasks.config import ProcessConfig
+from p2m.tasks.dedup import normalise
 from p2m.tasks.errors import BadInputError
-from p2m.tasks.parse import PromptSpec
+from p2m.tasks.spec import PromptSpec
 from p2m.tasks.run_store import dataset_rows, rows_to_dataset, write_json
 
 MIN_EXAMPLES = 10
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 def make_splits(spec: PromptSpec, retrieved_dir: Path, generated_dir: Path | None, cfg: ProcessConfig, out_dir: Path) -> dict:
@@ -35,8 +32,8 @@ def make_splits(spec: PromptSpec, retrieved_dir: Path, generated_dir: Path | Non
         if folder is None or not Path(folder).exists():
             continue
         for row in dataset_rows(Path(folder)):
-            pool.setdefault(_norm(row["input"]), {"input": row["input"], "output": row["output"], "source": source})
-    demo_keys = {_norm(d.input) for d in spec.demonstrations}
+            pool.setdefault(normalise(row["input"]), {"input": row["input"], "output": row["output"], "source": source})
+    demo_keys = {normalise(d.input) for d in spec.demonstrations}
     rows = [r for k, r in pool.items() if k not in demo_keys]
     if len(rows) < MIN_EXAMPLES:
         raise BadInputError(

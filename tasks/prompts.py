@@ -1,12 +1,22 @@
-"""Prompt templates live in `tasks/templates/*.txt` (string.Template, `$name` placeholders).
+"""The teacher's prompts: chat messages built from template files, and what comes back from them.
 
-Their text is part of every cache key that depends on them (`templates_hash`), so editing a
-template re-runs exactly the stages that use it.
+Every prompt is a chat: a system message from `templates/<name>.system.txt`, then, where a task's
+demonstrations belong, one user/assistant turn per demonstration, then a user message from
+`templates/<name>.user.txt` (string.Template, `$name` placeholders). The instruction goes in the
+system message and the demonstrations are real turns because small instruction models (the
+Qwen2.5-Coder teachers) answer an instruction sent alone as a user message with Python code.
+
+Replies that must be structured are asked for with a JSON schema (`response_format`, which
+OpenAI, vLLM, Ollama and llama.cpp's server honour) and, in the text, in words, for servers that
+ignore it. The text of every template is part of the cache keys of the stages that talk to the
+teacher (`templates_hash`), so editing one re-runs them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from functools import cache
 from pathlib import Path
 from string import Template
@@ -16,7 +26,7 @@ TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 @cache
 def _template(name: str) -> Template:
-    return Template((TEMPLATE_DIR / f"{name}.txt").read_text(encoding="utf-8"))
+    return Template((TEMPLATE_DIR / f"{name}.txt").read_text(encoding="utf-8").rstrip("\n"))
 
 
 def render(name: str, **values: object) -> str:
@@ -24,14 +34,60 @@ def render(name: str, **values: object) -> str:
     return _template(name).substitute({k: str(v) for k, v in values.items()})
 
 
-def templates_hash(*names: str) -> str:
-    """Short content hash of the named templates, for cache keys."""
+def chat(name: str, turns: list[tuple[str, str]] = (), **values: object) -> list[dict]:
+    """Messages: `name`.system, a user/assistant pair per turn, then `name`.user, filled with `values`."""
+    messages = [{"role": "system", "content": render(f"{name}.system", **values)}]
+    for user, assistant in turns:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    messages.append({"role": "user", "content": render(f"{name}.user", **values)})
+    return messages
+
+
+def templates_hash() -> str:
+    """Short content hash of every template, for the cache keys of the stages that use the teacher."""
     h = hashlib.sha256()
-    for name in names:
-        h.update(_template(name).template.encode())
+    for path in sorted(TEMPLATE_DIR.glob("*.txt")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:12]
 
 
-def format_examples(examples: list[dict]) -> str:
-    """Demonstrations as the `Input:` / `Output:` blocks every template uses."""
-    return "\n\n".join(f"Input: {e['input']}\nOutput: {e['output']}" for e in examples)
+def json_lines(examples: list[dict]) -> str:
+    """Examples as one JSON object per line: unambiguous for outputs of several lines, and the
+    form the teacher answers in."""
+    return "\n".join(json.dumps({"input": e["input"], "output": e["output"]}, ensure_ascii=False) for e in examples) or "(none yet)"
+
+
+def json_schema(name: str, properties: dict, required: list[str] | None = None) -> dict:
+    """A `response_format` asking for a JSON object with `properties` (all required by default)."""
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": {
+        "type": "object", "properties": properties, "required": required or list(properties), "additionalProperties": False}}}
+
+
+PAIR = {"type": "object", "properties": {"input": {"type": "string"}, "output": {"type": "string"}},
+        "required": ["input", "output"], "additionalProperties": False}
+
+
+def examples_schema(count: int) -> dict:
+    return json_schema("examples", {"examples": {"type": "array", "items": PAIR, "minItems": count, "maxItems": count}})
+
+
+def answer_messages(instruction: str, demonstrations: list[dict], text: str) -> list[dict]:
+    """The task itself, few-shot: the instruction as the system message, each demonstration a turn."""
+    return chat("answer", [(d["input"], d["output"]) for d in demonstrations], instruction=instruction, input=text)
+
+
+_FENCE = re.compile(r"^```[\w-]*\n?(.*?)\n?```$", re.DOTALL)
+
+
+def clean_answer(reply: str) -> str:
+    """The answer in a free-text reply: its first line, without an echoed `Output:` label or the
+    code fence or backticks a chat model may wrap it in."""
+    text = reply.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1).strip()
+    text = re.sub(r"^\s*output\s*[:：]\s*", "", text, flags=re.IGNORECASE)
+    text = text.split("\n", 1)[0].strip()
+    if len(text) > 1 and text[0] == text[-1] == "`":
+        text = text[1:-1].strip()
+    return text

@@ -21,14 +21,14 @@ import numpy as np
 from rapidfuzz import fuzz
 from threadpoolctl import threadpool_limits
 
-from p2m.tasks.bm25 import SparseBM25
+from p2m.tasks.bm25 import SparseBM25, tokenize
 from p2m.tasks.config import RetrievalConfig
 from p2m.tasks.datafiles import read_rows, text_value
 from p2m.tasks.encoders import EncoderName, get_encoder
 from p2m.tasks.errors import BadInputError
 from p2m.tasks.jsonreply import extract_json_object
-from p2m.tasks.parse import PromptSpec
-from p2m.tasks.prompts import render
+from p2m.tasks.spec import PromptSpec
+from p2m.tasks.prompts import chat, json_lines, json_schema
 from p2m.tasks.registry import DatasetRecord, scan_datasets
 from p2m.tasks.run_store import rows_to_dataset, write_json
 
@@ -36,10 +36,6 @@ INPUT_NAMES = ["input", "inputs", "question", "text", "source", "sentence", "pro
 OUTPUT_NAMES = ["output", "outputs", "answer", "label", "target", "digits", "response", "completion", "y", "tgt"]
 RRF_K = 60
 NEAR_DUPLICATE_SCORE = 95
-
-
-def tokenize(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
 
 
 def query_text(spec: PromptSpec) -> str:
@@ -150,9 +146,10 @@ def rerank_by_vote(spec: PromptSpec, ranked: list[dict], by_name: dict[str, Data
         f"- {c['name']}: {by_name[c['name']].description[:300]} (columns: {', '.join(by_name[c['name']].columns)})" for c in top
     )
     demo = spec.demonstrations[0] if spec.demonstrations else None
-    prompt = render("rerank_datasets", instruction=spec.instruction, candidates=listing,
-                    example=f"Input: {demo.input}\nOutput: {demo.output}" if demo else "(none given)")
-    replies = llm.complete([{"role": "user", "content": prompt}], temperature=0.7, max_tokens=64, n=cfg.rerank_votes, purpose="rerank")
+    messages = chat("rerank", instruction=spec.instruction, candidates=listing,
+                    example=json_lines([demo.model_dump()]) if demo else "(none given)")
+    schema = json_schema("choice", {"dataset": {"type": "string", "enum": sorted(c["name"] for c in top) + ["none"]}})
+    replies = llm.complete(messages, temperature=0.7, max_tokens=64, n=cfg.rerank_votes, purpose="rerank", response_format=schema)
     names = {c["name"] for c in top} | {"none"}
     votes = [v for v in ((extract_json_object(r) or {}).get("dataset") for r in replies) if v in names]
     counts = Counter(votes).most_common()
@@ -169,8 +166,11 @@ def rerank_by_vote(spec: PromptSpec, ranked: list[dict], by_name: dict[str, Data
 def llm_map_columns(spec: PromptSpec, record: DatasetRecord, llm) -> dict | None:
     """The teacher's column mapping for a dataset whose column names say nothing, or None."""
     rows = "\n".join(json.dumps(r, ensure_ascii=False, default=str)[:400] for r in record.sample_rows[:3])
-    prompt = render("map_columns", instruction=spec.instruction, columns=", ".join(record.columns), rows=rows)
-    reply = extract_json_object(llm.complete([{"role": "user", "content": prompt}], temperature=0, max_tokens=64, purpose="map_columns")[0])
+    messages = chat("map_columns", instruction=spec.instruction, columns=", ".join(record.columns), rows=rows)
+    column = {"type": ["string", "null"], "enum": list(record.columns) + [None]}
+    schema = json_schema("columns", {"input": column, "output": column})
+    replies = llm.complete(messages, temperature=0, max_tokens=64, purpose="map_columns", response_format=schema)
+    reply = extract_json_object(replies[0]) if replies else None
     if not reply or reply.get("input") not in record.columns or reply.get("output") not in record.columns or reply["input"] == reply["output"]:
         return None
     return {"input": reply["input"], "output": reply["output"]}
@@ -236,7 +236,7 @@ def dataset_candidates(datasets_dir: Path | None, index_path: Path | None) -> tu
     return [], None, "minilm"
 
 
-def retrieve_dataset(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path | None, out_dir: Path, seed: int = 0,
+def retrieve_dataset(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path | None, out_dir: Path,
                      llm=None, index_path: Path | None = None) -> dict:
     """Choose and load a dataset for `spec` into `out_dir/retrieved`; write `out_dir/retrieval.json`.
 
@@ -276,7 +276,7 @@ def retrieve_dataset(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path 
             record["skipped"].append({"name": r.name, "reason": why_not or how})
             continue
         try:
-            rows = load_rows(r, mapping, cfg.max_rows, seed)
+            rows = load_rows(r, mapping, cfg.max_rows, cfg.seed)
         except Exception as e:  # malformed or unreachable data: move on, say why
             record["skipped"].append({"name": r.name, "reason": f"failed to load: {e.__class__.__name__}: {e}"[:300]})
             continue

@@ -12,13 +12,12 @@ import math
 from pathlib import Path
 
 
-from p2m.tasks.bm25 import SparseBM25
-from p2m.tasks.config import RetrievalConfig
+from p2m.tasks.bm25 import SparseBM25, tokenize
+from p2m.tasks.config import StudentConfig
 from p2m.tasks.errors import BadInputError
-from p2m.tasks.parse import PromptSpec
-from p2m.tasks.prompts import render
+from p2m.tasks.spec import PromptSpec
+from p2m.tasks.prompts import chat
 from p2m.tasks.registry import ModelRecord, scan_models
-from p2m.tasks.retrieve_datasets import tokenize
 from p2m.tasks.run_store import write_json
 
 
@@ -26,8 +25,7 @@ def hypothetical_card(spec: PromptSpec, llm) -> str:
     """The teacher's hypothetical model card for the task ("" without a teacher)."""
     if llm is None:
         return ""
-    replies = llm.complete([{"role": "user", "content": render("hyde_model_card", instruction=spec.instruction)}],
-                           temperature=0, max_tokens=160, purpose="hyde")
+    replies = llm.complete(chat("hyde", instruction=spec.instruction), temperature=0, max_tokens=160, purpose="hyde")
     return replies[0] if replies else ""
 
 
@@ -57,7 +55,7 @@ def model_candidates(models_dir: Path | None, index_path: Path | None = None) ->
     return records
 
 
-def choose_model(spec: PromptSpec, cfg: RetrievalConfig, models_dir: Path | None, out_dir: Path, llm=None, index_path: Path | None = None) -> dict:
+def choose_model(spec: PromptSpec, cfg: StudentConfig, models_dir: Path | None, out_dir: Path, llm=None, index_path: Path | None = None) -> dict:
     """Choose the student; write `out_dir/model_choice.json`; return that record."""
     records = model_candidates(models_dir, index_path)
     by_name = {r.name: r for r in records}
@@ -69,7 +67,7 @@ def choose_model(spec: PromptSpec, cfg: RetrievalConfig, models_dir: Path | None
     else:
         pool = [r for r in records if not r.test_only and r.size_bytes <= cap]
         if not pool:
-            raise BadInputError(f"no model under {cfg.model_size_cap_gb} GB is available; raise P2M_RETRIEVAL__MODEL_SIZE_CAP_GB or add models")
+            raise BadInputError(f"no model under {cfg.model_size_cap_gb} GB is available; raise P2M_STUDENT__MODEL_SIZE_CAP_GB or add models")
         card = hypothetical_card(spec, llm)
         ranked = rank_models(f"{spec.instruction} {card}", pool)
         chosen = by_name[ranked[0]["name"]]

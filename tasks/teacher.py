@@ -11,10 +11,10 @@ import contextlib
 import threading
 from pathlib import Path
 
-from p2m.tasks.config import Settings
-from p2m.tasks.embedded import SMOLLM2_NAME
+from p2m.tasks.config import LimitsConfig, Settings
 from p2m.tasks.llm import DEFAULT_OPENAI_MODEL, Endpoint, LLMClient, load_prices, resolve_endpoint
 from p2m.tasks.local_teacher import running_local_teacher
+from p2m.tasks.teacher_models import DEFAULT_TEACHER, TEACHER_MODELS, teacher_title
 
 
 class Teacher:
@@ -29,7 +29,11 @@ class Teacher:
         """Who answers, without contacting anyone: part of every cache key that depends on the teacher."""
         kind = self.settings.teacher_kind()
         if kind == "local":
-            return f"local:{SMOLLM2_NAME}"
+            choice = self.settings.teacher_model or DEFAULT_TEACHER
+            if choice in TEACHER_MODELS:
+                return f"local:{choice}"  # checked by sha256 when assembled: the name is the content
+            path = Path(choice).expanduser()
+            return f"local:{path.resolve()}:{path.stat().st_size if path.is_file() else 0}"
         model = self.settings.teacher_model or (DEFAULT_OPENAI_MODEL if kind == "openai" else "")
         return f"{kind}:{model}@{self.settings.openai_base_url or 'openai'}"
 
@@ -39,18 +43,34 @@ class Teacher:
             if self._endpoint is None:
                 s = self.settings
                 if s.teacher_kind() == "local":
-                    url = self._stack.enter_context(running_local_teacher(s.home, s.local_teacher_port))
-                    self._endpoint = resolve_endpoint(s, local_base_url=url)
+                    local = self._stack.enter_context(running_local_teacher(
+                        s.home, s.teacher_model, s.local_teacher_port, s.local_teacher_slots, s.local_teacher_threads))
+                    self._endpoint = Endpoint(local.base_url, local.api_key, local.model, "local")
                 else:
                     self._endpoint = resolve_endpoint(s)
             return self._endpoint
+
+    def limits(self) -> LimitsConfig:
+        """The limits requests to this teacher keep. The local teacher costs nothing and has no
+        account to protect: as many requests in flight as it has slots (so concurrent batches are
+        decoded together), no pace, and patience for slow CPUs."""
+        s = self.settings
+        if s.teacher_kind() != "local":
+            return s.limits
+        return s.limits.model_copy(update={"max_concurrency": s.local_teacher_slots, "requests_per_minute": 1e6,
+                                           "tokens_per_minute": 1e9, "request_timeout": max(s.limits.request_timeout, 900)})
+
+    def title(self) -> str:
+        """Who the teacher is, for people: 'Qwen2.5-Coder-1.5B-Instruct Q4_K_M (1.5B, 1117 MB)', 'gpt-4o-mini'."""
+        model = self.identity.split(":", 1)[1]
+        return teacher_title(model) if self.settings.teacher_kind() == "local" else model.split("@")[0] or "the endpoint's model"
 
     def client(self, log_path: Path | None = None) -> LLMClient:
         """A client for this teacher that logs every request to `log_path`."""
         s = self.settings
         remote = f"{s.storage_url.rstrip('/')}/request-cache" if s.storage_url else None
-        return LLMClient(self.endpoint(), s.limits, s.home / "llm-cache.sqlite", log_path=log_path, prices=load_prices(s.prices_file),
-                         remote_cache_url=remote)
+        return LLMClient(self.endpoint(), self.limits(), s.home / "llm-cache.sqlite", log_path=log_path,
+                         prices=load_prices(s.prices_file), remote_cache_url=remote, structured_output=s.teacher_json_schema)
 
     def lazy_client(self, log_path: Path | None = None) -> "LazyClient":
         """A client that contacts (or starts) the teacher only if a request is actually made."""

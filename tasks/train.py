@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 
@@ -19,39 +20,9 @@ import torch
 from transformers import TrainerCallback
 
 from p2m.tasks.config import TrainConfig
-from p2m.tasks.embedded import SMOLLM2_NAME, TINY_MODELS, build_tiny_model, smollm2_path
+from p2m.tasks.inference import load_model, resolve_model_path
 from p2m.tasks.run_store import write_json
 from p2m.tasks.train_format import format_prompt
-
-
-def resolve_model_path(path: str, home: Path) -> Path | str:
-    """What `from_pretrained` takes for a registry path: a folder (`embedded:NAME` is materialised
-    under `home`), or a Hub id for `hub:ID` (downloaded by transformers: needs the network)."""
-    if path.startswith("hub:"):
-        return path[4:]
-    if not path.startswith("embedded:"):
-        return Path(path)
-    name = path.split(":", 1)[1]
-    if name == SMOLLM2_NAME:
-        return smollm2_path(home)
-    if name in TINY_MODELS:
-        target = Path(home) / "models" / name
-        return target if (target / "config.json").exists() else build_tiny_model(name, target)
-    raise ValueError(f"unknown embedded model {name}")
-
-
-def load_model(path: Path | str, architecture: str):
-    """(model, tokenizer) from a folder; decoder-only tokenizers get a pad token and left padding."""
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    cls = AutoModelForSeq2SeqLM if architecture == "encoder-decoder" else AutoModelForCausalLM
-    model = cls.from_pretrained(path, dtype=torch.float32)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if architecture == "decoder-only":
-        tokenizer.padding_side = "left"  # generation appends on the right
-    return model, tokenizer
 
 
 def encode_example(tokenizer, architecture: str, prompt: str, output: str, max_length: int) -> dict:
@@ -151,6 +122,7 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
 
     cuda = torch.cuda.is_available()
     batch_size = cfg.batch_size or choose_batch_size(max_length, model.num_parameters(), cuda)
+    total_steps = math.ceil(math.ceil(len(train_ds) / batch_size) * cfg.epochs)
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -171,7 +143,7 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
         load_best_model_at_end=True,
         metric_for_best_model="eval_exact_match",
         greater_is_better=True,
-        logging_steps=5,
+        logging_steps=max(1, min(50, total_steps // 20)),  # about 20 points on the loss curve, however long the run
         report_to=[],
         seed=cfg.seed,
         use_cpu=not cuda,
@@ -209,30 +181,4 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
         "tokens_seen": int(sum(len(x) for x in train_ds["input_ids"]) * cfg.epochs),
     }
     write_json(out_dir / "train.json", record)
-    write_model_card(model_dir, instruction, record)
     return record
-
-
-def write_model_card(model_dir: Path, instruction: str, train_record: dict, metrics: dict | None = None) -> Path:
-    """`model_dir/README.md`: what the model does, how it was trained, and (after evaluation) its scores."""
-    lines = [
-        "---", "library_name: transformers", f"base_model: {train_record['base_model']}", "tags: [p2m, prompt2model]", "---",
-        "# A p2m student model", "",
-        f"Fine-tuned by [p2m](https://arxiv.org/abs/2308.12261) for this task: {instruction}", "",
-        "## Use", "", "Give the model this text and read the answer after `Output:`:", "",
-        "```", format_prompt(instruction, "<your input>"), "```", "",
-        "## Training", "",
-        f"Base model {train_record['base_model']} ({train_record['architecture']}), {train_record['train_examples']} examples, "
-        f"{train_record['epochs']} epochs, learning rate {train_record['learning_rate']}, batch size {train_record['batch_size']}, "
-        f"max length {train_record['max_length']} tokens, {'LoRA (merged)' if train_record['lora'] else 'full fine-tuning'}, "
-        f"on {train_record['device']}: final training loss {train_record['train_loss']}.",
-    ]
-    for test_set, scores in ((metrics or {}).get("student") or {}).items():
-        teacher = (metrics.get("teacher") or {}).get(test_set, {})
-        lines += ["", f"## Scores: {test_set} ({scores['n']} examples)", "", "| metric | this model | teacher LLM |", "|---|---|---|"]
-        lines += [f"| {m} | {scores[m]} | {teacher.get(m, '-')} |" for m in ("exact_match", "chrf", "bertscore_f1")]
-    if metrics and metrics.get("info", {}).get("note"):
-        lines += ["", metrics["info"]["note"] + "."]
-    path = Path(model_dir) / "README.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path

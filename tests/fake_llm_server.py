@@ -17,6 +17,7 @@ import collections
 import contextlib
 import functools
 import json
+import re
 import socket
 import threading
 import time
@@ -123,20 +124,37 @@ class FakeLLMServer:
         return sum(r["status"] == 200 for r in self.requests)
 
 
+def request_kind(messages: list[dict]) -> tuple[str, str | int]:
+    """What p2m asks for in a chat: ("generate", how many examples), ("aspects", how many),
+    ("parse", the prompt), or ("answer", the input to answer)."""
+    last, system = messages[-1]["content"], messages[0]["content"] if messages[0]["role"] == "system" else ""
+    if match := re.search(r"Write (\d+) new examples", last):
+        return "generate", int(match.group(1))
+    if match := re.search(r"List (\d+) different ways", last):
+        return "aspects", int(match.group(1))
+    if system.startswith("You split a task prompt"):
+        return "parse", last
+    return "answer", last.rsplit("Input:", 1)[-1].split("\n", 1)[0].strip()
+
+
 def numbers_teacher(messages: list[dict], request: dict) -> str:
     """A teacher for the numbers-to-digits task that knows the answer: deterministic and correct.
 
-    Generation prompts get a fresh number (a counter), answer prompts get the digits.
+    Generation requests get fresh numbers (a counter), answer requests get the digits.
     """
     from examples.make_datasets import number_to_words
 
-    prompt = messages[-1]["content"]
-    if "Write one new example" in prompt:
-        numbers_teacher.counter += 7
-        n = 1000 + numbers_teacher.counter
-        return json.dumps({"input": number_to_words(n), "output": str(n)})
-    text = prompt.rsplit("Input:", 1)[-1].split("\n", 1)[0].strip()
-    return words_to_number(text)
+    kind, value = request_kind(messages)
+    if kind == "generate":
+        examples = []
+        for _ in range(value):
+            numbers_teacher.counter += 7
+            n = 1000 + numbers_teacher.counter
+            examples.append({"input": number_to_words(n), "output": str(n)})
+        return json.dumps({"examples": examples})
+    if kind == "aspects":
+        return json.dumps({"aspects": ["size of the number", "thousands or not", "hyphens", "round numbers"][:value]})
+    return words_to_number(str(value))
 
 
 numbers_teacher.counter = 0

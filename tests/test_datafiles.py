@@ -7,7 +7,8 @@ import pytest
 
 from p2m.tasks.config import ProcessConfig, RetrievalConfig
 from p2m.tasks.datafiles import DataFileError, read_pairs, read_rows
-from p2m.tasks.parse import PromptSpec, read_prompt_file
+from p2m.tasks.parse import read_prompt_file
+from p2m.tasks.spec import PromptSpec
 from p2m.tasks.process import make_splits
 from p2m.tasks.registry import scan_datasets
 from p2m.tasks.retrieve_datasets import retrieve_dataset

@@ -2,7 +2,7 @@ import asyncio
 import json
 
 from p2m.tasks.config import GenerationConfig
-from p2m.tasks.generate import annealed_temperature, generate_examples, majority_vote, parse_example
+from p2m.tasks.generate import annealed_temperature, generate_examples, majority_vote, parse_examples
 from p2m.tasks.llm import Endpoint, LLMClient
 from p2m.tasks.parse import parse_prompt, read_prompt_file
 from tests.conftest import EXAMPLE
@@ -15,8 +15,8 @@ def make_llm(server, tmp_path, limits):
     return LLMClient(Endpoint(server.base_url, "k", server.model), limits, tmp_path / "cache.sqlite", log_path=tmp_path / "generation.jsonl")
 
 
-def run(llm, cfg, limits):
-    return asyncio.run(generate_examples(llm, SPEC, cfg, limits))
+def run(llm, cfg):
+    return asyncio.run(generate_examples(llm, SPEC, cfg))
 
 
 def test_majority_vote_ties_go_to_the_shortest():
@@ -31,56 +31,59 @@ def test_temperature_anneals_from_low_to_high():
 
 
 def test_bad_replies_are_rejected_with_a_reason():
-    assert parse_example("not json")[1] == "not_json"
-    assert parse_example('{"input": "x"}')[1] == "missing_fields"
-    assert parse_example('{"input": "...", "output": "..."}')[1] == "empty_field"
-    assert parse_example('Here: {"input": "a\nb", "output": 3}')[0] == {"input": "a\nb", "output": "3"}
+    assert parse_examples("not json") == ([], {"not_json": 1})
+    assert parse_examples('{"examples": [{"input": "x"}, {"input": "...", "output": "..."}]}') == ([], {"missing_fields": 1, "empty_field": 1})
+    assert parse_examples('Here: {"input": "a\nb", "output": 3}')[0] == [{"input": "a\nb", "output": "3"}]
+    # A reply cut off mid-array keeps its complete items.
+    cut = '{"examples": [{"input": "one", "output": "1"}, {"input": "two", "output": "2"}, {"input": "thr'
+    assert parse_examples(cut)[0] == [{"input": "one", "output": "1"}, {"input": "two", "output": "2"}]
 
 
 def test_reaches_n_distinct_examples_with_votes(tmp_path, fast_limits):
     numbers_teacher.counter = 0
     with FakeLLMServer(numbers_teacher) as server:
-        cfg = GenerationConfig(num_examples=10, batch_size=4, votes=3)
-        report = run(make_llm(server, tmp_path, fast_limits), cfg, fast_limits)
+        cfg = GenerationConfig(num_examples=10, batch_size=2, examples_per_request=3, votes=3)
+        report = run(make_llm(server, tmp_path, fast_limits), cfg)
     assert len(report.examples) == 10 and report.stop_reason.startswith("reached the 10")
     assert len({e["input"] for e in report.examples}) == 10
     assert all(e["output"].isdigit() for e in report.examples)
     votes = [r for r in server.requests if r["n"] == 2]  # votes - 1 extra outputs per input
     assert votes, "self-consistency votes were not requested"
-    # Diversity: later prompts show earlier generated examples beside the user's demos.
-    assert any("one thousand" in r["messages"][0]["content"] for r in server.requests if "Write one new" in r["messages"][0]["content"])
+    generation = [r["messages"][-1]["content"] for r in server.requests if "new examples" in r["messages"][-1]["content"]]
+    # Diversity: later prompts show examples already written, and two aspects of the variety plan.
+    assert any("one thousand" in g.split("Examples already written")[1] for g in generation)
+    assert report.aspects and all("Let them differ from each other in:" in g for g in generation)
 
 
 def test_a_teacher_that_repeats_itself_ends_with_a_reason(tmp_path, fast_limits):
-    same = json.dumps({"input": "seventeen", "output": "17"})  # also a demonstration: never new
+    same = json.dumps({"examples": [{"input": "seventeen", "output": "17"}]})  # also a demonstration: never new
     with FakeLLMServer(lambda m, r: same) as server:
-        cfg = GenerationConfig(num_examples=50, batch_size=3, votes=3, max_stale_batches=3)
-        report = run(make_llm(server, tmp_path, fast_limits), cfg, fast_limits)
+        cfg = GenerationConfig(num_examples=50, batch_size=3, votes=3, max_stale_batches=3, variety_aspects=0)
+        report = run(make_llm(server, tmp_path, fast_limits), cfg)
     assert report.examples == [] and "3 batches in a row" in report.stop_reason
     assert report.batches == 3 and report.duplicates_removed == 9
     # A known input is dropped before its votes are paid for.
-    assert all("Write one new example" in r["messages"][0]["content"] for r in server.requests)
+    assert all("new examples" in r["messages"][-1]["content"] for r in server.requests)
 
 
 def test_request_cap_ends_generation(tmp_path, fast_limits):
     with FakeLLMServer(lambda m, r: "nonsense") as server:
-        limits = fast_limits.model_copy(update={"max_api_calls": 7})
-        cfg = GenerationConfig(num_examples=50, batch_size=4, votes=1, max_stale_batches=100)
-        report = run(make_llm(server, tmp_path, limits), cfg, limits)
+        cfg = GenerationConfig(num_examples=50, batch_size=4, votes=1, max_stale_batches=100, variety_aspects=0, max_api_calls=7)
+        report = run(make_llm(server, tmp_path, fast_limits), cfg)
     assert "cap of 7 API requests" in report.stop_reason
     assert report.rejected == {"not_json": 7} and server.answered == 7  # the cap is exact, not per batch
 
 
 def test_killed_run_resumes_without_paying_twice(tmp_path, fast_limits):
     numbers_teacher.counter = 0
-    cfg = GenerationConfig(num_examples=8, batch_size=4, votes=2)
+    cfg = GenerationConfig(num_examples=8, batch_size=2, examples_per_request=2, votes=2)
     with FakeLLMServer(numbers_teacher) as server:
         # The "killed" run: it got 4 examples' worth of requests answered before dying.
-        run(make_llm(server, tmp_path, fast_limits), cfg.model_copy(update={"num_examples": 4}), fast_limits)
+        run(make_llm(server, tmp_path, fast_limits), cfg.model_copy(update={"num_examples": 4}))
         paid = server.answered
         numbers_teacher.counter = 0  # a fresh teacher would answer differently: the cache must win
         resumed = make_llm(server, tmp_path, fast_limits)
-        report = run(resumed, cfg, fast_limits)
+        report = run(resumed, cfg)
     assert len(report.examples) == 8
     assert resumed.meter.cached == paid  # every request answered before came from disk
     assert server.answered == paid + resumed.meter.sent

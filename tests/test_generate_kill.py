@@ -15,7 +15,7 @@ from p2m.tasks.llm import Endpoint, LLMClient
 from p2m.tasks.parse import parse_prompt, read_prompt_file
 from p2m.tasks.run_store import dataset_rows, read_jsonl
 from tests.conftest import EXAMPLE, REPO
-from tests.fake_llm_server import FakeLLMServer, words_to_number
+from tests.fake_llm_server import FakeLLMServer, request_kind, words_to_number
 
 CFG = dict(num_examples=24, votes=2)  # as the command line below sets them
 
@@ -24,11 +24,14 @@ def hashed_teacher(messages, request):
     """Deterministic: the same request always gets the same reply, whoever sends it."""
     from examples.make_datasets import number_to_words
 
-    prompt = messages[-1]["content"]
-    if "Write one new example" in prompt:
-        n = int(hashlib.sha256(f"{prompt}{request.get('temperature')}".encode()).hexdigest(), 16) % 90_000 + 1000
-        return json.dumps({"input": number_to_words(n), "output": str(n)})
-    return words_to_number(prompt.rsplit("Input:", 1)[-1].split("\n", 1)[0].strip())
+    kind, value = request_kind(messages)
+    if kind == "generate":
+        numbers = [int(hashlib.sha256(f"{messages}{request.get('temperature')}{i}".encode()).hexdigest(), 16) % 90_000 + 1000
+                   for i in range(value)]
+        return json.dumps({"examples": [{"input": number_to_words(n), "output": str(n)} for n in numbers]})
+    if kind == "aspects":
+        return json.dumps({"aspects": ["size", "round numbers"]})
+    return words_to_number(str(value))
 
 
 def test_kill_9_then_resume(tmp_path, prefect_harness):
@@ -62,5 +65,5 @@ def test_kill_9_then_resume(tmp_path, prefect_harness):
         # Nothing accepted is lost: the result equals an uninterrupted run's.
         limits = LimitsConfig(requests_per_minute=6000, max_concurrency=4)
         llm = LLMClient(Endpoint(server.base_url, "test", server.model), limits, tmp_path / "fresh.sqlite")
-        reference = asyncio.run(generate_examples(llm, parse_prompt(read_prompt_file(EXAMPLE)), GenerationConfig(**CFG), limits))
+        reference = asyncio.run(generate_examples(llm, parse_prompt(read_prompt_file(EXAMPLE)), GenerationConfig(**CFG)))
     assert dataset_rows(tmp_path / "gen" / "generated") == reference.examples

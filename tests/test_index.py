@@ -3,7 +3,8 @@ import shutil
 
 from p2m.tasks.config import RetrievalConfig
 from p2m.tasks.index import build_dataset_index, hub_dataset_records, load_dataset_index, read_index, refresh_indexes
-from p2m.tasks.parse import PromptSpec, parse_prompt, read_prompt_file
+from p2m.tasks.parse import parse_prompt, read_prompt_file
+from p2m.tasks.spec import PromptSpec
 from p2m.tasks.registry import scan_datasets
 from p2m.tasks.retrieve_datasets import fit_similarity, retrieve_dataset
 from tests.conftest import DATASETS, EXAMPLE, REPO

@@ -10,8 +10,9 @@ from p2m.tasks.run_store import read_json
 from tests.conftest import DATASETS, EXAMPLE
 
 QUICK = {
-    "retrieval": {"model": "tiny-gpt2", "max_rows": 60},
-    "generation": {"num_examples": 6, "batch_size": 4, "votes": 2},
+    "retrieval": {"max_rows": 60},
+    "student": {"model": "tiny-gpt2"},
+    "generation": {"num_examples": 6, "batch_size": 2, "examples_per_request": 2, "votes": 2},
     "process": {"max_test_examples": 8},
     "train": {"epochs": 1},
     "evaluation": {"max_new_tokens": 8},
@@ -140,7 +141,7 @@ def test_generate_command_writes_dataset_and_request_log(tmp_path, capsys, prefe
     assert len(rows) == 5 and all(r["output"].isdigit() for r in rows)
     log = read_jsonl(out / "generation.jsonl")
     # Every request is logged, answered by the server or (from earlier tests' runs) by the cache.
-    assert sum(not r["cached"] for r in log) == numbers_server.answered and all(r["purpose"] == "generate" for r in log)
+    assert sum(not r["cached"] for r in log) == numbers_server.answered and {r["purpose"] for r in log} == {"aspects", "generate"}  # the variety plan, then the examples
 
 
 def test_a_person_chooses_the_dataset_in_the_prefect_ui(tmp_path, prefect_harness, numbers_server, monkeypatch):
@@ -191,8 +192,7 @@ def parsing_numbers_teacher(messages, request):
     """The numbers teacher, which also splits a free-text prompt (as a capable LLM would)."""
     from tests.fake_llm_server import numbers_teacher
 
-    prompt = messages[-1]["content"]
-    if "Split the task prompt" in prompt:
+    if messages[0]["content"].startswith("You split a task prompt"):
         return json.dumps({"instruction": "Convert the number written in English words to digits.", "language": "ja",
                            "demonstrations": [{"input": "three hundred forty-two", "output": "342"}, {"input": "seventeen", "output": "17"}]})
     return numbers_teacher(messages, request)

@@ -21,7 +21,8 @@ import pytest
 from p2m.tasks.config import LimitsConfig
 from p2m.tasks.errors import P2MError
 from p2m.tasks.llm import Endpoint, LLMClient
-from p2m.tasks.parse import prompt_identity, read_prompt_file
+from p2m.tasks.parse import read_prompt_file
+from p2m.tasks.spec import prompt_identity
 from tests.conftest import DATASETS, EXAMPLE, REPO
 from tests.fake_llm_server import FakeLLMServer
 
@@ -244,7 +245,7 @@ def test_truncated_replies_are_rejected_and_counted(tmp_path, fast_limits):
     spec = parse_prompt(read_prompt_file(EXAMPLE))
     with FakeLLMServer(lambda m, r: '{"input": "forty-one", "outp') as server:
         llm = LLMClient(Endpoint(server.base_url, "k", server.model), fast_limits, tmp_path / "c.sqlite")
-        report = asyncio.run(generate_examples(llm, spec, GenerationConfig(num_examples=5, batch_size=2, max_stale_batches=2), fast_limits))
+        report = asyncio.run(generate_examples(llm, spec, GenerationConfig(num_examples=5, batch_size=2, max_stale_batches=2)))
     assert report.examples == [] and report.rejected == {"not_json": 4} and "2 batches in a row" in report.stop_reason
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from p2m.tasks.config import RetrievalConfig
+from p2m.tasks.config import RetrievalConfig, StudentConfig
 from p2m.tasks.errors import BadInputError
 from p2m.tasks.parse import parse_prompt, read_prompt_file
 from p2m.tasks.registry import scan_datasets
@@ -29,7 +29,7 @@ def test_gated_dataset_is_skipped_with_its_reason(tmp_path):
 
 
 def test_nothing_fits_is_a_valid_answer(tmp_path):
-    from p2m.tasks.parse import PromptSpec
+    from p2m.tasks.spec import PromptSpec
 
     spec = PromptSpec(instruction="Write a haiku about the sea in Japanese")
     record = retrieve_dataset(spec, RetrievalConfig(min_dataset_score=0.6), DATASETS, tmp_path)
@@ -41,15 +41,15 @@ def test_forcing_an_unknown_dataset_or_model_says_what_exists(tmp_path):
     with pytest.raises(BadInputError, match="number_words"):
         retrieve_dataset(SPEC, RetrievalConfig(dataset="nope"), DATASETS, tmp_path)
     with pytest.raises(BadInputError, match="smollm2-135m-instruct"):
-        choose_model(SPEC, RetrievalConfig(model="nope"), None, tmp_path)
+        choose_model(SPEC, StudentConfig(model="nope"), None, tmp_path)
 
 
 def test_model_choice_leaves_out_test_models_and_oversized_ones(tmp_path):
-    choice = choose_model(SPEC, RetrievalConfig(), None, tmp_path)
+    choice = choose_model(SPEC, StudentConfig(), None, tmp_path)
     assert choice["name"] == "smollm2-135m-instruct" and "score" in choice["reason"]
     assert all(c["name"] not in ("tiny-t5", "tiny-gpt2") for c in choice["candidates"])
     with pytest.raises(BadInputError, match="no model under"):
-        choose_model(SPEC, RetrievalConfig(model_size_cap_gb=0.1), None, tmp_path)
+        choose_model(SPEC, StudentConfig(model_size_cap_gb=0.1), None, tmp_path)
 
 
 def test_retrieve_datasets_command_prints_json_best_first(capsys):
@@ -69,7 +69,7 @@ def test_llm_reranker_majority_vote_can_overrule_or_reject(tmp_path):
             self.replies = replies
 
         def complete(self, messages, **kw):
-            assert kw["n"] == 3 and "number_words" in messages[0]["content"]
+            assert kw["n"] == 3 and "number_words" in messages[-1]["content"]  # the candidates, after the task
             return self.replies
 
     cfg = RetrievalConfig(rerank="llm", max_rows=5, min_dataset_score=0.0)

@@ -16,6 +16,7 @@ import pytest
 from p2m.deployments.deploy import deploy_all, deployment_specs, ensure_work_pools
 from p2m.tasks.run_store import read_json
 from tests.conftest import DATASETS, EXAMPLE, REPO
+from tests.fake_llm_server import request_kind
 from tests.test_pipeline import QUICK, states
 
 
@@ -168,7 +169,7 @@ def test_worker_killed_mid_run_is_marked_crashed_and_retry_keeps_every_finished_
     ensure_work_pools()
     deploy_all(deployment_specs())
     # The teacher baseline (evaluation's temperature-0 answers) never returns: the run is mid-evaluation.
-    numbers_server.stall_if = lambda body: body.get("temperature") == 0 and "Input:" in body["messages"][-1]["content"]
+    numbers_server.stall_if = lambda body: body.get("temperature") == 0 and request_kind(body["messages"])[0] == "answer"
     out = tmp_path / "run"
     flow_run = run_deployment("p2m-pipeline/pipeline", timeout=0, parameters={
         "prompt_file": str(EXAMPLE), "out_dir": str(out), "datasets_dir": str(DATASETS), "overrides": QUICK})

@@ -46,11 +46,11 @@ def test_train_then_evaluate_both_architectures(splits, tmp_path, model, archite
     log = read_jsonl(tmp_path / "train_log.jsonl")
     assert sum("eval_loss" in e for e in log) == 2  # validation every epoch: loss and generation metrics
     assert sum("eval_exact_match" in e for e in log) == 2
-    assert (tmp_path / "model" / "model.safetensors").exists() and (tmp_path / "model" / "README.md").exists()
+    assert (tmp_path / "model" / "model.safetensors").exists() and not (tmp_path / "model" / "README.md").exists()
     metrics = evaluate_run(SPEC, out / "splits", tmp_path / "model", architecture, EvalConfig(max_new_tokens=4), tmp_path)
     assert set(metrics["student"]["held_out"]) >= {"exact_match", "chrf", "bertscore_f1", "ms_per_example"}
     assert len(read_jsonl(tmp_path / "predictions.jsonl")) == 4
-    assert "Scores: held_out" in (tmp_path / "model" / "README.md").read_text()
+    assert "Scores: held_out" in (tmp_path / "model_card.md").read_text()  # the card is its own artifact, after evaluation
 
 
 def test_training_resumes_from_its_last_checkpoint(splits, tmp_path):

@@ -1,0 +1,118 @@
+"""The run's report, rendered once for each place people read it: the terminal, the Prefect UI
+(markdown artifact) and the model card.
+
+A summary is the dict `summary.json` holds: stages with their state and seconds, and the
+headline facts the pipeline adds (metrics, generation counts and costs, teacher and student).
+`report_sections` turns it into titled tables; `as_text` and `as_markdown` only lay them out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from p2m.tasks.train_format import format_prompt
+
+SCORES = ("exact_match", "chrf", "bertscore_f1", "ms_per_example")
+
+
+def score_tables(metrics: dict | None) -> list[tuple[str, list[list[str]]]]:
+    """Per test set: (title, rows) comparing student and teacher; rows start with a header."""
+    tables = []
+    for test_set, student in ((metrics or {}).get("student") or {}).items():
+        teacher = ((metrics or {}).get("teacher") or {}).get(test_set) or {}
+        rows = [["", "student", "teacher"]] + [[m, str(student.get(m, "-")), str(teacher.get(m, "-"))] for m in SCORES]
+        tables.append((f"{test_set} ({student['n']} examples)", rows))
+    return tables
+
+
+def facts(summary: dict) -> list[tuple[str, str]]:
+    """(label, text) lines: who taught, what was generated at what cost, where the model is."""
+    lines = []
+    if summary.get("teacher_title"):
+        lines.append(("teacher", summary["teacher_title"]))
+    if summary.get("model_name"):
+        size = f" ({summary['student_size_mb']} MB)" if summary.get("student_size_mb") else ""
+        lines.append(("student", f"{summary['model_name']}{size}, fine-tuned"))
+    usage = summary.get("generation_usage")
+    if usage:
+        bounds = summary.get("generation_bounds") or {}
+        budget = f" of ${bounds['cost_budget_usd']:.2f} budget" if bounds.get("cost_budget_usd") is not None else ""
+        cap = f" (cap {bounds['request_cap']})" if bounds.get("request_cap") else ""
+        price = "" if usage.get("price_known", True) else " (price unknown for this model)"
+        lines.append(("generated", f"{summary.get('generated', 0)} examples from {usage['requests']} teacher requests{cap} "
+                                   f"({usage['cached']} from cache), {usage['prompt_tokens'] + usage['completion_tokens']} tokens, "
+                                   f"cost ${usage['cost_usd']:.4f}{budget}{price}"))
+        lines.append(("stopped", str(summary.get("generation_stop"))))
+    if summary.get("model"):
+        lines += [("model", summary["model"]), ("metrics", f"{summary['run_dir']}/metrics.json"),
+                  ("demo", f"p2m demo {summary['run_dir']}")]
+    if summary.get("error"):
+        lines.append(("stopped by", summary["error"]))
+    return lines
+
+
+def report_sections(summary: dict) -> list[tuple[str, list[list[str]]]]:
+    """The whole report as titled tables (each starting with its header row)."""
+    stages = [["stage", "state", "seconds"]] + [[s["stage"], s["state"], f"{s['seconds']:.1f}"] for s in summary["stages"]]
+    stages.append(["total", "", f"{summary['total_seconds']:.1f}"])
+    return [("Stages", stages)] + score_tables(summary.get("metrics")) + ([("Run", [["", ""]] + [list(f) for f in facts(summary)])]
+                                                                         if facts(summary) else [])
+
+
+def as_text(sections: list[tuple[str, list[list[str]]]]) -> str:
+    """Tables laid out in columns for a terminal."""
+    out = []
+    for title, rows in sections:
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        out.append(f"\n{title}")
+        for row in rows if any(rows[0]) else rows[1:]:
+            out.append("  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+    return "\n".join(out)
+
+
+def as_markdown(sections: list[tuple[str, list[list[str]]]]) -> str:
+    """Tables as markdown, one heading each."""
+    out = []
+    for title, rows in sections:
+        header, body = rows[0], rows[1:]
+        out += ["", f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in body]
+    return "\n".join(out).strip()
+
+
+def summary_text(summary: dict) -> str:
+    return as_text(report_sections(summary))
+
+
+def summary_markdown(summary: dict) -> str:
+    return f"# p2m run\n\nRun folder: `{summary['run_dir']}`\n\n" + as_markdown(report_sections(summary))
+
+
+def model_card(instruction: str, train_record: dict, metrics: dict | None, teacher: str | None = None) -> str:
+    """The model card: what the model does, how to call it, how it was trained, and its scores."""
+    lines = [
+        "---", "library_name: transformers", f"base_model: {train_record['base_model']}", "tags: [p2m, prompt2model]", "---",
+        "# A p2m student model", "",
+        f"Fine-tuned by [p2m](https://arxiv.org/abs/2308.12261) for this task: {instruction}", "",
+        "## Use", "", "Give the model this text and read the answer after `Output:`:", "",
+        "```", format_prompt(instruction, "<your input>"), "```", "",
+        "## Training", "",
+        f"Base model {train_record['base_model']} ({train_record['architecture']}), {train_record['train_examples']} examples, "
+        f"{train_record['epochs']} epochs, learning rate {train_record['learning_rate']}, batch size {train_record['batch_size']}, "
+        f"max length {train_record['max_length']} tokens, {'LoRA (merged)' if train_record['lora'] else 'full fine-tuning'}, "
+        f"on {train_record['device']}: final training loss {train_record['train_loss']}."
+        + (f" Training data written by {teacher}." if teacher else ""),
+    ]
+    tables = score_tables(metrics)
+    if tables:
+        lines += ["", as_markdown([(f"Scores: {title}", rows) for title, rows in tables])]
+    if metrics and metrics.get("info", {}).get("note"):
+        lines += ["", metrics["info"]["note"] + "."]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(run_dir: Path, instruction: str, train_record: dict, metrics: dict | None, teacher: str | None = None) -> Path:
+    """`run_dir/model_card.md`, its own artifact: the model folder stays exactly what training saved."""
+    path = Path(run_dir) / "model_card.md"
+    path.write_text(model_card(instruction, train_record, metrics, teacher), encoding="utf-8")
+    return path
