@@ -121,8 +121,10 @@ def plot_artifacts(run_dir: Path) -> list[str]:
 def summary_markdown(summary: dict) -> str:
     """The summary as a markdown report: stages, then student vs teacher per test set."""
     where = summary.get("location") or summary["run_dir"]
-    copy = f" (the worker's copy: `{summary['run_dir']}`)" if where != summary["run_dir"] else ""
-    lines = ["# p2m run", "", f"Run folder: `{where}`{copy}", "", "| stage | state | seconds |", "|---|---|---|"]
+    lines = ["# p2m run", "", f"Run folder: `{where}`"]
+    if where != summary["run_dir"]:
+        lines += ["", f"The worker's copy: `{summary['run_dir']}`"]
+    lines += ["", "| stage | state | seconds |", "|---|---|---|"]
     lines += [f"| {s['stage']} | {s['state']} | {s['seconds']:.1f} |" for s in summary["stages"]]
     metrics = summary.get("metrics") or {}
     for test_set, student in (metrics.get("student") or {}).items():
