@@ -73,3 +73,15 @@ def test_the_prompt_given_twice_or_not_at_all_fails_before_any_work(tmp_path, pr
     with pytest.raises(BadInputError, match="no prompt"):
         pipeline(out_dir=str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_the_nightly_form_takes_a_pasted_prompt_too(tmp_path, prefect_harness, numbers_server, monkeypatch):
+    from p2m.flows.generate import generate_flow
+    from p2m.tasks.run_store import dataset_rows
+
+    monkeypatch.setenv("OPENAI_BASE_URL", numbers_server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    report = generate_flow(prompt=PASTED, num_examples=3, overrides={"runs_root": str(tmp_path / "runs"), "generation": {"votes": 1}})
+    folder = tmp_path / "runs" / run_name(prompt_from_text(PASTED))
+    assert report["accepted"] == 3 and len(dataset_rows(folder / "generated")) == 3
+    assert (folder / "prompt.txt").read_text(encoding="utf-8").strip() == PASTED.strip()
