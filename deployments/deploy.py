@@ -106,6 +106,8 @@ def deploy_all(specs: list[DeploymentSpec], source: Path = ROOT, settings=None) 
             description=spec.description + (" Paused: deploy again with its parameters to schedule it." if incomplete else ""),
             paused=incomplete or None, concurrency_limit=spec.concurrency_limit,
         )
+        # The schema Prefect made from the signature, before it is sent (a private attribute in
+        # Prefect 3.8, pinned below 3.9; test_deploy checks what the server ends up holding).
         show_settings(deployment._parameter_openapi_schema.properties, flow.fn, settings)
         [deployment_id] = deploy(deployment, work_pool_name=spec.pool, build=False, push=False, print_next_steps_message=False,
                                  ignore_warnings=True)
