@@ -98,7 +98,7 @@ def fetch(url: str, home: Path, what: str) -> Path:
         raise _store_error(what, url, e) from None
     folder = _folder_for(home, "fetched", url)
     name = root.rsplit("/", 1)[-1] or "root"
-    manifest_path = folder / ".p2m-fetched.json"  # what each local file was fetched as (a dot name: no input is called that)
+    manifest_path = folder / ".p2m-fetched.json"  # what each local file was fetched as
     before = read_json(manifest_path) if manifest_path.exists() else {}
     after = {}
     for key, file_info in remote.items():
