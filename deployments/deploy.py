@@ -1,12 +1,14 @@
 """Register p2m with a Prefect server: the work pools and the deployments (`p2m deploy`).
 
-| deployment | flow | pool | schedule |
-|---|---|---|---|
-| p2m-pipeline/pipeline | the whole pipeline; the UI shows its parameters as a form | cpu | on demand |
-| p2m-generate/nightly-regeneration | new data for a saved prompt, seeded by date | cpu | 02:00 nightly |
-| p2m-index-refresh/nightly-index-refresh | rebuild the retrieval indexes | cpu | 03:00 nightly |
-| p2m-train-evaluate/gpu | train + evaluate a run folder | gpu | on demand |
-| p2m-publish-demo/demo | serve or replace the demo page of a run folder | cpu | on demand |
+| deployment | flow | pool | schedule | tags |
+|---|---|---|---|---|
+| p2m-pipeline/pipeline | the whole pipeline; the UI shows its parameters as a form | cpu | on demand | p2m, pipeline |
+| p2m-generate/nightly-regeneration | new data for a saved prompt, seeded by date | cpu | 02:00 nightly | p2m, generate, nightly |
+| p2m-index-refresh/nightly-index-refresh | rebuild the retrieval indexes | cpu | 03:00 nightly | p2m, retrieval, nightly |
+| p2m-train-evaluate/gpu | train + evaluate a run folder | gpu | on demand | p2m, train, gpu |
+| p2m-publish-demo/demo | serve or replace the demo page of a run folder | cpu | on demand | p2m, demo |
+
+The tags let a team's UI filter p2m's deployments (and their runs, which carry them) from the rest.
 
 Both pools are `process` pools: a worker started on a machine runs the flows there
 (`prefect worker start --pool gpu` on the GPU machine). The deployments run the code from this
@@ -41,22 +43,27 @@ class DeploymentSpec:
     parameters: dict = field(default_factory=dict)
     description: str = ""
     concurrency_limit: int | None = None
+    tags: tuple[str, ...] = ()
 
 
 def deployment_specs(nightly_prompt: str | None = None, nightly_out: str | None = None, index_out: str | None = None,
                      datasets_dir: str | None = None) -> list[DeploymentSpec]:
     """What `deploy_all` registers; nightly parameters come from the arguments."""
     return [
-        DeploymentSpec("flows/pipeline.py:pipeline", "pipeline", "cpu", description="Prompt in; data, model, scores and demo out."),
+        # From the UI, a run ends with its demo served and linked on the run's page.
+        DeploymentSpec("flows/pipeline.py:pipeline", "pipeline", "cpu", parameters={"publish_demo": True},
+                       description="Prompt in; data, model, scores and demo out.", tags=("p2m", "pipeline")),
         DeploymentSpec("flows/generate.py:generate_flow", "nightly-regeneration", "cpu", "0 2 * * *",
                        {"prompt_file": nightly_prompt, "out_dir": nightly_out, "fresh_seed": True} if nightly_prompt and nightly_out else {},
-                       "Regenerate training data for a saved prompt every night."),
+                       "Regenerate training data for a saved prompt every night.", tags=("p2m", "generate", "nightly")),
         DeploymentSpec("flows/index_refresh.py:index_refresh_flow", "nightly-index-refresh", "cpu", "0 3 * * *",
-                       {"out_dir": index_out, "datasets_dir": datasets_dir} if index_out else {}, "Rebuild the retrieval indexes every night."),
+                       {"out_dir": index_out, "datasets_dir": datasets_dir} if index_out else {}, "Rebuild the retrieval indexes every night.",
+                       tags=("p2m", "retrieval", "nightly")),
         # One fine-tune per GPU at a time: more runs wait in the queue instead of sharing the card.
         DeploymentSpec("flows/train_evaluate.py:train_evaluate_flow", "gpu", "gpu", description="Train and evaluate a run folder on the GPU pool.",
-                       concurrency_limit=1),
-        DeploymentSpec("flows/publish_demo.py:publish_demo_flow", "demo", "cpu", description="Serve or replace the demo page for a run folder."),
+                       concurrency_limit=1, tags=("p2m", "train", "gpu")),
+        DeploymentSpec("flows/publish_demo.py:publish_demo_flow", "demo", "cpu", description="Serve or replace the demo page for a run folder.",
+                       tags=("p2m", "demo")),
     ]
 
 
@@ -77,19 +84,33 @@ def ensure_work_pools(names: tuple[str, ...] = POOLS) -> list[str]:
     return created
 
 
-def deploy_all(specs: list[DeploymentSpec], source: Path = ROOT) -> dict[str, str]:
-    """Register every deployment (paused when its schedule lacks parameters); returns name -> id."""
-    from prefect import Flow
+def deploy_all(specs: list[DeploymentSpec], source: Path = ROOT, settings=None) -> dict[str, str]:
+    """Register every deployment (paused when its schedule lacks parameters); returns name -> id.
 
+    The Run forms show the value `settings` (default: the settings here, P2M_* variables and
+    .env) give for each field that sets a setting, with its bounds (`p2m.flows.form`).
+    """
+    from prefect import Flow
+    from prefect.deployments.runner import deploy
+
+    from p2m.flows.form import show_settings
+    from p2m.tasks.config import load_settings
+
+    settings = settings or load_settings()
     ids = {}
     for spec in specs:
         flow = Flow.from_source(source=str(source), entrypoint=spec.entrypoint)
         incomplete = spec.cron is not None and not spec.parameters
-        deployment_id = flow.deploy(
-            name=spec.name, work_pool_name=spec.pool, cron=spec.cron, parameters=spec.parameters or None,
+        deployment = flow.to_deployment(
+            name=spec.name, work_pool_name=spec.pool, cron=spec.cron, parameters=spec.parameters or None, tags=list(spec.tags),
             description=spec.description + (" Paused: deploy again with its parameters to schedule it." if incomplete else ""),
-            paused=incomplete or None, concurrency_limit=spec.concurrency_limit, build=False, push=False, print_next_steps=False, ignore_warnings=True,
+            paused=incomplete or None, concurrency_limit=spec.concurrency_limit,
         )
+        # The schema Prefect made from the signature, before it is sent (a private attribute in
+        # Prefect 3.8, pinned below 3.9; test_deploy checks what the server ends up holding).
+        show_settings(deployment._parameter_openapi_schema.properties, flow.fn, settings)
+        [deployment_id] = deploy(deployment, work_pool_name=spec.pool, build=False, push=False, print_next_steps_message=False,
+                                 ignore_warnings=True)
         ids[f"{flow.name}/{spec.name}"] = str(deployment_id)
     return ids
 

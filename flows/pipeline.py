@@ -10,6 +10,9 @@ from __future__ import annotations
 from prefect import flow
 
 from p2m.flows.choose import ask_for_dataset
+from p2m.flows.form import setting_parameter
+from p2m.flows.publish_demo import link_demo
+from p2m.flows.publish_demo import publish_demo_task as serve_demo_task
 from p2m.flows.tracking import flow_run, with_options
 from p2m.flows.train_evaluate import train_and_evaluate, train_and_evaluate_on_deployment
 from p2m.tasks.cache_keys import sources_fingerprint
@@ -26,34 +29,45 @@ from p2m.tasks.stages import (
 )
 
 
+NumExamples = setting_parameter("generation.num_examples")
+ModelSizeCap = setting_parameter("student.model_size_cap_gb")
+
+
 @flow(name="p2m-pipeline")
 def pipeline(
-    prompt_file: str,
-    out_dir: str,
-    num_examples: int | None = None,
-    datasets_dir: str | None = None,
-    eval_data: str | None = None,
-    model_size_cap_gb: float | None = None,
-    dataset: str | None = None,
-    model: str | None = None,
+    prompt_file: str = "",
+    out_dir: str = "",
+    prompt: str = "",
+    num_examples: NumExamples = None,
+    datasets_dir: str = "",
+    models_dir: str = "",
+    eval_data: str = "",
+    model_size_cap_gb: ModelSizeCap = None,
+    dataset: str = "",
+    model: str = "",
     choose_dataset_in_ui: bool = False,
+    publish_demo: bool = False,
     overrides: dict | None = None,
 ) -> dict:
-    """Run every stage for `prompt_file` into `out_dir`; returns the run summary.
+    """Run every stage for the prompt (pasted, or `prompt_file`) into `out_dir`; returns the run summary.
 
     Stages whose inputs did not change are served from the cache. Settings not given here come
-    from P2M_* variables and `.env` on the machine that runs the flow.
+    from P2M_* variables and `.env` on the machine that runs the flow. Every path may also be a
+    URL (s3://bucket/key, or any fsspec URL), read and written with the worker's credentials.
 
     Args:
-        prompt_file: Path of the prompt file (free text, or YAML with instruction and demonstrations).
-        out_dir: The run folder; re-using it resumes the run.
+        prompt_file: The prompt file (free text, or YAML with instruction and demonstrations): a path on the worker or a URL. Empty when the prompt is pasted below.
+        out_dir: The run folder (a path on the worker or a URL); re-using it resumes the run. Empty: a folder named from the prompt under P2M_RUNS_ROOT (the summary says where).
+        prompt: The prompt itself, pasted: an instruction and a few examples, as free text or as YAML (instruction:, demonstrations:). Give this or prompt_file, not both.
         num_examples: Examples to generate with the teacher (0: retrieved data only).
-        datasets_dir: Folder of local datasets to retrieve from (laid out like Hugging Face dataset repos).
-        eval_data: JSONL file with input/output pairs: a real test set, scored for student and teacher.
+        datasets_dir: Folder of local datasets to retrieve from (laid out like Hugging Face dataset repos): a path on the worker or a URL.
+        models_dir: Folder of student models to choose from (laid out like Hugging Face model repos): a path on the worker or a URL.
+        eval_data: A real test set (JSON Lines, JSON, CSV or Parquet with input and output columns): a path on the worker or a URL; scored for student and teacher.
         model_size_cap_gb: Students larger than this are left out.
         dataset: Use this dataset ('none': generated data only); empty lets p2m choose.
         model: Use this student model; empty lets p2m choose.
         choose_dataset_in_ui: Pause when the candidates are found, and let a person choose here.
+        publish_demo: Serve the trained model's demo page when the run ends (replacing the one on P2M_DEMO_PORT); its link is on the run's page.
         overrides: Any other settings, nested by section as in .env.example (e.g. {"train": {"epochs": 1}}).
     """
     overrides = with_options(
@@ -65,7 +79,9 @@ def pipeline(
     )
     if datasets_dir:
         overrides["datasets_dir"] = datasets_dir
-    with flow_run(prompt_file, out_dir, overrides) as run:
+    if models_dir:
+        overrides["models_dir"] = models_dir
+    with flow_run(prompt_file, out_dir, overrides, prompt_text=prompt) as run:
         s, run_dir, teacher, stages = run.settings, run.run_dir, run.teacher, run.stages
         spec = stages.run("parse", parse_task, "spec.json", prompt=run.prompt, run_dir=run_dir, teacher=teacher)
         sources = dict(datasets_dir=s.datasets_dir, datasets_index=s.datasets_index,
@@ -87,6 +103,9 @@ def pipeline(
         else:
             model, metrics = train_and_evaluate(run, spec, ref(splits), choice)
         stages.run("publish_demo", publish_demo_task, "demo.json", run_dir=run_dir, model=model)
+        if publish_demo:
+            served = stages.run("serve_demo", serve_demo_task, "demo_service.json", run_dir=str(run_dir), host=s.demo_host, port=s.demo_port)
+            stages.details["demo_url"] = link_demo(served, s.demo_host)
         stages.details.update(metrics=metrics, model=model["path"], model_name=choice["name"], dataset=retrieved["chosen"],
                               generated=generated.get("accepted", 0), generation_stop=generated.get("stop_reason"),
                               generation_usage=generated.get("usage"),

@@ -12,21 +12,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from p2m.tasks.config import Settings, load_settings
-from p2m.tasks.inputs import check_run_inputs, check_settings_paths
+from p2m.tasks.errors import BadInputError
+from p2m.tasks.inputs import check_settings_paths, read_run_prompt
+from p2m.tasks.locations import RunLocation, fetch_inputs, in_user_terms, pull_run, run_location
 from p2m.tasks.report import summary_markdown
+from p2m.tasks.run_store import check_run_dir, claim_run_dir, write_json
 from p2m.tasks.spec import PromptFile, prompt_identity
-from p2m.tasks.run_store import claim_run_dir, write_json
 from p2m.tasks.teacher import Teacher
 
 
 class StageTracker:
-    def __init__(self, run_dir: Path, storage_url: str | None = None):
-        """With `storage_url` (s3://...), results go to remote storage and the folder is mirrored there."""
+    def __init__(self, run_dir: Path, storage_url: str | None = None, remote: str | None = None):
+        """With `storage_url` (s3://...), results go to remote storage and the folder is mirrored
+        to STORAGE_URL/runs/NAME; with `remote` (a folder URL), the folder is mirrored there instead."""
         self.run_dir = Path(run_dir)
         self.stages: list[dict] = []
         self.details: dict = {}
         self.started = time.monotonic()
         self.storage_url = storage_url
+        self.remote = remote
+        if remote is None and storage_url:
+            from p2m.tasks.storage import run_url
+
+            self.remote = run_url(storage_url, self.run_dir)
         self.result_storage = None
         if storage_url:
             from p2m.tasks.storage import results_storage
@@ -34,10 +42,10 @@ class StageTracker:
             self.result_storage = results_storage(storage_url)
 
     def mirror(self) -> None:
-        if self.storage_url and self.run_dir.exists():
-            from p2m.tasks.storage import push
+        if self.remote and self.run_dir.exists():
+            from p2m.tasks.storage import push_folder
 
-            push(self.run_dir, self.storage_url)
+            push_folder(self.run_dir, self.remote)
 
     def run(self, name: str, task, artifact: str, **params):
         """Call `task(**params)`; returns its result or raises its error after recording the state.
@@ -62,7 +70,7 @@ class StageTracker:
 
     def write_summary(self, finished: bool) -> dict:
         """Write summary.json (stages so far, and whether the flow got to its end); returns it."""
-        summary = {"run_dir": str(self.run_dir), "finished": finished, "stages": self.stages,
+        summary = {"run_dir": str(self.run_dir), "location": self.remote or str(self.run_dir), "finished": finished, "stages": self.stages,
                    "total_seconds": round(time.monotonic() - self.started, 1), **self.details}
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.run_dir / "summary.json", summary)
@@ -113,7 +121,11 @@ def plot_artifacts(run_dir: Path) -> list[str]:
 
 @dataclass
 class FlowRun:
-    """What every flow starts from: settings, run folder, the prompt file read, the teacher, the tracker."""
+    """What every flow starts from: settings, run folder, the prompt file read, the teacher, the tracker.
+
+    `location` says where the run folder is (its URL when it has one); `run_dir` is the copy the
+    stages work in on this machine.
+    """
 
     settings: Settings
     run_dir: Path
@@ -121,35 +133,54 @@ class FlowRun:
     teacher: Teacher
     stages: StageTracker
     summary: dict = field(default_factory=dict)
+    location: RunLocation | None = None
 
 
 def with_options(overrides: dict | None, **sections: dict) -> dict:
-    """`overrides` with the flow's form fields merged in (fields left at None are not set)."""
+    """`overrides` with the flow's form fields merged in (fields left at None or empty are not set)."""
     merged = {k: dict(v) if isinstance(v, dict) else v for k, v in (overrides or {}).items()}
     for section, values in sections.items():
-        given = {k: v for k, v in values.items() if v is not None}
+        given = {k: v for k, v in values.items() if v is not None and v != ""}
         if given:
             merged[section] = {**merged.get(section, {}), **given}
     return merged
 
 
 @contextlib.contextmanager
-def flow_run(prompt_file: str | None, out_dir: str, overrides: dict | None):
-    """Set up a flow run; on exit stop the teacher and write the summary, even after a failure."""
-    settings = load_settings(overrides)
-    run_dir = Path(out_dir).resolve()
-    if settings.storage_url:
-        from p2m.tasks.storage import pull
+def flow_run(prompt_file: str | None, out_dir: str | None, overrides: dict | None, prompt_text: str | None = None):
+    """Set up a flow run; on exit stop the teacher and write the summary, even after a failure.
 
-        pull(run_dir, settings.storage_url)  # a machine that lacks the folder continues from storage
-    prompt = None
-    if prompt_file:
-        prompt = check_run_inputs(settings, Path(prompt_file), run_dir)
-        # Claimed before anything is written: a folder holding another prompt's run is left untouched.
-        claim_run_dir(run_dir, prompt_identity(prompt), str(prompt_file))
-    else:
-        check_settings_paths(settings)
-    run = FlowRun(settings, run_dir, prompt, Teacher(settings), StageTracker(run_dir, settings.storage_url))
+    The prompt is `prompt_text` (pasted) or `prompt_file` (a path or URL): exactly one, checked
+    with everything else before any work starts. Both None: a flow on an existing run folder
+    (train, evaluate), which has no prompt to read. `out_dir` is a path or a URL; empty, the run
+    folder is named from the prompt under P2M_RUNS_ROOT. Inputs given as URLs are fetched first.
+    """
+    settings = load_settings(overrides)
+    overrides, fetched = fetch_inputs(overrides or {}, settings.home)
+    if fetched:
+        settings = load_settings(overrides)
+    try:
+        prompt = None
+        if prompt_file is not None or prompt_text is not None:
+            prompt = read_run_prompt(prompt_file, prompt_text, settings.parse.max_prompt_chars)
+        location = run_location(out_dir, prompt, settings.home, settings.runs_root, settings.storage_url)
+        if location.url:
+            fetched[str(location.run_dir)] = location.url
+        pull_run(location)  # a machine that lacks the folder continues from its remote copy
+        run_dir = location.run_dir
+        if prompt is not None:
+            check_run_dir(run_dir, prompt_identity(prompt))
+            check_settings_paths(settings)
+            # Claimed before anything is written: a folder holding another prompt's run is left untouched.
+            claim_run_dir(run_dir, prompt_identity(prompt), str(prompt_file) if prompt_file else "(pasted prompt)")
+            if not prompt_file:  # the pasted text is kept with the run, as a prompt file would be
+                (run_dir / "prompt.txt").write_text(prompt.text + "\n", encoding="utf-8")
+        else:
+            check_settings_paths(settings)
+    except BadInputError as e:  # named as the person gave them: URLs, not this machine's copies
+        raise BadInputError(in_user_terms(str(e), fetched)) from None
+    run = FlowRun(settings, run_dir, prompt, Teacher(settings), StageTracker(run_dir, settings.storage_url, location.remote),
+                  location=location)
     error = None
     try:
         yield run

@@ -52,7 +52,13 @@ def train_and_evaluate_on_deployment(run: FlowRun, deployment: str, overrides: d
     """
     from prefect.deployments import run_deployment
 
-    child = run_deployment(deployment, parameters={"run_dir": str(run.run_dir), "overrides": overrides}, timeout=None)
+    # A run folder given as a URL is passed as the URL: the GPU machine works on its own copy of it.
+    where = run.location.url if run.location and run.location.url else str(run.run_dir)
+    child = run_deployment(deployment, parameters={"run_dir": where, "overrides": overrides}, timeout=None)
+    if run.location and run.location.remote:
+        from p2m.tasks.storage import pull_folder
+
+        pull_folder(run.run_dir, run.location.remote, changed=True)  # what the other machine wrote
     child_summary = read_json(run.run_dir / "summary.json") if (run.run_dir / "summary.json").exists() else {"stages": []}
     run.stages.stages += [{**stage, "via": deployment} for stage in child_summary["stages"]]
     if not child.state or not child.state.is_completed():

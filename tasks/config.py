@@ -147,6 +147,7 @@ class Settings(BaseSettings):
     home: Path = Field(DEFAULT_HOME, description="Where p2m keeps converted embedded models and the LLM request cache.")
     results_dir: Path | None = Field(None, description="Prefect result storage (cache records); default HOME/prefect-results.")
     storage_url: str | None = Field(None, description="s3://bucket/prefix: mirror run folders and keep Prefect results there (AWS_* variables for credentials and endpoint).")
+    runs_root: str | None = Field(None, description="Where a run goes when no out folder is given (a folder or s3:// URL), in a folder named from the prompt; default HOME/runs, mirrored to STORAGE_URL/runs when that is set.")
     prices_file: Path | None = Field(None, description='JSON {"model": [usd_per_M_input, usd_per_M_output]} extending the price table.')
     teacher_json_schema: bool = Field(True, description="Ask the teacher for JSON replies with a JSON schema (response_format); turn off for servers that refuse it.")
     local_teacher_port: int = Field(0, ge=0, description="Port for the local teacher; 0 picks a free one.")

@@ -10,7 +10,8 @@ from p2m.tasks.config import Settings
 from p2m.tasks.datafiles import DataFileError, read_pairs
 from p2m.tasks.errors import BadInputError
 from p2m.tasks.llm import check_teacher_settings
-from p2m.tasks.parse import read_prompt_file
+from p2m.tasks.locations import is_url, local_path, read_url_bytes
+from p2m.tasks.parse import check_prompt_size, prompt_from_bytes, prompt_from_text, read_prompt_file
 from p2m.tasks.spec import PromptFile, prompt_identity
 from p2m.tasks.run_store import check_run_dir
 
@@ -73,12 +74,34 @@ def _is_index(path: Path) -> bool:
         return False
 
 
-def check_run_inputs(settings: Settings, prompt_file: Path, out_dir: Path) -> PromptFile:
-    """The prompt file read, once the run folder and every path in the settings are known to be usable.
+def read_run_prompt(prompt_file: str | Path | None, prompt_text: str | None, max_chars: int) -> PromptFile:
+    """The run's prompt: text pasted into the form (`prompt_text`), or a prompt file given as a
+    path or a URL (s3://...). Exactly one of the two; blank text counts as not given.
+
+    Raises BadInputError when both or neither are given, and for a prompt `read_prompt_file` refuses.
+    """
+    pasted = bool(prompt_text and prompt_text.strip())
+    if pasted and prompt_file:
+        raise BadInputError("the prompt is given twice: keep the pasted `prompt` or the `prompt_file`, and empty the other")
+    if pasted:
+        return prompt_from_text(prompt_text, max_chars)
+    if not prompt_file:
+        raise BadInputError("no prompt: paste the prompt (an instruction and a few examples, free text or YAML) into `prompt`, "
+                            "or give `prompt_file` (a path on the worker or an s3:// URL)")
+    if is_url(str(prompt_file)):
+        source = f"prompt file {prompt_file}"
+        raw = read_url_bytes(str(prompt_file), "prompt file", check_size=lambda size: check_prompt_size(size, source, max_chars))
+        return prompt_from_bytes(raw, source, max_chars, yaml_file=str(prompt_file).lower().endswith((".yaml", ".yml")))
+    return read_prompt_file(local_path(str(prompt_file)), max_chars)
+
+
+def check_run_inputs(settings: Settings, prompt_file: Path | str | None, out_dir: Path, prompt_text: str | None = None) -> PromptFile:
+    """The prompt read (pasted text or a file, see `read_run_prompt`), once the run folder and
+    every path in the settings are known to be usable.
 
     Raises BadInputError (nothing is written) for the first problem found.
     """
-    prompt = read_prompt_file(Path(prompt_file), settings.parse.max_prompt_chars)
+    prompt = read_run_prompt(prompt_file, prompt_text, settings.parse.max_prompt_chars)
     check_run_dir(Path(out_dir).resolve(), prompt_identity(prompt))
     check_settings_paths(settings)
     return prompt

@@ -40,32 +40,59 @@ def read_prompt_file(path: Path, max_chars: int = MAX_PROMPT_CHARS) -> PromptFil
         raise BadInputError(f"prompt file {path} {what}; pass the path of a text or YAML prompt file")
     try:
         size = path.stat().st_size
-        if size > 4 * max_chars:  # checked before reading: a huge file is never loaded
-            raise BadInputError(f"prompt file {path} is {size:,} bytes, more than a prompt can be ({max_chars:,} characters, "
-                                "P2M_PARSE__MAX_PROMPT_CHARS); keep a few demonstrations and put the rest in a dataset file")
+        check_prompt_size(size, f"prompt file {path}", max_chars)  # before reading: a huge file is never loaded
         raw = path.read_bytes()
     except OSError as e:
         raise BadInputError(f"cannot read prompt file {path} ({e.strerror or e})") from None
+    return prompt_from_bytes(raw, f"prompt file {path}", max_chars, yaml_file=path.suffix.lower() in {".yaml", ".yml"})
+
+
+def check_prompt_size(size: int, source: str, max_chars: int = MAX_PROMPT_CHARS) -> None:
+    """Raise BadInputError when `size` bytes are more than a prompt of `max_chars` characters can be."""
+    if size > 4 * max_chars:
+        raise BadInputError(f"{source} is {size:,} bytes, more than a prompt can be ({max_chars:,} characters, "
+                            "P2M_PARSE__MAX_PROMPT_CHARS); keep a few demonstrations and put the rest in a dataset file")
+
+
+def prompt_from_bytes(raw: bytes, source: str, max_chars: int = MAX_PROMPT_CHARS, yaml_file: bool = False) -> PromptFile:
+    """A prompt from the bytes of a file (local or fetched from a URL); `source` names it in errors.
+
+    `yaml_file`: the file is meant to be YAML (its name ends in .yaml/.yml), so YAML errors are
+    reported instead of the text being taken as free text. Raises BadInputError as `read_prompt_file`.
+    """
     if b"\0" in raw:
-        raise BadInputError(f"prompt file {path} is a binary file, not text; write the prompt as UTF-8 text or YAML")
+        raise BadInputError(f"{source} is a binary file, not text; write the prompt as UTF-8 text or YAML")
     try:
-        text = raw.decode("utf-8-sig").strip()
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise BadInputError(f"prompt file {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+        raise BadInputError(f"{source} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    return prompt_from_text(text, max_chars, source, yaml_file)
+
+
+def prompt_from_text(text: str, max_chars: int = MAX_PROMPT_CHARS, source: str = "the pasted prompt", yaml_file: bool = False) -> PromptFile:
+    """A prompt from its text (pasted into the Prefect UI's form, or read from a file), with the
+    checks `read_prompt_file` makes: YAML with `instruction:` becomes a spec, anything else stays text.
+
+    `source` names the prompt in errors. Raises BadInputError for an empty or oversized prompt,
+    NUL characters, and YAML with missing or mistyped fields (and, with `yaml_file`, for text that
+    is not valid YAML).
+    """
+    if "\0" in text:
+        raise BadInputError(f"{source} holds NUL characters, so it is not text; write the prompt as text or YAML")
+    text = text.strip()
     if not text:
-        raise BadInputError(f"prompt file {path} is empty; write an instruction and a few examples in it")
+        raise BadInputError(f"{source} is empty; write an instruction and a few examples in it")
     if len(text) > max_chars:
-        raise BadInputError(f"prompt file {path} has {len(text):,} characters, more than {max_chars:,} "
+        raise BadInputError(f"{source} has {len(text):,} characters, more than {max_chars:,} "
                             "(P2M_PARSE__MAX_PROMPT_CHARS); keep a few demonstrations and put the rest in a dataset file")
-    is_yaml_file = path.suffix.lower() in {".yaml", ".yml"}
-    data = _load_yaml(text, path, strict=is_yaml_file)
+    data = _load_yaml(text, source, strict=yaml_file)
     looks_like_spec = isinstance(data, dict) and bool({"instruction", "demonstrations"} & set(data)) and set(data) <= set(SPEC_KEYS)
-    if not looks_like_spec and not is_yaml_file:
+    if not looks_like_spec and not yaml_file:
         return PromptFile(text=text)
-    return PromptFile(text=text, spec=_spec_from_yaml(data, path))
+    return PromptFile(text=text, spec=_spec_from_yaml(data, source))
 
 
-def _load_yaml(text: str, path: Path, strict: bool):
+def _load_yaml(text: str, path: Path | str, strict: bool):
     """The YAML document with every scalar as text, or None when the text is not YAML (and not `strict`)."""
     try:
         return load_yaml_text(text)
@@ -80,7 +107,7 @@ def _load_yaml(text: str, path: Path, strict: bool):
                             "fix it, or save the prompt as free text in a .txt file") from None
 
 
-def _spec_from_yaml(data, path: Path) -> PromptSpec:
+def _spec_from_yaml(data, path: Path | str) -> PromptSpec:
     """A spec from a YAML document read with every scalar as text; BadInputError says what is wrong."""
     if not isinstance(data, dict):
         raise BadInputError(f"{path} must hold `instruction:` and `demonstrations:` keys (found a YAML {type(data).__name__})")

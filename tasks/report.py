@@ -46,6 +46,8 @@ def facts(summary: dict) -> list[tuple[str, str]]:
     if summary.get("model"):
         lines += [("model", summary["model"]), ("metrics", f"{summary['run_dir']}/metrics.json"),
                   ("demo", f"p2m demo {summary['run_dir']}")]
+    if summary.get("demo_url"):
+        lines.append(("try it", f"{summary['demo_url']} (the demo page, serving this run's model)"))
     if summary.get("error"):
         lines.append(("stopped by", summary["error"]))
     return lines
@@ -85,7 +87,15 @@ def summary_text(summary: dict) -> str:
 
 
 def summary_markdown(summary: dict) -> str:
-    return f"# p2m run\n\nRun folder: `{summary['run_dir']}`\n\n" + as_markdown(report_sections(summary))
+    """The report for the Prefect UI: where the run folder is (its URL when it has one), then the tables."""
+    where = summary.get("location") or summary["run_dir"]
+    head = f"# p2m run\n\nRun folder: `{where}`\n\n"
+    if where != summary["run_dir"]:
+        head += f"The worker's copy: `{summary['run_dir']}`\n\n"
+    markdown = as_markdown(report_sections(summary))
+    if summary.get("demo_url"):  # a link people can click, not a table cell
+        markdown += f"\n\nTry the model: [{summary['demo_url']}]({summary['demo_url']})"
+    return head + markdown
 
 
 def model_card(instruction: str, train_record: dict, metrics: dict | None, teacher: str | None = None) -> str:

@@ -1,5 +1,7 @@
 """`p2m deploy` against a real Prefect server (the test harness's): pools, deployments, schedules, the UI form."""
 
+import pytest
+
 from p2m.deployments.deploy import deploy_all, deployment_specs, ensure_work_pools
 from tests.conftest import EXAMPLE
 
@@ -43,3 +45,37 @@ def test_crash_detection_is_registered_once_with_three_heartbeats(prefect_harnes
     assert trigger.posture == "Proactive" and trigger.within.total_seconds() == 3 * 180  # Prefect's default heartbeat: 180 s
     assert trigger.after == {"prefect.flow-run.heartbeat"} and "prefect.flow-run.Completed" in trigger.expect
     assert found[0].actions[0].state == "CRASHED"
+
+
+def test_the_run_form_shows_the_settings_values_with_bounds_and_refuses_bad_ones(prefect_harness, monkeypatch):
+    """The pipeline's form: numbers that set a setting show the value the settings give (not an
+    `int | None` toggle set to None), with the setting's bounds; the server refuses a value out of
+    bounds before any run starts. Deployments carry tags a team's UI can filter on."""
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    from p2m.tasks.config import load_settings
+
+    monkeypatch.setenv("P2M_GENERATION__NUM_EXAMPLES", "40")  # where `p2m deploy` runs: the form shows 40
+    ensure_work_pools()
+    deploy_all(deployment_specs(), settings=load_settings())
+    with get_client(sync_client=True) as client:
+        pipeline = client.read_deployment_by_name("p2m-pipeline/pipeline")
+        deployments = {d.name: d for d in client.read_deployments()}
+    props = pipeline.parameter_openapi_schema["properties"]
+    assert {k: props["num_examples"].get(k) for k in ("type", "default", "minimum", "maximum", "anyOf")} == {
+        "type": "integer", "default": 40, "minimum": 0, "maximum": 100_000, "anyOf": None}
+    assert {k: props["model_size_cap_gb"].get(k) for k in ("type", "default", "exclusiveMinimum")} == {
+        "type": "number", "default": 3.0, "exclusiveMinimum": 0}
+    assert props["overrides"]["type"] == "object" and props["overrides"]["default"] == {}
+    assert props["prompt"]["type"] == "string" and "pasted" in props["prompt"]["description"]
+    for path_field in ("prompt_file", "out_dir", "eval_data", "datasets_dir", "models_dir"):
+        assert props[path_field]["type"] == "string" and "URL" in props[path_field]["description"], path_field
+    assert not pipeline.parameter_openapi_schema.get("required") and pipeline.parameters == {"publish_demo": True}
+    assert set(pipeline.tags) == {"p2m", "pipeline"} and set(deployments["gpu"].tags) == {"p2m", "train", "gpu"}
+    assert all("p2m" in d.tags for d in deployments.values() if d.name in ("pipeline", "nightly-regeneration", "gpu", "demo"))
+    nightly = deployments["nightly-regeneration"].parameter_openapi_schema["properties"]
+    assert nightly["num_examples"]["default"] == 40 and "anyOf" not in nightly["num_examples"]
+    with pytest.raises(httpx.HTTPStatusError, match="minimum"):
+        run_deployment("p2m-pipeline/pipeline", parameters={"prompt": "x", "num_examples": -1}, timeout=0)

@@ -100,8 +100,9 @@ def test_deployed_run_fails_in_training_and_retry_reruns_only_training_onward(tm
     claim_run_dir(out, parse_prompt(read_prompt_file(EXAMPLE)).content_hash(), str(EXAMPLE))
     (out / "checkpoints").write_text("a file where training wants its checkpoint folder")
     overrides = {**QUICK, "datasets_dir": str(DATASETS)}
-    flow_run = run_deployment("p2m-pipeline/pipeline", parameters={"prompt_file": str(EXAMPLE), "out_dir": str(out), "overrides": overrides},
-                              timeout=0)
+    # publish_demo off: the deployment serves the demo by default (a long-running process these tests do not need).
+    flow_run = run_deployment("p2m-pipeline/pipeline", parameters={"prompt_file": str(EXAMPLE), "out_dir": str(out), "overrides": overrides,
+                                                                   "publish_demo": False}, timeout=0)
     with get_client(sync_client=True) as client:
         assert wait_for_final_state(client, flow_run.id).is_failed(), workers.log_tail()
         failed = states(read_json(out / "summary.json"))
@@ -128,7 +129,7 @@ def test_training_runs_on_the_gpu_pool_as_a_subflow(tmp_path, workers):
     deploy_all(deployment_specs())
     out = tmp_path / "run"
     flow_run = run_deployment("p2m-pipeline/pipeline", timeout=0, parameters={
-        "prompt_file": str(EXAMPLE), "out_dir": str(out), "overrides": {**QUICK, "datasets_dir": str(DATASETS)}})
+        "prompt_file": str(EXAMPLE), "out_dir": str(out), "overrides": {**QUICK, "datasets_dir": str(DATASETS)}, "publish_demo": False})
     with get_client(sync_client=True) as client:
         assert wait_for_final_state(client, flow_run.id).is_completed(), workers.log_tail()
         children = [r for r in client.read_flow_runs(limit=20) if r.parent_task_run_id and r.deployment_id]
@@ -172,7 +173,7 @@ def test_worker_killed_mid_run_is_marked_crashed_and_retry_keeps_every_finished_
     numbers_server.stall_if = lambda body: body.get("temperature") == 0 and request_kind(body["messages"])[0] == "answer"
     out = tmp_path / "run"
     flow_run = run_deployment("p2m-pipeline/pipeline", timeout=0, parameters={
-        "prompt_file": str(EXAMPLE), "out_dir": str(out), "datasets_dir": str(DATASETS), "overrides": QUICK})
+        "prompt_file": str(EXAMPLE), "out_dir": str(out), "datasets_dir": str(DATASETS), "overrides": QUICK, "publish_demo": False})
     deadline = time.monotonic() + 300
     while not numbers_server.stalled:
         assert time.monotonic() < deadline, workers.log_tail()
