@@ -84,15 +84,21 @@ def choose_max_length(lengths: list[int], cap: int | None) -> int:
     return min(cap or 512, max(16, longest))
 
 
-def choose_batch_size(max_length: int, num_parameters: int, cuda: bool) -> int:
+MIN_STEPS_PER_EPOCH = 25
+
+
+def choose_batch_size(max_length: int, num_parameters: int, cuda: bool, num_examples: int | None = None) -> int:
     """Examples per step from the sequence length and memory: a token budget per step that fits
-    the device (on a GPU, what is left of its memory after weights, gradients and AdamW state)."""
+    the device (on a GPU, what is left of its memory after weights, gradients and AdamW state);
+    and, for a small training set, small enough for MIN_STEPS_PER_EPOCH optimizer steps an epoch
+    (200 examples in 4 big batches would leave the model nearly untrained at lr 5e-5)."""
     if cuda:
         free, _ = torch.cuda.mem_get_info()
         budget = max(1024, int((free - 16 * num_parameters) / (num_parameters / 1e6 * 40)))  # rough bytes per token
     else:
         budget = 2048  # tokens per step on CPU: beyond this, steps only get slower
-    return max(1, min(64, budget // max_length))
+    size = max(1, min(64, budget // max_length))
+    return min(size, max(1, num_examples // MIN_STEPS_PER_EPOCH)) if num_examples else size
 
 
 def mixed_precision(cuda: bool, bf16_supported: bool) -> dict:
@@ -121,7 +127,7 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
     val_ds = splits["validation"].map(encode, remove_columns=splits["validation"].column_names, keep_in_memory=True)
 
     cuda = torch.cuda.is_available()
-    batch_size = cfg.batch_size or choose_batch_size(max_length, model.num_parameters(), cuda)
+    batch_size = cfg.batch_size or choose_batch_size(max_length, model.num_parameters(), cuda, len(train_ds))
     total_steps = math.ceil(math.ceil(len(train_ds) / batch_size) * cfg.epochs)
     if cfg.lora:
         from peft import LoraConfig, get_peft_model

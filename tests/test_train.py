@@ -84,7 +84,8 @@ def test_batch_size_follows_sequence_length_when_not_set(splits, tmp_path):
     out, _ = splits
     choice = {"name": "tiny-gpt2", "path": "embedded:tiny-gpt2", "architecture": "decoder-only"}
     record = train_student(out / "splits", choice, SPEC.instruction, TrainConfig(epochs=1, batch_size=None), tmp_path, Settings().home)
-    assert record["batch_size"] == choose_batch_size(record["max_length"], 0, cuda=False)
+    assert record["batch_size"] == choose_batch_size(record["max_length"], 0, cuda=False, num_examples=record["train_examples"])
+    assert choose_batch_size(32, 135_000_000, cuda=False, num_examples=200) == 8  # 25 steps an epoch for a small set
 
 
 def test_exact_match_normalises():
