@@ -1,16 +1,17 @@
-"""Make the example dataset folders under examples/datasets/ (deterministic; run from anywhere).
+"""Make the example datasets and test sets (deterministic; run from anywhere).
 
-The quick start's task, numbers written in English words -> digits, has a truth computable by
-code, so the offline run can show the method working even with a weak local teacher: the run
-retrieves `number_words`, adds a few generated examples, trains, and the student is scored
-against the teacher on held-out examples. The other folders are there so retrieval has a real
-choice to make: a gated copy of the same task (must be skipped), and unrelated tasks.
+The quick start's task, dates written every which way -> ISO 8601, has a truth computed by code
+(`dates_to_iso_test.jsonl`): the student the teacher's data trained, and the teacher itself, are
+scored on dates no one chose by hand. The dataset folders under examples/datasets/ give retrieval
+a real choice to make: numbers in words -> digits (with its own test set), a gated copy of it
+(must be skipped), and unrelated tasks.
 
     python examples/make_datasets.py
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import random
 from pathlib import Path
@@ -33,6 +34,36 @@ def number_to_words(n: int) -> str:
 def sample_numbers(rng: random.Random, k: int) -> list[int]:
     """Mostly below 1000 (short, learnable fast), some thousands."""
     return [rng.randrange(1000) if rng.random() < 0.7 else rng.randrange(1000, 100_000) for _ in range(k)]
+
+
+MONTHS = "January February March April May June July August September October November December".split()
+
+
+def ordinal(day: int) -> str:
+    return f"{day}{'th' if 11 <= day % 100 <= 13 else {1: 'st', 2: 'nd', 3: 'rd'}.get(day % 10, 'th')}"
+
+
+# Ways people write a date; the quick start's test set mixes them all.
+DATE_FORMS = [
+    lambda d: f"{MONTHS[d.month - 1]} {d.day}, {d.year}",
+    lambda d: f"{d.day} {MONTHS[d.month - 1]} {d.year}",
+    lambda d: f"{ordinal(d.day)} of {MONTHS[d.month - 1]} {d.year}",
+    lambda d: f"{MONTHS[d.month - 1][:3]} {d.day}, {d.year}",
+    lambda d: f"{d.strftime('%A')}, {MONTHS[d.month - 1]} {d.day}, {d.year}",
+    lambda d: f"{MONTHS[d.month - 1]} {ordinal(d.day)}, {d.year}",
+    lambda d: f"{d.day}. {MONTHS[d.month - 1]} {d.year}",
+    lambda d: f"{MONTHS[d.month - 1].lower()} {d.day} {d.year}",
+    lambda d: f"{MONTHS[d.month - 1][:3].lower()} {ordinal(d.day)} {d.year}",
+]
+
+
+def date_examples(rng: random.Random, k: int) -> list[dict]:
+    """`k` dates between 1700 and 2099, each written one of DATE_FORMS ways, with their ISO 8601 form."""
+    rows = []
+    for _ in range(k):
+        d = datetime.date(1700, 1, 1) + datetime.timedelta(days=rng.randrange(146_000))
+        rows.append({"input": rng.choice(DATE_FORMS)(d), "output": d.isoformat()})
+    return rows
 
 
 def write_folder(root: Path, name: str, card: str, rows: list[dict]) -> None:
@@ -96,6 +127,9 @@ Short movie reviews labelled positive or negative.
     with open(Path(__file__).parent / "numbers_to_digits_test.jsonl", "w", encoding="utf-8") as f:
         for n in test:
             f.write(json.dumps({"input": number_to_words(n), "output": str(n)}) + "\n")
+    with open(Path(__file__).parent / "dates_to_iso_test.jsonl", "w", encoding="utf-8") as f:
+        for row in date_examples(random.Random(1970), 100):
+            f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ class GenerationConfig(StageConfig):
     num_examples: int = Field(100, ge=0, le=100_000, description="Examples to generate; 0 skips generation.")
     batch_size: int = Field(8, ge=1, description="Requests per batch; one Prefect task runs one batch.")
     examples_per_request: int = Field(5, ge=1, le=20, description="New examples asked for in one request.")
-    demos_per_prompt: int = Field(3, ge=0, description="User demonstrations shown in each generation prompt.")
+    demos_per_prompt: int = Field(8, ge=0, description="User demonstrations shown in each generation prompt (the first ones, the same in every request).")
     generated_per_prompt: int = Field(6, ge=0, description="Examples already written shown in each generation prompt (to write different ones).")
     variety_aspects: int = Field(8, ge=0, le=30, description="Ways of varying inputs the teacher lists first; each request asks for two (0: no plan).")
     max_form_share: float = Field(0.3, gt=0, le=1, description="Share of inputs one surface form may hold before requests ask for other forms.")

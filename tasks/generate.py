@@ -4,8 +4,9 @@ The paper's strategies (Prompt2Model, section 3.2), each a setting in `Generatio
 what a small local teacher needs on top of them to write varied data (left alone, a 1.5B model
 writes the same few surface forms over and over):
 - several examples per request, as JSON (a schema constrains the reply where the server can);
-- diversity: each prompt shows a few of the user's demonstrations and a random sample of
-  examples already written ("write different ones");
+- diversity: each prompt shows a few of the user's demonstrations (always the same, so the
+  server's prompt cache holds them) and a random sample of examples already written ("write
+  different ones");
 - a variety plan: the teacher first lists ways in which inputs of the task vary; each request
   asks for two of them at random;
 - a distribution check: when one surface form of input (its shape: "July 5, 2049" and
@@ -75,10 +76,11 @@ def annealed_temperature(filled: int, target: int, cfg: GenerationConfig) -> flo
     return round(cfg.temperature_start + (cfg.temperature_end - cfg.temperature_start) * frac, 3)
 
 
-def sample_shots(spec: PromptSpec, cfg: GenerationConfig, rng: random.Random) -> list[dict]:
-    """Some of the user's demonstrations, in random order, for one prompt."""
-    demos = [d.model_dump() for d in spec.demonstrations]
-    return rng.sample(demos, min(cfg.demos_per_prompt, len(demos)))
+def prompt_shots(spec: PromptSpec, cfg: GenerationConfig) -> list[dict]:
+    """The user's first demonstrations, always the same ones in the same order: every generation
+    request then starts with the same tokens, which the teacher's server computes once and keeps
+    (its prompt cache); the examples already written, which differ, come after them."""
+    return [d.model_dump() for d in spec.demonstrations[: cfg.demos_per_prompt]]
 
 
 def surface_form(text: str) -> str:
@@ -113,7 +115,7 @@ def variety_hint(aspects: list[str], accepted: list[dict], cfg: GenerationConfig
 def example_prompt(spec: PromptSpec, cfg: GenerationConfig, accepted: list[dict], aspects: list[str], rng: random.Random) -> list[dict]:
     """Chat messages asking for `cfg.examples_per_request` new examples as JSON."""
     written = rng.sample(accepted, min(cfg.generated_per_prompt, len(accepted)))
-    return chat("generate", instruction=spec.instruction, examples=json_lines(sample_shots(spec, cfg, rng)), written=json_lines(written),
+    return chat("generate", instruction=spec.instruction, examples=json_lines(prompt_shots(spec, cfg)), written=json_lines(written),
                 count=cfg.examples_per_request, variety=variety_hint(aspects, accepted, cfg, rng))
 
 
@@ -126,19 +128,19 @@ def answer_prompt(spec: PromptSpec, text: str, max_demos: int) -> list[dict]:
 
 
 def aspects_schema(count: int) -> dict:
-    return json_schema("aspects", {"aspects": {"type": "array", "items": {"type": "string", "maxLength": 80}, "minItems": 2, "maxItems": count}})
+    return json_schema("aspects", {"aspects": {"type": "array", "items": {"type": "string", "maxLength": 100}, "minItems": 2, "maxItems": count}})
 
 
 async def plan_aspects(llm, spec: PromptSpec, cfg: GenerationConfig) -> list[str]:
     """The ways inputs of the task can vary, in the teacher's words ([] when it says nothing usable)."""
     if not cfg.variety_aspects:
         return []
-    demos = [d.model_dump() for d in spec.demonstrations[: cfg.demos_per_prompt]]
-    replies = await llm.acomplete(chat("aspects", instruction=spec.instruction, examples=json_lines(demos), count=cfg.variety_aspects),
+    replies = await llm.acomplete(chat("aspects", instruction=spec.instruction, examples=json_lines(prompt_shots(spec, cfg)),
+                                       count=cfg.variety_aspects),
                                   temperature=0.7, max_tokens=40 * cfg.variety_aspects + 40, salt=f"aspects:{cfg.seed}",
                                   purpose="aspects", response_format=aspects_schema(cfg.variety_aspects))
     found = (extract_json_object(replies[0]) or {}).get("aspects") if replies else None
-    aspects = [a.strip() for a in found if isinstance(a, str) and 0 < len(a.strip()) <= 80] if isinstance(found, list) else []
+    aspects = [a.strip() for a in found if isinstance(a, str) and 0 < len(a.strip()) <= 100] if isinstance(found, list) else []
     return list(dict.fromkeys(aspects))[: cfg.variety_aspects]
 
 

@@ -56,6 +56,10 @@ def start_server(model_path: Path, port: int, api_key: str | None, slots: int, t
     params.n_ctx = CONTEXT_PER_SLOT * slots  # shared by the slots
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
+    # Threads sleep between steps instead of spinning (llama.cpp's default polls at 50): spinning
+    # threads burn the cores while the server idles (the student trains meanwhile) and stall each
+    # other whenever another process takes a core.
+    params.cpuparams.poll = params.cpuparams_batch.poll = 0
     params.use_jinja = True  # the chat template inside the GGUF file
     params.model_alias = {alias}
     params.verbosity = 1  # errors only (llama.cpp writes to the process's stderr: the log file)
