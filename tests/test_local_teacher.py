@@ -20,9 +20,9 @@ def test_the_server_speaks_the_openai_protocol_behind_its_key(tmp_path):
         client = openai.OpenAI(base_url=teacher.base_url, api_key=teacher.api_key, max_retries=0)
         assert [m.id for m in client.models.list().data] == ["smollm2-135m-instruct"]
         reply = client.chat.completions.create(
-            model=teacher.model, messages=[{"role": "user", "content": "Name a colour."}], max_tokens=40, temperature=0.8, n=2,
+            model=teacher.model, messages=[{"role": "user", "content": "Name a colour."}], max_tokens=64, temperature=0.8, n=2,
             response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": {
-                "type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"]}}})
+                "type": "object", "properties": {"colour": {"type": "string", "maxLength": 12}}, "required": ["colour"]}}})
         assert len(reply.choices) == 2 and reply.usage.completion_tokens > 0
         assert all(isinstance(json.loads(c.message.content)["colour"], str) for c in reply.choices)  # the schema holds
         with pytest.raises(openai.AuthenticationError):
