@@ -7,6 +7,7 @@
 | p2m-index-refresh/nightly-index-refresh | rebuild the retrieval indexes | cpu | 03:00 nightly |
 | p2m-train-evaluate/gpu | train + evaluate a run folder | gpu | on demand |
 | p2m-publish-demo/demo | serve or replace the demo page of a run folder | cpu | on demand |
+| p2m-serve-student/serve | serve or replace the student's OpenAI-compatible endpoint | cpu | on demand |
 
 Both pools are `process` pools: a worker started on a machine runs the flows there
 (`prefect worker start --pool gpu` on the GPU machine). The deployments run the code from this
@@ -57,6 +58,8 @@ def deployment_specs(nightly_prompt: str | None = None, nightly_out: str | None 
         DeploymentSpec("flows/train_evaluate.py:train_evaluate_flow", "gpu", "gpu", description="Train and evaluate a run folder on the GPU pool.",
                        concurrency_limit=1),
         DeploymentSpec("flows/publish_demo.py:publish_demo_flow", "demo", "cpu", description="Serve or replace the demo page for a run folder."),
+        DeploymentSpec("flows/serve_student.py:serve_student_flow", "serve", "cpu",
+                       description="Serve or replace the student's OpenAI-compatible endpoint for a run folder."),
     ]
 
 

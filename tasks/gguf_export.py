@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from p2m.tasks.errors import P2MError
+from p2m.tasks.errors import BadInputError, P2MError
 from p2m.tasks.student_runtime import Answer, clean_output, prompt_ids
 
 GGUF_TYPES = ("f16", "q8_0")
@@ -81,7 +81,7 @@ class LlamaCppStudent:
     def predict(self, text: str) -> Answer:
         ids = prompt_ids(self.tokenizer, self.instruction, text)
         if len(ids) + self.max_tokens > self.context:
-            raise P2MError(f"the input is too long for this student ({len(ids)} tokens, at most {self.context - self.max_tokens})")
+            raise BadInputError(f"the input is too long for this student ({len(ids)} tokens, at most {self.context - self.max_tokens})")
         # temperature 0 is greedy decoding in llama.cpp, as evaluation's generate(do_sample=False).
         reply = self.server.handle_completions({"prompt": ids, "max_tokens": self.max_tokens, "temperature": 0.0, "cache_prompt": True})
         if "error" in reply:
