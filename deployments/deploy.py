@@ -3,7 +3,7 @@
 | deployment | flow | pool | schedule |
 |---|---|---|---|
 | p2m-pipeline/pipeline | the whole pipeline; the UI shows its parameters as a form | cpu | on demand |
-| p2m-generate/nightly-regeneration | new data for a saved prompt, seeded by date | cpu | 02:00 nightly |
+| p2m-nightly/nightly | new data (seeded by date), retrain, promotion gate, republish | cpu | 02:00 nightly |
 | p2m-index-refresh/nightly-index-refresh | rebuild the retrieval indexes | cpu | 03:00 nightly |
 | p2m-train-evaluate/gpu | train + evaluate a run folder | gpu | on demand |
 | p2m-publish-demo/demo | serve or replace the demo page of a run folder | cpu | on demand |
@@ -49,9 +49,11 @@ def deployment_specs(nightly_prompt: str | None = None, nightly_out: str | None 
     """What `deploy_all` registers; nightly parameters come from the arguments."""
     return [
         DeploymentSpec("flows/pipeline.py:pipeline", "pipeline", "cpu", description="Prompt in; data, model, scores and demo out."),
-        DeploymentSpec("flows/generate.py:generate_flow", "nightly-regeneration", "cpu", "0 2 * * *",
-                       {"prompt_file": nightly_prompt, "out_dir": nightly_out, "fresh_seed": True} if nightly_prompt and nightly_out else {},
-                       "Regenerate training data for a saved prompt every night."),
+        # The nightly loop (issue 12): new data, retrain, and promote only a model the gate finds better.
+        DeploymentSpec("flows/nightly.py:nightly_flow", "nightly", "cpu", "0 2 * * *",
+                       ({"prompt_file": nightly_prompt, "out_dir": nightly_out, "fresh_seed": True}
+                        | ({"datasets_dir": datasets_dir} if datasets_dir else {})) if nightly_prompt and nightly_out else {},
+                       "Every night: regenerate data for a saved prompt, retrain, and promote the new model only if it beats the served one."),
         DeploymentSpec("flows/index_refresh.py:index_refresh_flow", "nightly-index-refresh", "cpu", "0 3 * * *",
                        {"out_dir": index_out, "datasets_dir": datasets_dir} if index_out else {}, "Rebuild the retrieval indexes every night."),
         # One fine-tune per GPU at a time: more runs wait in the queue instead of sharing the card.

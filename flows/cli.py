@@ -80,6 +80,10 @@ def print_summary(summary: dict) -> None:
               f"({usage['cached']} from cache), {usage['prompt_tokens'] + usage['completion_tokens']} tokens, "
               f"cost ${usage['cost_usd']:.4f}{budget}{'' if usage['price_known'] else ' (price unknown for this model)'}")
         print(f"           stopped: {summary['generation_stop']}")
+    if summary.get("formats"):  # exports of the current model (p2m export): size, CPU latency, exact match
+        from p2m.tasks.export_report import format_table
+
+        print("\n" + "\n".join(format_table(summary["formats"])))
     if summary.get("model"):
         print(f"\nmodel:    {summary['model']}" + (f" (from {summary['model_name']})" if summary.get("model_name") else ""))
         print(f"metrics:  {summary['run_dir']}/metrics.json")
@@ -209,6 +213,9 @@ def cmd_export(args) -> int:
 
     export_name(args.format, args.quantize)  # a bad pair fails before any work
     record = export_student(args.run_dir, args.format, args.quantize, settings.serve, settings.serve.max_tokens)
+    from p2m.tasks.export_report import format_table, formats_report
+
+    print("\n".join(format_table(formats_report(args.run_dir))))
     print(f"{record['path']}: {record['size_mb']} MB, exact match {record['exact_match']:.1%} on {record['n']} held-out examples "
           f"(original {record['reference_exact_match']:.1%}, same answer on {record['agreement']:.0%}), "
           f"{record['ms_p50']} ms per example p50, {record['ms_p95']} p95 at batch 1 (original {record['reference_ms_p50']} / {record['reference_ms_p95']})")

@@ -63,6 +63,7 @@ class StageTracker:
         """Write summary.json (stages so far, and whether the flow got to its end); returns it."""
         summary = {"run_dir": str(self.run_dir), "finished": finished, "stages": self.stages,
                    "total_seconds": round(time.monotonic() - self.started, 1), **self.details}
+        summary.update(export_formats(self.run_dir))  # `p2m export`'s per-format report, once the run has exports
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.run_dir / "summary.json", summary)
         return summary
@@ -85,6 +86,15 @@ class StageTracker:
         except Exception:  # no flow context (plain call in a test): the JSON file is the record
             pass
         return summary
+
+
+def export_formats(run_dir: Path) -> dict:
+    """{"formats": size, latency and exact match per export format} if the run has exports, else {}."""
+    if not (Path(run_dir) / "exports").is_dir():
+        return {}
+    from p2m.tasks.export_report import formats_report
+
+    return {"formats": formats_report(run_dir)}
 
 
 PLOTS = {"loss_curve.png": "Training and validation loss", "student_vs_teacher.png": "Held-out metrics: student vs teacher"}
@@ -124,6 +134,10 @@ def summary_markdown(summary: dict) -> str:
     if usage:
         lines += ["", f"Generated {summary.get('generated')} examples from {usage['requests']} teacher requests ({usage['cached']} from cache), "
                   f"cost ${usage['cost_usd']:.4f}. Stopped: {summary.get('generation_stop')}"]
+    if summary.get("formats"):  # exports of the current model (p2m export)
+        from p2m.tasks.export_report import CARD_HEADING, format_table
+
+        lines += ["", CARD_HEADING, "", *format_table(summary["formats"])]
     if summary.get("model"):
         lines += ["", f"Model: `{summary['model']}`", "", f"Demo: `p2m demo {summary['run_dir']}`"]
     return "\n".join(lines)

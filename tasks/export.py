@@ -144,6 +144,9 @@ def export_student(run_dir: Path, fmt: str, quantize: str | None, cfg: ServeConf
         if target.exists():
             shutil.rmtree(target)
         work.rename(target)
+        from p2m.tasks.export_report import update_reports
+
+        update_reports(run_dir)  # metrics.json, summary.json and the model card gain this format
         return record | {"path": str(target)}
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -10,11 +10,11 @@ def test_deploy_registers_pools_deployments_and_the_nightly_schedule(tmp_path, p
     assert set(ensure_work_pools()) <= {"cpu", "gpu"}
     assert ensure_work_pools() == []  # idempotent
     ids = deploy_all(deployment_specs(str(EXAMPLE), str(tmp_path / "nightly")))
-    assert set(ids) == {"p2m-pipeline/pipeline", "p2m-generate/nightly-regeneration", "p2m-index-refresh/nightly-index-refresh",
-                        "p2m-train-evaluate/gpu", "p2m-publish-demo/demo"}
+    assert set(ids) == {"p2m-pipeline/pipeline", "p2m-nightly/nightly", "p2m-index-refresh/nightly-index-refresh",
+                        "p2m-train-evaluate/gpu", "p2m-publish-demo/demo", "p2m-serve-student/serve"}
     with get_client(sync_client=True) as client:
         pipeline = client.read_deployment_by_name("p2m-pipeline/pipeline")
-        nightly = client.read_deployment_by_name("p2m-generate/nightly-regeneration")
+        nightly = client.read_deployment_by_name("p2m-nightly/nightly")
         index = client.read_deployment_by_name("p2m-index-refresh/nightly-index-refresh")
         gpu = client.read_deployment_by_name("p2m-train-evaluate/gpu")
     assert (pipeline.work_pool_name, gpu.work_pool_name) == ("cpu", "gpu")

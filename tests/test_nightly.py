@@ -1,0 +1,106 @@
+"""The nightly loop on a Prefect test server: round 1 trains and promotes, round 2 learns and is promoted,
+round 3 has nothing new to learn and keeps the served model; then `p2m rollback`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from p2m.flows.cli import main
+from p2m.tasks.run_store import content_hash, read_json, read_jsonl
+from tests.fake_llm_server import FakeLLMServer
+
+
+def hello_teacher(messages, request):
+    """Writes new examples of the "say hello" task (a fresh made-up word each time) and answers "hello"."""
+    prompt = messages[-1]["content"]
+    if "Write one new example" in prompt:
+        hello_teacher.counter += 1
+        return json.dumps({"input": f"gen{hello_teacher.counter}word", "output": "hello"})
+    return "hello"
+
+
+hello_teacher.counter = 0
+
+BASE = {
+    "retrieval": {"model": "tiny-gpt2", "dataset": "none"},
+    "generation": {"num_examples": 30, "batch_size": 10, "votes": 1},
+    "evaluation": {"max_new_tokens": 8},
+}
+WEAK = {**BASE, "train": {"epochs": 1, "learning_rate": 1e-6}}       # round 1: learns nothing yet
+STRONG = {**BASE, "train": {"epochs": 15, "learning_rate": 3e-3}}    # later rounds: learns to say hello
+
+
+def test_nightly_promotes_once_keeps_once_and_rolls_back(tmp_path, prefect_harness, monkeypatch, capsys):
+    import p2m.tasks.serve_service as serve_service
+    from p2m.flows.nightly import nightly_flow
+
+    prompt = tmp_path / "hello.yaml"
+    prompt.write_text("instruction: Say hello.\ndemonstrations:\n  - input: abc\n    output: hello\n")
+    eval_data = tmp_path / "test.jsonl"
+    eval_data.write_text("".join(json.dumps({"input": f"test{i}", "output": "hello"}) + "\n" for i in range(20)))
+    out = tmp_path / "serving"
+    hello_teacher.counter = 0
+    restarts = []
+    # A student server p2m started for this folder: promotion must restart it, keeping must not.
+    monkeypatch.setattr(serve_service, "running_server", lambda home, port: {"run_dir": str(out.resolve())})
+    monkeypatch.setattr(serve_service, "publish_student", lambda run_dir, home, cfg: restarts.append(str(run_dir)) or {"base_url": "http://x/v1"})
+
+    with FakeLLMServer(hello_teacher) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test")
+        first = nightly_flow(prompt_file=str(prompt), out_dir=str(out), eval_data=str(eval_data), seed=1, overrides=WEAK)
+        assert first["promoted"] and first["number"] == 1 and (out / "promoted" / "1" / "model").exists()
+        assert read_json(out / "nightly" / "test_set.json")["n"] == 20
+        first_em = read_jsonl(out / "promotions.jsonl")[0]["exact_match"]
+
+        second = nightly_flow(prompt_file=str(prompt), out_dir=str(out), eval_data=str(eval_data), seed=2, overrides=STRONG)
+        assert second["promoted"] and second["number"] == 2, second["message"]
+        assert second["gate"]["low"] > 0 and second["new_examples"] > 0
+        assert content_hash(out / "model", ("README.md",)) == content_hash(out / "promoted" / "2" / "model", ("README.md",))
+        assert read_json(out / "metrics.json")["student"]["eval_data"]["exact_match"] > first_em  # reports describe the new model
+        assert restarts == [str(out.resolve())]
+
+        # Same seed again: the teacher's answers replay from the request cache, nothing new joins the pool,
+        # the candidate is the same model: the served one stays.
+        third = nightly_flow(prompt_file=str(prompt), out_dir=str(out), eval_data=str(eval_data), seed=2, overrides=STRONG)
+    assert not third["promoted"] and third["number"] == 2 and third["new_examples"] == 0
+    assert third["gate"]["low"] <= 0 and third["message"].startswith("kept model 2: ")
+    assert not (tmp_path / third["candidate"] / "model").exists() and restarts == [str(out.resolve())]
+    decisions = read_jsonl(out / "nightly" / "decisions.jsonl")
+    assert [d["promoted"] for d in decisions] == [True, True, False]
+    assert [e["number"] for e in read_jsonl(out / "promotions.jsonl")] == [1, 2]
+    pool = read_jsonl(out / "nightly" / "pool.jsonl")
+    assert len({r["input"].lower() for r in pool}) == len(pool) and not any(r["input"].startswith("test") for r in pool)
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["p2m-nightly-gate", "p2m-nightly-gate-chart"])))
+    assert {a.type for a in artifacts} >= {"table", "image"}
+
+    # Rollback: model 1 is served again; there is nothing before model 1.
+    assert main(["rollback", str(out)]) == 0
+    assert "serving model 1 again" in capsys.readouterr().out
+    assert content_hash(out / "model", ("README.md",)) == content_hash(out / "promoted" / "1" / "model", ("README.md",))
+    last = read_jsonl(out / "promotions.jsonl")[-1]
+    assert (last["event"], last["number"], last["from"]) == ("rollback", 1, 2)
+    assert main(["rollback", str(out)]) == 2
+    assert "no earlier one" in capsys.readouterr().err
+
+
+def test_merge_dedups_and_keeps_test_inputs_out():
+    from p2m.tasks.promotion import merge_examples
+
+    pool = [{"input": "One", "output": "1", "source": "retrieved"}]
+    new = [{"input": "one ", "output": "2"}, {"input": "two", "output": "2"}, {"input": "Three", "output": "3"}]
+    merged, added = merge_examples(pool, new, [{"input": "three", "output": "3"}])
+    assert merged == [{"input": "One", "output": "1", "source": "retrieved"}, {"input": "two", "output": "2", "source": "generated"}]
+    assert added == 1
+
+
+def test_rollback_needs_a_nightly_folder(tmp_path, capsys):
+    assert main(["rollback", str(tmp_path)]) == 2
+    assert "p2m nightly" in capsys.readouterr().err
