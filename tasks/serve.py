@@ -24,6 +24,8 @@ import time
 import uuid
 from pathlib import Path
 
+from fastapi import Request  # at module level: FastAPI resolves the (string) annotations of the handlers here
+
 from p2m.tasks.config import ServeConfig
 from p2m.tasks.errors import BadInputError
 
@@ -74,12 +76,16 @@ def openai_error(status: int, message: str, kind: str, code: str | None = None):
 
 def build_app(student, name: str, api_key: str | None = None, parallel: int = 8, record: dict | None = None):
     """The FastAPI app serving `student` (anything with `predict(text) -> Answer`) as model `name`."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.responses import StreamingResponse
 
     app = FastAPI(title="p2m student", docs_url=None, redoc_url=None)
-    # At most `parallel` requests generate at once (llama.cpp's slots); the rest wait their turn here.
+    # At most `parallel` requests generate at once (llama.cpp's slots), each on a thread of its own
+    # (the runtimes release the GIL while they compute); the rest wait their turn here.
+    from concurrent.futures import ThreadPoolExecutor
+
     gate = asyncio.Semaphore(parallel)
+    workers = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="student")
     created = int(time.time())
 
     @app.middleware("http")
@@ -119,7 +125,7 @@ def build_app(student, name: str, api_key: str | None = None, parallel: int = 8,
             return openai_error(400, str(e), "invalid_request_error")
         async with gate:
             try:
-                answer = await asyncio.to_thread(student.predict, text)
+                answer = await asyncio.get_running_loop().run_in_executor(workers, student.predict, text)
             except BadInputError as e:
                 return openai_error(400, str(e), "invalid_request_error", "context_length_exceeded")
         reply_id = f"chatcmpl-{uuid.uuid4().hex}"

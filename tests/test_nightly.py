@@ -43,10 +43,6 @@ def test_nightly_promotes_once_keeps_once_and_rolls_back(tmp_path, prefect_harne
     out = tmp_path / "serving"
     hello_teacher.counter = 0
     restarts = []
-    # A student server p2m started for this folder: promotion must restart it, keeping must not.
-    monkeypatch.setattr(serve_service, "running_server", lambda home, port: {"run_dir": str(out.resolve())})
-    monkeypatch.setattr(serve_service, "publish_student", lambda run_dir, home, cfg: restarts.append(str(run_dir)) or {"base_url": "http://x/v1"})
-
     with FakeLLMServer(hello_teacher) as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "test")
@@ -54,6 +50,10 @@ def test_nightly_promotes_once_keeps_once_and_rolls_back(tmp_path, prefect_harne
         assert first["promoted"] and first["number"] == 1 and (out / "promoted" / "1" / "model").exists()
         assert read_json(out / "nightly" / "test_set.json")["n"] == 20
         first_em = read_jsonl(out / "promotions.jsonl")[0]["exact_match"]
+        # From now on a student server p2m started serves this folder: a promotion must restart it, keeping it must not.
+        monkeypatch.setattr(serve_service, "running_server", lambda home, port: {"run_dir": str(out.resolve())})
+        monkeypatch.setattr(serve_service, "publish_student",
+                            lambda run_dir, home, cfg: restarts.append(str(run_dir)) or {"base_url": "http://127.0.0.1:8080/v1"})
 
         second = nightly_flow(prompt_file=str(prompt), out_dir=str(out), eval_data=str(eval_data), seed=2, overrides=STRONG)
         assert second["promoted"] and second["number"] == 2, second["message"]
