@@ -17,7 +17,7 @@ def hello_teacher(messages, request):
     prompt = messages[-1]["content"]
     if "Write one new example" in prompt:
         hello_teacher.counter += 1
-        return json.dumps({"input": f"gen{hello_teacher.counter}word", "output": "hello"})
+        return json.dumps({"input": f"gen{2 * hello_teacher.counter}word", "output": "hello"})  # even numbers
     return "hello"
 
 
@@ -32,6 +32,7 @@ WEAK = {**BASE, "train": {"epochs": 1, "learning_rate": 1e-6}}       # round 1: 
 STRONG = {**BASE, "train": {"epochs": 15, "learning_rate": 3e-3}}    # later rounds: learns to say hello
 
 
+@pytest.mark.slow  # three rounds with training: about 2 minutes on 2 busy cores
 def test_nightly_promotes_once_keeps_once_and_rolls_back(tmp_path, prefect_harness, monkeypatch, capsys):
     import p2m.tasks.serve_service as serve_service
     from p2m.flows.nightly import nightly_flow
@@ -39,7 +40,7 @@ def test_nightly_promotes_once_keeps_once_and_rolls_back(tmp_path, prefect_harne
     prompt = tmp_path / "hello.yaml"
     prompt.write_text("instruction: Say hello.\ndemonstrations:\n  - input: abc\n    output: hello\n")
     eval_data = tmp_path / "test.jsonl"
-    eval_data.write_text("".join(json.dumps({"input": f"test{i}", "output": "hello"}) + "\n" for i in range(20)))
+    eval_data.write_text("".join(json.dumps({"input": f"gen{2 * i + 1}word", "output": "hello"}) + "\n" for i in range(20)))
     out = tmp_path / "serving"
     hello_teacher.counter = 0
     restarts = []
@@ -72,7 +73,7 @@ def test_nightly_promotes_once_keeps_once_and_rolls_back(tmp_path, prefect_harne
     assert [d["promoted"] for d in decisions] == [True, True, False]
     assert [e["number"] for e in read_jsonl(out / "promotions.jsonl")] == [1, 2]
     pool = read_jsonl(out / "nightly" / "pool.jsonl")
-    assert len({r["input"].lower() for r in pool}) == len(pool) and not any(r["input"].startswith("test") for r in pool)
+    assert len({r["input"].lower() for r in pool}) == len(pool) and not {r["input"] for r in pool} & {f"gen{2 * i + 1}word" for i in range(20)}
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
