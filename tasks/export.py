@@ -7,9 +7,9 @@ next to the safetensors model's, agreement with it example by example, and ms pe
 batch 1 on CPU (p50, p95). `exports/reference.json` keeps the safetensors model's answers and
 timings, keyed by a hash of the model, so exporting twice measures the original once.
 
-An export is built in a temporary folder and moved into place only when its exact match is within
-`serve.tolerance_points` (1) of the original's; otherwise the export fails with both numbers and
-the previous export of that kind, if any, is left as it was.
+An export is built in a temporary folder and moved into place only when its exact match is at
+most `serve.tolerance_points` (1) below the original's; otherwise the export fails with both
+numbers and the previous export of that kind, if any, is left as it was.
 """
 
 from __future__ import annotations
@@ -134,10 +134,13 @@ def export_student(run_dir: Path, fmt: str, quantize: str | None, cfg: ServeConf
                   "reference_ms_p50": reference["ms_p50"], "reference_ms_p95": reference["ms_p95"],
                   "reference_size_mb": reference["size_mb"], "max_tokens": max_tokens, "export_seconds": seconds,
                   "test_set": "held_out", "files": sorted(p.name for pattern in MODEL_FILES for p in work.glob(pattern))}
-        gap = abs(scores["exact_match"] - reference["exact_match"]) * 100
+        # One-sided: an export may not lose more than the tolerance. Quantization flips borderline answers
+        # both ways, and one example is already 1.9 points of a 52-example split: an export that scores
+        # higher is kept, with its agreement (answers identical to the original's) in the record.
+        gap = (reference["exact_match"] - scores["exact_match"]) * 100
         if gap > cfg.tolerance_points:
             raise P2MError(f"the {name} export scores {scores['exact_match']:.1%} exact match on the held-out split against "
-                           f"{reference['exact_match']:.1%} for the original model ({gap:.1f} points apart, at most "
+                           f"{reference['exact_match']:.1%} for the original model ({gap:.1f} points lower, at most "
                            f"{cfg.tolerance_points:g} allowed); it was not kept")
         write_json(work / "export.json", record)
         target = exports / name
