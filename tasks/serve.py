@@ -167,6 +167,8 @@ def check_serve_inputs(run_dir: Path, host: str, port: int) -> None:
     if not (Path(run_dir) / "model").is_dir() or not (Path(run_dir) / "spec.json").is_file():
         raise BadInputError(f"{run_dir} has no trained model; run `p2m run PROMPT --out {run_dir}` first")
     with socket.socket() as s:
+        # As uvicorn will bind: a port whose last server just stopped (connections in TIME_WAIT) is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as e:

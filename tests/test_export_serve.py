@@ -166,3 +166,28 @@ def test_served_student_answers_the_openai_client_as_evaluation_would(request, f
                 client.chat.completions.create(model=name, messages=[{"role": "system", "content": "no user"}])
     finally:
         student.close()
+
+
+@pytest.mark.slow  # two `p2m serve` processes start (and the GGUF export is made): about 75 s
+def test_publish_student_serves_in_its_own_process_and_replaces_it(gpt2_run, tmp_path):
+    import os
+
+    import psutil
+
+    from p2m.tasks.processes import free_port
+    from p2m.tasks.serve_service import publish_student, running_server, stop_student_server
+
+    home, cfg = tmp_path / "home", ServeConfig(port=free_port(), api_key="k3y", parallel=2, max_tokens=16)
+    try:
+        first = publish_student(gpt2_run, home, cfg)
+        assert first["base_url"] == f"http://127.0.0.1:{cfg.port}/v1" and first["api_key"] and not first["replaced_previous"]
+        assert first["sample_input"] == "abc" and first["sample_output"] == read_json(gpt2_run / "serve.json")["sample_output"]
+        assert "k3y" not in " ".join(psutil.Process(first["pid"]).cmdline())  # the key travels in the environment
+        second = publish_student(gpt2_run, home, cfg)  # what a promotion does: the old server makes way
+        assert second["replaced_previous"] and second["pid"] != first["pid"]
+        assert running_server(home, cfg.port)["pid"] == second["pid"]
+        with pytest.raises(ProcessLookupError):
+            os.kill(first["pid"], 0)
+    finally:
+        stop_student_server(home, cfg.port)
+    assert running_server(home, cfg.port) is None
