@@ -32,7 +32,7 @@ WEAK = {**BASE, "train": {"epochs": 1, "learning_rate": 1e-6}}       # round 1: 
 STRONG = {**BASE, "train": {"epochs": 15, "learning_rate": 3e-3}}    # later rounds: learns to say hello
 
 
-@pytest.mark.slow  # three rounds with training: about 2 minutes on 2 busy cores
+@pytest.mark.slow  # three rounds with training: about 3 minutes on 2 busy cores
 def test_nightly_promotes_once_keeps_once_and_rolls_back(tmp_path, prefect_harness, monkeypatch, capsys):
     import p2m.tasks.serve_service as serve_service
     from p2m.flows.nightly import nightly_flow
@@ -63,9 +63,14 @@ def test_nightly_promotes_once_keeps_once_and_rolls_back(tmp_path, prefect_harne
         assert read_json(out / "metrics.json")["student"]["eval_data"]["exact_match"] > first_em  # reports describe the new model
         assert restarts == [str(out.resolve())]
 
-        # Same seed again: the teacher's answers replay from the request cache, nothing new joins the pool,
-        # the candidate is the same model: the served one stays.
-        third = nightly_flow(prompt_file=str(prompt), out_dir=str(out), eval_data=str(eval_data), seed=2, overrides=STRONG)
+        # Same seed again, through the command line: the teacher's answers replay from the request cache,
+        # nothing new joins the pool, the candidate is the same model: the served one stays.
+        for section, values in STRONG.items():
+            for key, value in values.items():
+                monkeypatch.setenv(f"P2M_{section.upper()}__{key.upper()}", str(value))
+        assert main(["nightly", str(prompt), "--out", str(out), "--eval-data", str(eval_data), "--seed", "2"]) == 0
+        assert "\nkept model 2: no difference" in capsys.readouterr().out  # after the trainer's log lines
+        third = read_jsonl(out / "nightly" / "decisions.jsonl")[-1]
     assert not third["promoted"] and third["number"] == 2 and third["new_examples"] == 0
     assert third["gate"]["low"] <= 0 and third["message"].startswith("kept model 2: ")
     assert not (tmp_path / third["candidate"] / "model").exists() and restarts == [str(out.resolve())]
