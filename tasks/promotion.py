@@ -207,11 +207,18 @@ def rollback(run_dir: Path, home: Path | None = None) -> dict:
     events = promotions(run_dir)
     if not events:
         raise BadInputError(f"{run_dir} has no promotions.jsonl: only a folder made by `p2m nightly` can be rolled back")
+    # Promotions stack up and a rollback takes the top one off: after 1, 2, rollback, 3, a rollback
+    # serves 1 again (2 was already rolled back), never a model that was itself rolled back.
+    stack: list[int] = []
+    for event in events:
+        if event["event"] == "promote":
+            stack.append(event["number"])
+        elif stack:
+            stack.pop()
     current = events[-1]["number"]
-    earlier = sorted({e["number"] for e in events if e["event"] == "promote" and e["number"] < current})
-    if not earlier:
-        raise BadInputError(f"model {current} is the first promoted model in {run_dir}: there is no earlier one to roll back to")
-    previous = earlier[-1]
+    if len(stack) < 2:
+        raise BadInputError(f"model {current} is the first promoted model still in service in {run_dir}: there is no earlier one to roll back to")
+    previous = stack[-2]
     put_in_service(run_dir, run_dir / "promoted" / str(previous) / "model")
     for name in ("train.json", "train_log.jsonl"):
         if (run_dir / "promoted" / str(previous) / name).exists():

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from p2m.flows.cli import main
+from p2m.tasks.errors import BadInputError
 from p2m.tasks.run_store import content_hash, read_json, read_jsonl
 from tests.fake_llm_server import FakeLLMServer
 
@@ -110,3 +111,45 @@ def test_merge_dedups_and_keeps_test_inputs_out():
 def test_rollback_needs_a_nightly_folder(tmp_path, capsys):
     assert main(["rollback", str(tmp_path)]) == 2
     assert "p2m nightly" in capsys.readouterr().err
+
+
+def fake_model(folder, weights: bytes):
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(weights)
+    (folder / "config.json").write_text("{}")
+    return folder
+
+
+def test_promotions_are_kept_served_whole_and_rolled_back_in_order(tmp_path):
+    from p2m.tasks import promotion
+
+    run = tmp_path / "run"
+    fake_model(run / "model", b"one")
+    scores = lambda folder: {"model_hash": content_hash(folder, ("README.md",)), "exact_match": 0.5, "n": 2, "correct": [1, 0]}
+    first = promotion.promote(run, run / "model", scores(run / "model"), None, "first model")
+    assert (first["number"], promotion.serving_number(run)) == (1, 1) and (run / "promoted" / "1" / "model" / "model.safetensors").exists()
+    candidate = fake_model(tmp_path / "round" / "model", b"two")
+    (tmp_path / "round" / "train.json").write_text('{"epochs": 3}')
+    second = promotion.promote(run, candidate, scores(candidate), {"low": 10.0}, "better", {"train.json": tmp_path / "round" / "train.json"})
+    assert second["number"] == 2 and not candidate.exists()  # moved into the archive, not copied
+    assert (run / "model" / "model.safetensors").read_bytes() == b"two" and read_json(run / "train.json") == {"epochs": 3}
+    assert promotion.serving_scores(run, [{}, {}])["model_hash"] == second["model_hash"]  # reused, not recomputed
+    assert not list(run.glob(".model.*"))  # the swap leaves nothing behind
+    record = promotion.rollback(run)
+    assert (record["number"], record["from"]) == (1, 2) and (run / "model" / "model.safetensors").read_bytes() == b"one"
+    assert [e["event"] for e in promotion.promotions(run)] == ["promote", "promote", "rollback"] and promotion.serving_number(run) == 1
+    third = promotion.promote(run, fake_model(tmp_path / "r3" / "model", b"three"), scores(tmp_path / "r3" / "model"), None, "better")
+    assert third["number"] == 3  # numbers are never reused after a rollback
+    assert promotion.rollback(run)["number"] == 1  # 2 was rolled back already: before 3 came 1
+    with pytest.raises(BadInputError, match="no earlier one"):
+        promotion.rollback(run)
+
+
+def test_the_test_set_is_frozen_at_the_first_round(tmp_path):
+    from p2m.tasks.promotion import freeze_test_set
+
+    data = tmp_path / "eval.jsonl"
+    data.write_text('{"input": "a", "output": "1"}\n{"input": "b", "output": "2"}\n')
+    assert [r["input"] for r in freeze_test_set(tmp_path / "run", data)] == ["a", "b"]
+    data.write_text('{"input": "c", "output": "3"}\n')
+    assert [r["input"] for r in freeze_test_set(tmp_path / "run", data)] == ["a", "b"]  # later changes do not move the goalposts
