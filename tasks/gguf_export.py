@@ -19,6 +19,7 @@ from p2m.tasks.errors import BadInputError, P2MError
 from p2m.tasks.student_runtime import Answer, clean_output, prompt_ids
 
 GGUF_TYPES = ("f16", "q8_0")
+POLL = 0  # llama.cpp's thread-pool polling level (0-100; its default 50 spins)
 
 
 def converter_dir(configured: Path | None = None) -> Path:
@@ -75,6 +76,10 @@ class LlamaCppStudent:
         params.n_ctx = context * parallel  # the context is shared among the slots
         params.cpuparams.n_threads = threads or os.cpu_count() or 1
         params.cpuparams_batch.n_threads = threads or os.cpu_count() or 1
+        # No spin-waiting between the threads' steps: on a machine shared with other jobs, spinning
+        # threads that lose their core stall each other (5-15 s per request measured at load 4 on
+        # 2 cores, against 80 ms idle); sleeping ones cost a little latency on an idle machine.
+        params.cpuparams.poll = params.cpuparams_batch.poll = POLL
         self.context = context
         self.server = xllamacpp.Server(params)
 
