@@ -168,7 +168,7 @@ def test_served_student_answers_the_openai_client_as_evaluation_would(request, f
         student.close()
 
 
-@pytest.mark.slow  # two `p2m serve` processes start (and the GGUF export is made): about 75 s
+@pytest.mark.slow  # two `p2m serve` processes start (and the GGUF export is made): 30-75 s
 def test_publish_student_serves_in_its_own_process_and_replaces_it(gpt2_run, tmp_path):
     import os
 

@@ -33,7 +33,7 @@ WEAK = {**BASE, "train": {"epochs": 1, "learning_rate": 1e-6}}       # round 1: 
 STRONG = {**BASE, "train": {"epochs": 15, "learning_rate": 3e-3}}    # later rounds: learns to say hello
 
 
-@pytest.mark.slow  # three rounds with training: about 3 minutes on 2 busy cores
+@pytest.mark.slow  # three rounds with training: 90 s on 2 quiet cores, 3 minutes on busy ones
 def test_nightly_promotes_once_keeps_once_and_rolls_back(tmp_path, prefect_harness, monkeypatch, capsys):
     import p2m.tasks.serve_service as serve_service
     from p2m.flows.nightly import nightly_flow
