@@ -3,10 +3,11 @@
 | deployment | flow | pool | schedule | tags |
 |---|---|---|---|---|
 | p2m-pipeline/pipeline | the whole pipeline; the UI shows its parameters as a form | cpu | on demand | p2m, pipeline |
-| p2m-generate/nightly-regeneration | new data for a saved prompt, seeded by date | cpu | 02:00 nightly | p2m, generate, nightly |
+| p2m-nightly/nightly | new data (seeded by date), retrain, promotion gate, republish | cpu | 02:00 nightly | p2m, nightly, train |
 | p2m-index-refresh/nightly-index-refresh | rebuild the retrieval indexes | cpu | 03:00 nightly | p2m, retrieval, nightly |
 | p2m-train-evaluate/gpu | train + evaluate a run folder | gpu | on demand | p2m, train, gpu |
 | p2m-publish-demo/demo | serve or replace the demo page of a run folder | cpu | on demand | p2m, demo |
+| p2m-serve-student/serve | serve or replace the student's OpenAI-compatible endpoint | cpu | on demand | p2m, serve |
 
 The tags let a team's UI filter p2m's deployments (and their runs, which carry them) from the rest.
 
@@ -53,9 +54,12 @@ def deployment_specs(nightly_prompt: str | None = None, nightly_out: str | None 
         # From the UI, a run ends with its demo served and linked on the run's page.
         DeploymentSpec("flows/pipeline.py:pipeline", "pipeline", "cpu", parameters={"publish_demo": True},
                        description="Prompt in; data, model, scores and demo out.", tags=("p2m", "pipeline")),
-        DeploymentSpec("flows/generate.py:generate_flow", "nightly-regeneration", "cpu", "0 2 * * *",
-                       {"prompt_file": nightly_prompt, "out_dir": nightly_out, "fresh_seed": True} if nightly_prompt and nightly_out else {},
-                       "Regenerate training data for a saved prompt every night.", tags=("p2m", "generate", "nightly")),
+        # The nightly loop (issue 12): new data, retrain, and promote only a model the gate finds better.
+        DeploymentSpec("flows/nightly.py:nightly_flow", "nightly", "cpu", "0 2 * * *",
+                       ({"prompt_file": nightly_prompt, "out_dir": nightly_out, "fresh_seed": True}
+                        | ({"datasets_dir": datasets_dir} if datasets_dir else {})) if nightly_prompt and nightly_out else {},
+                       "Every night: regenerate data for a saved prompt, retrain, and promote the new model only if it beats the served one.",
+                       tags=("p2m", "nightly", "train")),
         DeploymentSpec("flows/index_refresh.py:index_refresh_flow", "nightly-index-refresh", "cpu", "0 3 * * *",
                        {"out_dir": index_out, "datasets_dir": datasets_dir} if index_out else {}, "Rebuild the retrieval indexes every night.",
                        tags=("p2m", "retrieval", "nightly")),
@@ -64,6 +68,8 @@ def deployment_specs(nightly_prompt: str | None = None, nightly_out: str | None 
                        concurrency_limit=1, tags=("p2m", "train", "gpu")),
         DeploymentSpec("flows/publish_demo.py:publish_demo_flow", "demo", "cpu", description="Serve or replace the demo page for a run folder.",
                        tags=("p2m", "demo")),
+        DeploymentSpec("flows/serve_student.py:serve_student_flow", "serve", "cpu",
+                       description="Serve or replace the student's OpenAI-compatible endpoint for a run folder.", tags=("p2m", "serve")),
     ]
 
 

@@ -184,6 +184,71 @@ def cmd_deploy(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    settings = _settings({})
+    from p2m.tasks.export import export_name, export_student
+
+    export_name(args.format, args.quantize)  # a bad pair fails before any work
+    record = export_student(args.run_dir, args.format, args.quantize, settings.serve, settings.serve.max_tokens)
+    from p2m.tasks.export_report import formats_report
+    from p2m.tasks.report import FORMATS_TITLE, as_text, format_rows
+
+    print(as_text([(FORMATS_TITLE, format_rows(formats_report(args.run_dir)))]))
+    print(f"{record['path']}: {record['size_mb']} MB, exact match {record['exact_match']:.1%} on {record['n']} held-out examples "
+          f"(original {record['reference_exact_match']:.1%}, same answer on {record['agreement']:.0%}), "
+          f"{record['ms_p50']} ms per example p50, {record['ms_p95']} p95 at batch 1 (original {record['reference_ms_p50']} / {record['reference_ms_p95']})")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    serve = {k: v for k, v in {"host": args.host, "port": args.port, "api_key": args.api_key}.items() if v is not None}
+    settings = _settings({"serve": serve} if serve else {})
+    from p2m.tasks.serve import model_name, serve_student
+
+    cfg = settings.serve
+
+    def ready(record):
+        print(f"serving {args.run_dir} ({record['format']} {record['quantize']}, exact match {record['exact_match']:.1%} held out) "
+              f"as model {model_name(args.run_dir)!r} on http://{cfg.host}:{cfg.port}/v1"
+              f"{' (API key required)' if cfg.api_key else ''}; Ctrl+C stops it", file=sys.stderr, flush=True)
+
+    serve_student(args.run_dir, cfg, args.format, args.quantize, on_ready=ready)
+    return 0
+
+
+def cmd_publish_student(args) -> int:
+    _settings({})
+    from p2m.flows.serve_student import serve_student_flow
+
+    record = serve_student_flow(run_dir=str(args.run_dir), port=args.port, host=args.host)
+    print(f"student of {record['run_dir']} served at {record['base_url']} as model {record['model']!r} (process {record['pid']}"
+          f"{', replaced the previous one' if record['replaced_previous'] else ''}); it answered {record['sample_input']!r} "
+          f"with {record['sample_output']!r}")
+    return 0
+
+
+def cmd_nightly(args) -> int:
+    overrides = _overrides(args)
+    from p2m.tasks.inputs import check_run_inputs
+
+    check_run_inputs(_settings(overrides), args.prompt_file, args.out)
+    from p2m.flows.nightly import nightly_flow
+
+    result = nightly_flow(prompt_file=str(args.prompt_file), out_dir=str(args.out), eval_data=str(args.eval_data) if args.eval_data else None,
+                          seed=args.seed, overrides=overrides)
+    print(result["message"])
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    settings = _settings({})
+    from p2m.tasks.promotion import rollback
+
+    record = rollback(args.run_dir, settings.home)
+    print(record["message"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="p2m", description="Turn a task prompt into a small model you can deploy yourself.")
     p.add_argument("--verbose", action="store_true", help="show Prefect's log lines and the traceback of any error")
@@ -255,6 +320,35 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--index-out", type=Path, help="folder the nightly index refresh writes")
     deploy.add_argument("--datasets-dir", type=Path, help="datasets the nightly index refresh reads")
     deploy.set_defaults(func=cmd_deploy)
+
+    # Shipping the student (issue 12): export, serve, the serving process, the nightly loop, rollback.
+    export = sub.add_parser("export", help="export the student to GGUF (llama.cpp) or ONNX, checked on the held-out split")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("--format", choices=["gguf", "onnx"], required=True)
+    export.add_argument("--quantize", choices=["q8_0", "int8"], help="q8_0 (GGUF) or int8 (ONNX, dynamic); default f16 / fp32")
+    export.set_defaults(func=cmd_export)
+    serve = sub.add_parser("serve", help="serve the student behind an OpenAI-compatible /v1/chat/completions (foreground)")
+    serve.add_argument("run_dir", type=Path)
+    serve.add_argument("--host", help="address to bind (default P2M_SERVE__HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default P2M_SERVE__PORT, 8080)")
+    serve.add_argument("--api-key", help="key clients must send; prefer P2M_SERVE__API_KEY (a command line is visible to `ps`)")
+    serve.add_argument("--format", choices=["gguf", "onnx"], help="default: gguf for decoder-only students, onnx otherwise")
+    serve.add_argument("--quantize", choices=["q8_0", "int8"], help="default: q8_0 for gguf, none for onnx")
+    serve.set_defaults(func=cmd_serve)
+    publish_student = sub.add_parser("publish-student", help="`p2m serve` as a long-running process, replacing the one on its port")
+    publish_student.add_argument("run_dir", type=Path)
+    publish_student.add_argument("--host")
+    publish_student.add_argument("--port", type=int)
+    publish_student.set_defaults(func=cmd_publish_student)
+    nightly = sub.add_parser("nightly", help="one round of the nightly loop: new data, retrain, promote only if better")
+    nightly.add_argument("prompt_file", type=Path)
+    nightly.add_argument("--out", type=Path, required=True, help="the serving run folder (made on the first round)")
+    nightly.add_argument("--eval-data", type=Path, help="the fixed test set (default: the held-out split frozen at the first round)")
+    common(nightly)
+    nightly.set_defaults(func=cmd_nightly)
+    rollback = sub.add_parser("rollback", help="put the previously promoted model back in a nightly run folder")
+    rollback.add_argument("run_dir", type=Path)
+    rollback.set_defaults(func=cmd_rollback)
 
     demo = sub.add_parser("demo", help="serve the Gradio demo for a run folder")
     demo.add_argument("run_dir", type=Path)

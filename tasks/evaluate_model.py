@@ -109,7 +109,7 @@ def evaluate_run(spec: PromptSpec, splits_dir: Path, model_dir: Path, architectu
             metrics["teacher"][name] = score(teacher, refs, cfg) | {"ms_per_example": round(ms, 1), "model": llm.endpoint.model}
         predictions += [{"test_set": name, "input": x, "reference": y, "student": s, "teacher": t}
                         for x, y, s, t in zip(inputs, refs, student, teacher)]
-    metrics["info"] = {"bertscore_backbone": bertscore_backbone(cfg)}
+    metrics["info"] = {"bertscore_backbone": bertscore_backbone(cfg), "teacher": teacher_name}
     if cfg.bertscore_model is None:
         metrics["info"]["note"] = "BERTScore from a MiniLM backbone is not comparable with published roberta-large scores"
     write_json(out_dir / "metrics.json", metrics)
@@ -117,9 +117,7 @@ def evaluate_run(spec: PromptSpec, splits_dir: Path, model_dir: Path, architectu
         for p in predictions:
             f.write(json.dumps(p, ensure_ascii=False) + "\n")
     plot_results(out_dir, metrics)
-    train_record = out_dir / "train.json"
-    if train_record.exists():
-        write_model_card(out_dir, spec.instruction, read_json(train_record), metrics, teacher_name)
+    write_model_card(out_dir, instruction=spec.instruction)
     return metrics
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from p2m.tasks.run_store import read_json
 from p2m.tasks.train_format import format_prompt
 
 SCORES = ("exact_match", "chrf", "bertscore_f1", "ms_per_example")
+FORMATS_TITLE = "Formats (held-out split, CPU, batch 1)"
 
 
 def score_tables(metrics: dict | None) -> list[tuple[str, list[list[str]]]]:
@@ -23,6 +25,17 @@ def score_tables(metrics: dict | None) -> list[tuple[str, list[list[str]]]]:
         rows = [["", "student", "teacher"]] + [[m, str(student.get(m, "-")), str(teacher.get(m, "-"))] for m in SCORES]
         tables.append((f"{test_set} ({student['n']} examples)", rows))
     return tables
+
+
+def format_rows(formats: dict) -> list[list[str]]:
+    """The per-format report (`p2m.tasks.export_report.formats_report`) as rows, header first."""
+    rows = [["format", "size MB", "exact match", "ms p50", "ms p95"]]
+    for name, r in formats.items():
+        if name == "teacher":  # it answers concurrently through its endpoint: a mean over the set, not a p50
+            rows.append([f"teacher ({r.get('model') or 'LLM'})", "-", f"{r['exact_match']:.1%}", f"{r.get('ms_per_example', '-')} (mean)", "-"])
+        else:
+            rows.append([name, str(r["size_mb"]), f"{r['exact_match']:.1%}", str(r["ms_p50"]), str(r["ms_p95"])])
+    return rows
 
 
 def facts(summary: dict) -> list[tuple[str, str]]:
@@ -57,8 +70,12 @@ def report_sections(summary: dict) -> list[tuple[str, list[list[str]]]]:
     """The whole report as titled tables (each starting with its header row)."""
     stages = [["stage", "state", "seconds"]] + [[s["stage"], s["state"], f"{s['seconds']:.1f}"] for s in summary["stages"]]
     stages.append(["total", "", f"{summary['total_seconds']:.1f}"])
-    return [("Stages", stages)] + score_tables(summary.get("metrics")) + ([("Run", [["", ""]] + [list(f) for f in facts(summary)])]
-                                                                         if facts(summary) else [])
+    sections = [("Stages", stages)] + score_tables(summary.get("metrics"))
+    if summary.get("formats"):
+        sections.append((FORMATS_TITLE, format_rows(summary["formats"])))
+    if facts(summary):
+        sections.append(("Run", [["", ""]] + [list(f) for f in facts(summary)]))
+    return sections
 
 
 def as_text(sections: list[tuple[str, list[list[str]]]]) -> str:
@@ -68,8 +85,14 @@ def as_text(sections: list[tuple[str, list[list[str]]]]) -> str:
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         out.append(f"\n{title}")
         for row in rows if any(rows[0]) else rows[1:]:
-            out.append("  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+            # Numbers line up on the right, words on the left.
+            out.append("  " + "  ".join(cell.rjust(w) if i and _numeric(cell) else cell.ljust(w)
+                                        for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
     return "\n".join(out)
+
+
+def _numeric(cell: str) -> bool:
+    return bool(cell) and cell.replace(".", "", 1).replace("%", "").replace("-", "", 1).isdigit()
 
 
 def as_markdown(sections: list[tuple[str, list[list[str]]]]) -> str:
@@ -113,16 +136,29 @@ def model_card(instruction: str, train_record: dict, metrics: dict | None, teach
         f"on {train_record['device']}: final training loss {train_record['train_loss']}."
         + (f" Training data written by {teacher}." if teacher else ""),
     ]
-    tables = score_tables(metrics)
+    tables = [(f"Scores: {title}", rows) for title, rows in score_tables(metrics)]
+    if (metrics or {}).get("formats"):
+        tables.append((FORMATS_TITLE, format_rows(metrics["formats"])))
     if tables:
-        lines += ["", as_markdown([(f"Scores: {title}", rows) for title, rows in tables])]
+        lines += ["", as_markdown(tables)]
     if metrics and metrics.get("info", {}).get("note"):
         lines += ["", metrics["info"]["note"] + "."]
     return "\n".join(lines) + "\n"
 
 
-def write_model_card(run_dir: Path, instruction: str, train_record: dict, metrics: dict | None, teacher: str | None = None) -> Path:
-    """`run_dir/model_card.md`, its own artifact: the model folder stays exactly what training saved."""
-    path = Path(run_dir) / "model_card.md"
-    path.write_text(model_card(instruction, train_record, metrics, teacher), encoding="utf-8")
+def write_model_card(run_dir: Path, formats: dict | None = None, instruction: str | None = None) -> Path | None:
+    """`run_dir/model_card.md` from the run's train.json and metrics.json, the instruction (default:
+    spec.json's), and the per-format report when given (None when the run has not been trained):
+    its own artifact, so the model folder stays exactly what training saved. Written after
+    evaluation and after each export."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "train.json").exists():
+        return None
+    metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").exists() else None
+    if formats:
+        metrics = (metrics or {}) | {"formats": formats}
+    card = model_card(instruction or read_json(run_dir / "spec.json")["instruction"], read_json(run_dir / "train.json"), metrics,
+                      ((metrics or {}).get("info") or {}).get("teacher"))
+    path = run_dir / "model_card.md"
+    path.write_text(card, encoding="utf-8")
     return path

@@ -12,11 +12,11 @@ def test_deploy_registers_pools_deployments_and_the_nightly_schedule(tmp_path, p
     assert set(ensure_work_pools()) <= {"cpu", "gpu"}
     assert ensure_work_pools() == []  # idempotent
     ids = deploy_all(deployment_specs(str(EXAMPLE), str(tmp_path / "nightly")))
-    assert set(ids) == {"p2m-pipeline/pipeline", "p2m-generate/nightly-regeneration", "p2m-index-refresh/nightly-index-refresh",
-                        "p2m-train-evaluate/gpu", "p2m-publish-demo/demo"}
+    assert set(ids) == {"p2m-pipeline/pipeline", "p2m-nightly/nightly", "p2m-index-refresh/nightly-index-refresh",
+                        "p2m-train-evaluate/gpu", "p2m-publish-demo/demo", "p2m-serve-student/serve"}
     with get_client(sync_client=True) as client:
         pipeline = client.read_deployment_by_name("p2m-pipeline/pipeline")
-        nightly = client.read_deployment_by_name("p2m-generate/nightly-regeneration")
+        nightly = client.read_deployment_by_name("p2m-nightly/nightly")
         index = client.read_deployment_by_name("p2m-index-refresh/nightly-index-refresh")
         gpu = client.read_deployment_by_name("p2m-train-evaluate/gpu")
     assert (pipeline.work_pool_name, gpu.work_pool_name) == ("cpu", "gpu")
@@ -74,8 +74,8 @@ def test_the_run_form_shows_the_settings_values_with_bounds_and_refuses_bad_ones
         assert props[path_field]["type"] == "string" and "URL" in props[path_field]["description"], path_field
     assert not pipeline.parameter_openapi_schema.get("required") and pipeline.parameters == {"publish_demo": True}
     assert set(pipeline.tags) == {"p2m", "pipeline"} and set(deployments["gpu"].tags) == {"p2m", "train", "gpu"}
-    assert all("p2m" in d.tags for d in deployments.values() if d.name in ("pipeline", "nightly-regeneration", "gpu", "demo"))
-    nightly = deployments["nightly-regeneration"].parameter_openapi_schema["properties"]
+    assert all("p2m" in d.tags for d in deployments.values() if d.name in ("pipeline", "nightly", "gpu", "demo", "serve"))
+    nightly = deployments["nightly"].parameter_openapi_schema["properties"]
     assert nightly["num_examples"]["default"] == 40 and "anyOf" not in nightly["num_examples"]
     with pytest.raises(httpx.HTTPStatusError, match="minimum"):
         run_deployment("p2m-pipeline/pipeline", parameters={"prompt": "x", "num_examples": -1}, timeout=0)
