@@ -4,12 +4,12 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 P2M := $(VENV)/bin/p2m
-EXAMPLE ?= examples/numbers_to_digits.yaml
-OUT ?= runs/numbers_to_digits
+EXAMPLE ?= examples/dates_to_iso.txt
+OUT ?= runs/dates_to_iso
 # The offline quick start shows the method itself: the local teacher (Qwen2.5-Coder-1.5B on
 # llama.cpp) writes the training data (no dataset is searched), SmolLM2-135M learns from it, and
 # both are scored on a real test set whose truth code computed (examples/make_datasets.py).
-RUN_ARGS ?= --num-examples 200 --eval-data examples/numbers_to_digits_test.jsonl
+RUN_ARGS ?= --eval-data examples/dates_to_iso_test.jsonl
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1

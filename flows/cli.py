@@ -405,8 +405,12 @@ def main(argv: list[str] | None = None) -> int:
     verbose = args.verbose or os.environ.get("P2M_VERBOSE", "").lower() in ("1", "true", "yes")
     if not verbose:
         # Prefect's console lines (and its tracebacks for errors p2m explains in one line) stay off
-        # the terminal; the Prefect UI still receives every log line.
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+        # the terminal; the Prefect UI still receives every log line. The libraries' own progress
+        # bars and advice ("Map", "Saving the dataset", "Loading weights") would drown p2m's one
+        # line or bar per stage: they are off too (read when those libraries are imported, below).
+        for var, value in {"PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+                           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}.items():
+            os.environ.setdefault(var, value)
     if getattr(args, "out", "unset") is None:
         args.out = Path("runs") / args.prompt_file.stem
     if argv is None:

@@ -98,6 +98,7 @@ def pipeline(
                             sources_fingerprint=sources_fingerprint(s.models_dir, s.models_index) + hf_cache_models_fingerprint(),
                             run_dir=run_dir, teacher=teacher)
         splits = stages.run("process", process_task, "splits", spec=spec, retrieved=ref(retrieved), generated=ref(generated), cfg=s.process, run_dir=run_dir)
+        teacher.close()  # the local teacher's memory (1.9 GB) goes back while the student trains; evaluation restarts it
         if s.train_deployment:
             model, metrics = train_and_evaluate_on_deployment(run, s.train_deployment, overrides)
         else:

@@ -45,7 +45,7 @@ class LimitsConfig(StageConfig):
 class GenerationConfig(StageConfig):
     """The paper's generation strategies (Prompt2Model, section 3.2), and what a small teacher needs for variety."""
 
-    num_examples: int = Field(100, ge=0, le=100_000, description="Examples to generate; 0 skips generation.")
+    num_examples: int = Field(200, ge=0, le=100_000, description="Examples to generate; 0 skips generation.")
     batch_size: int = Field(8, ge=1, description="Requests per batch; one Prefect task runs one batch.")
     examples_per_request: int = Field(5, ge=1, le=20, description="New examples asked for in one request.")
     demos_per_prompt: int = Field(8, ge=0, description="User demonstrations shown in each generation prompt (the first ones, the same in every request).")

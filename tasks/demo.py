@@ -8,6 +8,8 @@ command that serves it for good.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from pathlib import Path
 
@@ -104,7 +106,8 @@ def check_demo(run_dir: Path) -> dict:
     try:
         sample, answer = ask_demo(url, run_dir)
     finally:
-        app.close()
+        with contextlib.redirect_stdout(io.StringIO()):  # Gradio prints "Closing server running on port"
+            app.close()
     record = {"command": f"p2m demo {run_dir}", "checked": True, "sample_input": sample, "sample_output": answer}
     write_json(run_dir / "demo.json", record)
     return record

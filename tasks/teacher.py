@@ -77,8 +77,10 @@ class Teacher:
         return LazyClient(self, log_path)
 
     def close(self) -> None:
-        self._stack.close()
-        self._endpoint = None
+        """Stop the local teacher if it runs; the next request starts it again (in 2-3 s)."""
+        with self._lock:
+            self._stack.close()
+            self._endpoint = None
 
 
 class LazyClient:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -55,6 +56,35 @@ class ValidationMetrics(TrainerCallback):
                                        max_new_tokens=self.max_new_tokens)
         metrics["eval_exact_match"] = round(exact_match(predictions, [r["output"] for r in self.rows]), 4)
         state.log_history.append({"eval_exact_match": metrics["eval_exact_match"], "epoch": state.epoch, "step": state.global_step})
+
+
+class TrainProgress(TrainerCallback):
+    """The train stage's one progress bar: steps, with the last loss and validation exact match
+    (in place of the Trainer's own bar and its printed log dicts)."""
+
+    def __init__(self):
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        shown = {k: logs[k] for k in ("loss", "eval_exact_match") if k in (logs or {})}
+        if self.bar is not None and shown:
+            self.bar.set_postfix({k: round(v, 4) for k, v in shown.items()}, refresh=True)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.bar is not None and metrics and "eval_exact_match" in metrics:
+            self.bar.set_postfix(epoch=round(state.epoch or 0, 1), eval_exact_match=metrics["eval_exact_match"], refresh=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
 
 
 class PadCollator:
@@ -111,6 +141,7 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
     """Fine-tune; write `out_dir/model` and `out_dir/train_log.jsonl`; return a training record."""
     import datasets
     from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+    from transformers.trainer_callback import PrinterCallback
 
     set_seed(cfg.seed)
     arch = choice["architecture"]
@@ -157,15 +188,16 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length",  # batches of similar length pad (and compute) less
         dataloader_num_workers=0,
-        disable_tqdm=False,  # the progress bar is the stage's progress on the terminal
+        disable_tqdm=True,  # TrainProgress is the stage's bar
     )
     trainer = Trainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
         data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
         # Validation metrics first: early stopping reads the exact match it adds.
         callbacks=[ValidationMetrics(tokenizer, arch, instruction, list(splits["validation"]), max_new_tokens=32),
-                   EarlyStoppingCallback(early_stopping_patience=2)],
+                   EarlyStoppingCallback(early_stopping_patience=2), TrainProgress()],
     )
+    trainer.remove_callback(PrinterCallback)  # it would print every log dict on the terminal
     resume = any(ckpt_dir.glob("checkpoint-*")) if ckpt_dir.exists() else False
     started = time.monotonic()
     result = trainer.train(resume_from_checkpoint=resume or None)

@@ -87,13 +87,3 @@ def test_killed_run_resumes_without_paying_twice(tmp_path, fast_limits):
     assert len(report.examples) == 8
     assert resumed.meter.cached == paid  # every request answered before came from disk
     assert server.answered == paid + resumed.meter.sent
-
-
-def test_near_duplicates_are_long_texts_with_the_same_numbers():
-    from p2m.tasks.generate import SeenInputs
-
-    seen = SeenInputs(95, ["forty-two", "The quick brown fox jumps over the lazy dog near the river bank in 2023."])
-    assert seen.is_duplicate("Forty-two!")  # exact after normalisation
-    assert not seen.is_duplicate("forty-three")  # short and different: a new example
-    assert seen.is_duplicate("The quick brown fox jumps over the lazy dog near the river bank in 2023")
-    assert not seen.is_duplicate("The quick brown fox jumps over the lazy dog near the river bank in 2024.")
