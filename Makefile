@@ -41,7 +41,9 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(P2M) run $(EXAMPLE) --out $(OUT) $(RUN_ARGS)
 
+# ruff first: lint and format are checked in seconds, before the suite's minutes.
 test: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
 test-slow: install

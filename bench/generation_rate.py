@@ -32,6 +32,7 @@ from p2m.tasks.config import GenerationConfig, LimitsConfig  # noqa: E402
 from p2m.tasks.generate import generate_examples  # noqa: E402
 from p2m.tasks.llm import Endpoint, LLMClient  # noqa: E402
 from p2m.tasks.parse import parse_prompt, read_prompt_file  # noqa: E402
+
 from tests.fake_llm_server import FakeLLMServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,14 +73,30 @@ def generate_with_p2m(server, rpm: float, examples: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         llm = LLMClient(Endpoint(server.base_url, "k", server.model), limits, Path(tmp) / "cache.sqlite")
         report = asyncio.run(generate_examples(llm, spec, cfg))
-    return {"accepted": len(report.examples), "duplicates_removed": report.duplicates_removed, "outcome": report.stop_reason[:48]}
+    return {
+        "accepted": len(report.examples),
+        "duplicates_removed": report.duplicates_removed,
+        "outcome": report.stop_reason[:48],
+    }
 
 
 def generate_with_reference(server, rpm: float, examples: int) -> dict:
     """prompt2model 0.1.0 in its own venv (bench/README.md says how to make it), same server and settings."""
     python = ROOT / "bench" / ".ref-venv" / "bin" / "python"
-    cmd = [str(python), str(ROOT / "bench" / "reference_generator.py"), "--base-url", server.base_url, "--rpm", str(int(rpm)),
-           "--examples", str(examples), "--max-api-calls", str(max(20 * examples, 50)), "--batch-size", "8"]
+    cmd = [
+        str(python),
+        str(ROOT / "bench" / "reference_generator.py"),
+        "--base-url",
+        server.base_url,
+        "--rpm",
+        str(int(rpm)),
+        "--examples",
+        str(examples),
+        "--max-api-calls",
+        str(max(20 * examples, 50)),
+        "--batch-size",
+        "8",
+    ]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=REFERENCE_TIMEOUT_S)
         result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -93,7 +110,11 @@ def generate_with_reference(server, rpm: float, examples: int) -> dict:
 def measure(system: str, run, rpm: float, examples: int, latency: float, fail_share: float) -> dict:
     """Run one generator against a fresh server; the row of the results table."""
     ref: list = [None]
-    with FakeLLMServer(noisy_teacher(pool=examples * 3, fail_share=fail_share, server_ref=ref), rate_limit_per_minute=rpm, latency_s=latency) as server:
+    with FakeLLMServer(
+        noisy_teacher(pool=examples * 3, fail_share=fail_share, server_ref=ref),
+        rate_limit_per_minute=rpm,
+        latency_s=latency,
+    ) as server:
         ref[0] = server
         started = time.monotonic()
         result = run(server, rpm, examples)
@@ -104,11 +125,18 @@ def measure(system: str, run, rpm: float, examples: int, latency: float, fail_sh
     window = busiest_window(times)
     accepted, dups = result["accepted"], result["duplicates_removed"]
     return {
-        "system": system, "configured_rpm": rpm, "busiest_60s": window, "of_limit": round(window / rpm, 3),
-        "requests": len(times), "429s": statuses.count(429), "500s": statuses.count(500),
-        "accepted": accepted, "accepted_per_request": round(accepted / max(1, answered), 3) if accepted is not None else "-",
+        "system": system,
+        "configured_rpm": rpm,
+        "busiest_60s": window,
+        "of_limit": round(window / rpm, 3),
+        "requests": len(times),
+        "429s": statuses.count(429),
+        "500s": statuses.count(500),
+        "accepted": accepted,
+        "accepted_per_request": round(accepted / max(1, answered), 3) if accepted is not None else "-",
         "dup_share_removed": round(dups / max(1, dups + accepted), 3) if dups is not None else "-",
-        "wall_s": round(wall, 1), "outcome": result["outcome"],
+        "wall_s": round(wall, 1),
+        "outcome": result["outcome"],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
 

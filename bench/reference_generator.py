@@ -50,13 +50,18 @@ def main() -> None:
     from prompt2model.dataset_generator.prompt_based import PromptBasedDatasetGenerator
     from prompt2model.utils import api_tools
 
-    api_tools.default_api_agent = api_tools.APIAgent(model_name="openai/fake-teacher", api_base=args.base_url, max_tokens=4000)
+    api_tools.default_api_agent = api_tools.APIAgent(
+        model_name="openai/fake-teacher", api_base=args.base_url, max_tokens=4000
+    )
     spec = types.SimpleNamespace(
         instruction="Convert the number written in English words to digits.",
         examples='input="three hundred forty-two"\noutput="342"\n\ninput="seventeen"\noutput="17"',
     )
     generator = PromptBasedDatasetGenerator(
-        max_api_calls=args.max_api_calls, requests_per_minute=args.rpm, max_batch_size=args.batch_size, responses_per_request=1,
+        max_api_calls=args.max_api_calls,
+        requests_per_minute=args.rpm,
+        max_batch_size=args.batch_size,
+        responses_per_request=1,
     )
     started = time.monotonic()
     try:

@@ -24,14 +24,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.retrieval_fixture import PROMPTS, fixture_records  # noqa: E402
-from p2m.tasks.bm25 import SparseBM25  # noqa: E402
-from p2m.tasks.spec import PromptSpec  # noqa: E402
-from p2m.tasks.registry import DatasetRecord  # noqa: E402
+from p2m.tasks.bm25 import (
+    SparseBM25,  # noqa: E402
+    tokenize,  # noqa: E402
+)
 from p2m.tasks.encoders import get_encoder  # noqa: E402
 from p2m.tasks.index import build_dataset_index, load_dataset_index  # noqa: E402
-from p2m.tasks.bm25 import tokenize  # noqa: E402
+from p2m.tasks.registry import DatasetRecord  # noqa: E402
 from p2m.tasks.retrieve_datasets import DatasetSearcher, rank_datasets  # noqa: E402
+from p2m.tasks.spec import PromptSpec  # noqa: E402
+
+from bench.retrieval_fixture import PROMPTS, fixture_records  # noqa: E402
 
 ENCODERS = ("minilm", "minilm-static")
 
@@ -56,8 +59,16 @@ def recall_table() -> list[dict]:
     for prompt, answer in PROMPTS:
         lexical = [names[i] for i in np.argsort(-bm25.get_scores(tokenize(prompt)))[:5]]
         hits.setdefault("BM25 alone", []).append((lexical[0] == answer, answer in lexical))
-    return [{"retriever": k, "prompts": len(v), "descriptions": len(records), "recall@1": round(np.mean([a for a, _ in v]), 3),
-             "recall@5": round(np.mean([b for _, b in v]), 3)} for k, v in hits.items()]
+    return [
+        {
+            "retriever": k,
+            "prompts": len(v),
+            "descriptions": len(records),
+            "recall@1": round(np.mean([a for a, _ in v]), 3),
+            "recall@5": round(np.mean([b for _, b in v]), 3),
+        }
+        for k, v in hits.items()
+    ]
 
 
 def synthetic_corpus(n: int, rng: random.Random) -> list[str]:
@@ -88,8 +99,18 @@ def speed_rows(n: int, rng: random.Random, workdir: Path) -> list[dict]:
     reference_build = time.perf_counter() - started
     records = [DatasetRecord(name=f"d{i}", path="", description=d) for i, d in enumerate(docs)]
     rows = [
-        {"entries": n, "method": "rank_bm25 BM25Okapi", "build_s": round(reference_build, 2), **latency(lambda q: reference.get_scores(tokenize(q)), queries[:10])},
-        {"entries": n, "method": "p2m SparseBM25", "build_s": round(sparse_build, 2), **latency(lambda q: sparse_bm25.get_scores(tokenize(q)), queries)},
+        {
+            "entries": n,
+            "method": "rank_bm25 BM25Okapi",
+            "build_s": round(reference_build, 2),
+            **latency(lambda q: reference.get_scores(tokenize(q)), queries[:10]),
+        },
+        {
+            "entries": n,
+            "method": "p2m SparseBM25",
+            "build_s": round(sparse_build, 2),
+            **latency(lambda q: sparse_bm25.get_scores(tokenize(q)), queries),
+        },
     ]
     # The whole first build of an index file with the static encoder, then a search over what it wrote.
     index = workdir / f"index-{n}" / "datasets.jsonl"
@@ -101,10 +122,23 @@ def speed_rows(n: int, rng: random.Random, workdir: Path) -> list[dict]:
     searcher = DatasetSearcher(loaded, static_embeddings, "minilm-static")
     searcher_build = time.perf_counter() - started
     searcher.search("warm up", 25)
-    rows.append({"entries": n, "method": "p2m index build, static MiniLM (embed all + write JSONL + embeddings file)",
-                 "build_s": round(index_build, 1), "p50_ms": "-", "p95_ms": "-"})
-    rows.append({"entries": n, "method": "p2m DatasetSearcher, static MiniLM (query embedding + BM25 + dense + fusion)",
-                 "build_s": round(searcher_build, 2), **latency(lambda q: searcher.search(q, 25), queries)})
+    rows.append(
+        {
+            "entries": n,
+            "method": "p2m index build, static MiniLM (embed all + write JSONL + embeddings file)",
+            "build_s": round(index_build, 1),
+            "p50_ms": "-",
+            "p95_ms": "-",
+        }
+    )
+    rows.append(
+        {
+            "entries": n,
+            "method": "p2m DatasetSearcher, static MiniLM (query embedding + BM25 + dense + fusion)",
+            "build_s": round(searcher_build, 2),
+            **latency(lambda q: searcher.search(q, 25), queries),
+        }
+    )
     # Full MiniLM: stored embeddings are random unit vectors here (latency does not depend on their values).
     embeddings = np.random.default_rng(0).standard_normal((n, 384)).astype(np.float32)
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
@@ -112,8 +146,14 @@ def speed_rows(n: int, rng: random.Random, workdir: Path) -> list[dict]:
     searcher = DatasetSearcher(records, embeddings, "minilm")
     searcher_build = time.perf_counter() - started
     searcher.search("warm up", 25)
-    rows.append({"entries": n, "method": "p2m DatasetSearcher, MiniLM (query embedding + BM25 + dense + fusion)",
-                 "build_s": round(searcher_build, 2), **latency(lambda q: searcher.search(q, 25), queries)})
+    rows.append(
+        {
+            "entries": n,
+            "method": "p2m DatasetSearcher, MiniLM (query embedding + BM25 + dense + fusion)",
+            "build_s": round(searcher_build, 2),
+            **latency(lambda q: searcher.search(q, 25), queries),
+        }
+    )
     for r in rows:
         r["peak_rss_mb"] = peak_mb()
     return rows
@@ -131,8 +171,14 @@ def embedding_row(rng: random.Random) -> dict:
     started = time.perf_counter()
     encoder.encode(docs)
     per_doc = (time.perf_counter() - started) / len(docs)
-    return {"entries": 100_000, "method": "MiniLM embeddings of every description (extrapolated from 1,000)", "build_s": round(per_doc * 100_000, 1),
-            "p50_ms": "-", "p95_ms": "-", "peak_rss_mb": peak_mb()}
+    return {
+        "entries": 100_000,
+        "method": "MiniLM embeddings of every description (extrapolated from 1,000)",
+        "build_s": round(per_doc * 100_000, 1),
+        "p50_ms": "-",
+        "p95_ms": "-",
+        "peak_rss_mb": peak_mb(),
+    }
 
 
 def print_table(rows: list[dict]) -> None:
@@ -153,7 +199,9 @@ def main() -> None:
     print(f"static MiniLM ready in {time.perf_counter() - started:.1f} s (distilled on first use, then loaded)\n")
     print_table(recall_table())
     with tempfile.TemporaryDirectory() as workdir:
-        print_table(speed_rows(10_000, rng, Path(workdir)) + speed_rows(100_000, rng, Path(workdir)) + [embedding_row(rng)])
+        print_table(
+            speed_rows(10_000, rng, Path(workdir)) + speed_rows(100_000, rng, Path(workdir)) + [embedding_row(rng)]
+        )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ DISTINCT = {
     "medical_questions": "Consumer health questions paired with answers from medical professionals.",
     "legal_clauses": "Contract clauses classified by type: termination, liability, confidentiality.",
     "address_parsing": "Postal addresses split into street, city, postcode and country fields.",
-    "unit_conversion": "Quantities converted between units: kilometres to miles, kilograms to pounds, litres to gallons.",
+    "unit_conversion": (
+        "Quantities converted between units: kilometres to miles, kilograms to pounds, litres to gallons."
+    ),
     "roman_numerals": "Roman numerals paired with their Arabic number values.",
     "currency_amounts": "Amounts of money written in words converted to numeric currency values.",
     "title_case": "Sentences converted to title case headlines.",
@@ -48,8 +50,22 @@ DISTINCT = {
     "sarcasm_headlines": "News headlines labelled sarcastic or not sarcastic.",
 }
 
-LANGS = ["French", "German", "Spanish", "Japanese", "Chinese", "Arabic", "Hindi", "Portuguese", "Russian", "Italian",
-         "Korean", "Dutch", "Turkish", "Swedish"]
+LANGS = [
+    "French",
+    "German",
+    "Spanish",
+    "Japanese",
+    "Chinese",
+    "Arabic",
+    "Hindi",
+    "Portuguese",
+    "Russian",
+    "Italian",
+    "Korean",
+    "Dutch",
+    "Turkish",
+    "Swedish",
+]
 VARIANTS = {
     "translation_{l}": "Parallel sentences translating English into {L} for machine translation.",
     "sentiment_{l}": "Product reviews written in {L} labelled with positive or negative sentiment.",
@@ -121,4 +137,7 @@ def fixture_records() -> list[DatasetRecord]:
     for domain in DOMAINS:
         for name, text in DOMAIN_VARIANTS.items():
             entries[name.format(d=domain)] = text.format(d=domain, D=domain.capitalize())
-    return [DatasetRecord(name=n, path=f"fixture:{n}", description=f"{n.replace('_', ' ')}. {t}") for n, t in entries.items()]
+    return [
+        DatasetRecord(name=n, path=f"fixture:{n}", description=f"{n.replace('_', ' ')}. {t}")
+        for n, t in entries.items()
+    ]

@@ -70,8 +70,12 @@ def drive(ask, rows: list[dict], clients: int, requests: int) -> dict:
         results = list(pool.map(one, items))
     wall = time.perf_counter() - started
     ms = [r[1] for r in results]
-    return {"requests_per_s": round(requests / wall, 2), "p50_ms": round(percentile(ms, 50), 1), "p95_ms": round(percentile(ms, 95), 1),
-            "exact_match": round(exact_match([r[0] for r in results], [r["output"] for r in items]), 4)}
+    return {
+        "requests_per_s": round(requests / wall, 2),
+        "p50_ms": round(percentile(ms, 50), 1),
+        "p95_ms": round(percentile(ms, 95), 1),
+        "exact_match": round(exact_match([r[0] for r in results], [r["output"] for r in items]), 4),
+    }
 
 
 def child(system: str, run_dir: Path, eval_data: Path | None, levels: list[int], requests: int) -> dict:
@@ -83,7 +87,9 @@ def child(system: str, run_dir: Path, eval_data: Path | None, levels: list[int],
         from p2m.tasks.run_store import read_json
         from p2m.tasks.student_runtime import TorchStudent
 
-        student = TorchStudent(run_dir / "model", read_json(run_dir / "model_choice.json")["architecture"], spec["instruction"], 64)
+        student = TorchStudent(
+            run_dir / "model", read_json(run_dir / "model_choice.json")["architecture"], spec["instruction"], 64
+        )
         out["size_mb"] = files_mb(run_dir / "model")
         for n in levels:
             out["levels"][n] = drive(lambda x: student.predict(x).text, rows, n, requests)
@@ -99,9 +105,14 @@ def child(system: str, run_dir: Path, eval_data: Path | None, levels: list[int],
         cfg = load_settings().serve
         record = ensure_export(run_dir, None, None, cfg, cfg.max_tokens)  # made (and checked) before timing starts
         port = free_port()
-        log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"p2m-bench-serve-{port}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "p2m.flows.cli", "serve", str(run_dir), "--port", str(port)], stdout=log,
-                                stderr=subprocess.STDOUT, cwd=ROOT)
+        # The server's log stays open for the child's whole life, and its name is read on failure.
+        log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"p2m-bench-serve-{port}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "p2m.flows.cli", "serve", str(run_dir), "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
         try:
             wait_until_serving(proc, f"http://127.0.0.1:{port}/health", "student server", 600, Path(log.name))
             client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=300)
@@ -122,7 +133,6 @@ def child(system: str, run_dir: Path, eval_data: Path | None, levels: list[int],
         return out
     # The local teacher, through p2m's own machinery (started and stopped here).
     import psutil
-
     from p2m.tasks.config import load_settings
     from p2m.tasks.generate import answer_prompt, clean_answer
     from p2m.tasks.parse import PromptSpec
@@ -136,8 +146,12 @@ def child(system: str, run_dir: Path, eval_data: Path | None, levels: list[int],
         prompt_spec = PromptSpec(**spec)
 
         def ask(text):
-            reply = client.chat.completions.create(model=endpoint.model, messages=answer_prompt(prompt_spec, text, settings.evaluation.teacher_demos),
-                                                   temperature=0, max_tokens=64)
+            reply = client.chat.completions.create(
+                model=endpoint.model,
+                messages=answer_prompt(prompt_spec, text, settings.evaluation.teacher_demos),
+                temperature=0,
+                max_tokens=64,
+            )
             return clean_answer(reply.choices[0].message.content or "")
 
         for n in levels:
@@ -167,7 +181,17 @@ def main() -> None:
     results = {}
     for system in args.systems.split(","):
         started = time.monotonic()
-        command = [sys.executable, __file__, str(args.run_dir), "--child", system, "--clients", args.clients, "--requests", str(args.requests)]
+        command = [
+            sys.executable,
+            __file__,
+            str(args.run_dir),
+            "--child",
+            system,
+            "--clients",
+            args.clients,
+            "--requests",
+            str(args.requests),
+        ]
         if args.eval_data:
             command += ["--eval-data", str(args.eval_data)]
         proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
@@ -180,12 +204,18 @@ def main() -> None:
     print("| system | clients | requests/s | vs transformers | p50 ms | p95 ms | exact match | size MB | peak RSS MB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for system, r in results.items():
-        label = {"served": f"served student ({r.get('export', '')})", "transformers": "transformers in-process",
-                 "teacher": f"local teacher ({r.get('model', '')})"}[system]
+        label = {
+            "served": f"served student ({r.get('export', '')})",
+            "transformers": "transformers in-process",
+            "teacher": f"local teacher ({r.get('model', '')})",
+        }[system]
         for n, level in r["levels"].items():
             ratio = f"{level['requests_per_s'] / base[n]['requests_per_s']:.2f}x" if n in base else "-"
-            print(f"| {label} | {n} | {level['requests_per_s']} | {ratio} | {level['p50_ms']} | {level['p95_ms']} | {level['exact_match']:.1%} | "
-                  f"{r.get('size_mb') if r.get('size_mb') is not None else '-'} | {r['peak_rss_mb']:.0f} |")
+            print(
+                f"| {label} | {n} | {level['requests_per_s']} | {ratio} | {level['p50_ms']} | {level['p95_ms']} "
+                f"| {level['exact_match']:.1%} | "
+                f"{r.get('size_mb') if r.get('size_mb') is not None else '-'} | {r['peak_rss_mb']:.0f} |"
+            )
 
 
 if __name__ == "__main__":

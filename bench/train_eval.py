@@ -27,9 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from p2m.tasks.config import EvalConfig, Settings, TrainConfig  # noqa: E402
 from p2m.tasks.embedded import smollm2_path  # noqa: E402
-from p2m.tasks.inference import exact_match, generate_outputs  # noqa: E402
+from p2m.tasks.inference import (  # noqa: E402
+    exact_match,
+    generate_outputs,
+    load_model,  # noqa: E402
+)
 from p2m.tasks.run_store import rows_to_dataset  # noqa: E402
-from p2m.tasks.inference import load_model  # noqa: E402
 from p2m.tasks.train import PadCollator, encode_example, train_student  # noqa: E402
 from p2m.tasks.train_format import format_prompt  # noqa: E402
 
@@ -42,7 +45,10 @@ def peak_mb() -> int:
 
 
 def example_rows(n: int, offset: int = 0) -> list[dict]:
-    rows = [json.loads(line) for line in (ROOT / "examples" / "datasets" / "number_words" / "train.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (ROOT / "examples" / "datasets" / "number_words" / "train.jsonl").read_text().splitlines()
+    ]
     return [{"input": r["words"], "output": r["digits"], "source": "retrieved"} for r in rows[offset : offset + n]]
 
 
@@ -52,12 +58,27 @@ def bare_trainer_tokens_per_s(model_path: Path, rows: list[dict], cfg: TrainConf
 
     set_seed(cfg.seed)
     model, tokenizer = load_model(model_path, "decoder-only")
-    encoded = [encode_example(tokenizer, "decoder-only", format_prompt(INSTRUCTION, r["input"]), r["output"], 128) for r in rows]
+    encoded = [
+        encode_example(tokenizer, "decoder-only", format_prompt(INSTRUCTION, r["input"]), r["output"], 128)
+        for r in rows
+    ]
     with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(output_dir=tmp, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
-                                 per_device_train_batch_size=cfg.batch_size, save_strategy="no", eval_strategy="no", report_to=[],
-                                 use_cpu=not torch.cuda.is_available(), remove_unused_columns=False, disable_tqdm=True, seed=cfg.seed)
-        trainer = Trainer(model=model, args=args, train_dataset=encoded, data_collator=PadCollator(tokenizer.pad_token_id))
+        args = TrainingArguments(
+            output_dir=tmp,
+            num_train_epochs=cfg.epochs,
+            learning_rate=cfg.learning_rate,
+            per_device_train_batch_size=cfg.batch_size,
+            save_strategy="no",
+            eval_strategy="no",
+            report_to=[],
+            use_cpu=not torch.cuda.is_available(),
+            remove_unused_columns=False,
+            disable_tqdm=True,
+            seed=cfg.seed,
+        )
+        trainer = Trainer(
+            model=model, args=args, train_dataset=encoded, data_collator=PadCollator(tokenizer.pad_token_id)
+        )
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
@@ -69,9 +90,13 @@ def p2m_tokens_per_s(rows: list[dict], val_rows: list[dict], cfg: TrainConfig, h
     import datasets
 
     tmp = Path(tempfile.mkdtemp(prefix="p2m-bench-"))
-    datasets.DatasetDict({"train": rows_to_dataset(rows, ("input", "output", "source")),
-                          "validation": rows_to_dataset(val_rows, ("input", "output", "source")),
-                          "test": rows_to_dataset(val_rows[:1], ("input", "output", "source"))}).save_to_disk(str(tmp / "splits"))
+    datasets.DatasetDict(
+        {
+            "train": rows_to_dataset(rows, ("input", "output", "source")),
+            "validation": rows_to_dataset(val_rows, ("input", "output", "source")),
+            "test": rows_to_dataset(val_rows[:1], ("input", "output", "source")),
+        }
+    ).save_to_disk(str(tmp / "splits"))
     choice = {"name": "smollm2-135m-instruct", "path": "embedded:smollm2-135m-instruct", "architecture": "decoder-only"}
     record = train_student(tmp / "splits", choice, INSTRUCTION, cfg, tmp, home)
     return record["tokens_seen"] / record["seconds"], record["seconds"], tmp / "model"
@@ -88,13 +113,27 @@ def eval_rows_per_s(model_dir: Path, rows: list[dict]) -> list[dict]:
     started = time.perf_counter()
     reference = []
     for start in range(0, len(inputs), 10):  # batch 10 in input order, greedy, as the reference executor batches
-        batch = tokenizer([format_prompt(INSTRUCTION, x) for x in inputs[start : start + 10]], return_tensors="pt", padding=True)
+        batch = tokenizer(
+            [format_prompt(INSTRUCTION, x) for x in inputs[start : start + 10]], return_tensors="pt", padding=True
+        )
         with torch.inference_mode():
             out = model.generate(**batch, max_new_tokens=64, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        reference += [tokenizer.decode(s, skip_special_tokens=True).strip().split("\n", 1)[0] for s in out[:, batch["input_ids"].shape[1]:]]
+        reference += [
+            tokenizer.decode(s, skip_special_tokens=True).strip().split("\n", 1)[0]
+            for s in out[:, batch["input_ids"].shape[1] :]
+        ]
     results.append(("batch-10 in order (reference executor)", time.perf_counter() - started, reference))
-    return [{"stage": "evaluate", "system": name, "examples_per_s": round(len(rows) / secs, 2), "seconds": round(secs, 1),
-             "exact_match": round(exact_match(preds, refs), 3), "peak_rss_mb": peak_mb()} for name, secs, preds in results]
+    return [
+        {
+            "stage": "evaluate",
+            "system": name,
+            "examples_per_s": round(len(rows) / secs, 2),
+            "seconds": round(secs, 1),
+            "exact_match": round(exact_match(preds, refs), 3),
+            "peak_rss_mb": peak_mb(),
+        }
+        for name, secs, preds in results
+    ]
 
 
 def main() -> None:
@@ -109,8 +148,20 @@ def main() -> None:
     bare_tps, bare_s = bare_trainer_tokens_per_s(model_path, rows, cfg)
     ours_tps, ours_s, trained = p2m_tokens_per_s(rows, val_rows, cfg, home)
     table = [
-        {"stage": "train", "system": "bare transformers Trainer", "tokens_per_s": round(bare_tps), "seconds": round(bare_s, 1), "ratio": 1.0},
-        {"stage": "train", "system": "p2m train stage", "tokens_per_s": round(ours_tps), "seconds": round(ours_s, 1), "ratio": round(ours_tps / bare_tps, 2)},
+        {
+            "stage": "train",
+            "system": "bare transformers Trainer",
+            "tokens_per_s": round(bare_tps),
+            "seconds": round(bare_s, 1),
+            "ratio": 1.0,
+        },
+        {
+            "stage": "train",
+            "system": "p2m train stage",
+            "tokens_per_s": round(ours_tps),
+            "seconds": round(ours_s, 1),
+            "ratio": round(ours_tps / bare_tps, 2),
+        },
     ]
     for r in table:
         r["peak_rss_mb"] = peak_mb()

@@ -23,7 +23,7 @@ as crashed: the run would stay `Running` for ever. Flow runs send heartbeats
 automation Prefect documents for this ("detect zombie flows"): no heartbeat and no final state
 for three beats marks the run `Crashed`, and the UI's Retry button (or `prefect flow-run retry`)
 re-runs it with every finished stage served from the cache.
-"""
+"""  # noqa: E501 (markdown table rows cannot be wrapped)
 
 from __future__ import annotations
 
@@ -47,29 +47,71 @@ class DeploymentSpec:
     tags: tuple[str, ...] = ()
 
 
-def deployment_specs(nightly_prompt: str | None = None, nightly_out: str | None = None, index_out: str | None = None,
-                     datasets_dir: str | None = None) -> list[DeploymentSpec]:
+def deployment_specs(
+    nightly_prompt: str | None = None,
+    nightly_out: str | None = None,
+    index_out: str | None = None,
+    datasets_dir: str | None = None,
+) -> list[DeploymentSpec]:
     """What `deploy_all` registers; nightly parameters come from the arguments."""
     return [
         # From the UI, a run ends with its demo served and linked on the run's page.
-        DeploymentSpec("flows/pipeline.py:pipeline", "pipeline", "cpu", parameters={"publish_demo": True},
-                       description="Prompt in; data, model, scores and demo out.", tags=("p2m", "pipeline")),
+        DeploymentSpec(
+            "flows/pipeline.py:pipeline",
+            "pipeline",
+            "cpu",
+            parameters={"publish_demo": True},
+            description="Prompt in; data, model, scores and demo out.",
+            tags=("p2m", "pipeline"),
+        ),
         # The nightly loop (issue 12): new data, retrain, and promote only a model the gate finds better.
-        DeploymentSpec("flows/nightly.py:nightly_flow", "nightly", "cpu", "0 2 * * *",
-                       ({"prompt_file": nightly_prompt, "out_dir": nightly_out, "fresh_seed": True}
-                        | ({"datasets_dir": datasets_dir} if datasets_dir else {})) if nightly_prompt and nightly_out else {},
-                       "Every night: regenerate data for a saved prompt, retrain, and promote the new model only if it beats the served one.",
-                       tags=("p2m", "nightly", "train")),
-        DeploymentSpec("flows/index_refresh.py:index_refresh_flow", "nightly-index-refresh", "cpu", "0 3 * * *",
-                       {"out_dir": index_out, "datasets_dir": datasets_dir} if index_out else {}, "Rebuild the retrieval indexes every night.",
-                       tags=("p2m", "retrieval", "nightly")),
+        DeploymentSpec(
+            "flows/nightly.py:nightly_flow",
+            "nightly",
+            "cpu",
+            "0 2 * * *",
+            (
+                {"prompt_file": nightly_prompt, "out_dir": nightly_out, "fresh_seed": True}
+                | ({"datasets_dir": datasets_dir} if datasets_dir else {})
+            )
+            if nightly_prompt and nightly_out
+            else {},
+            "Every night: regenerate data for a saved prompt, retrain, "
+            "and promote the new model only if it beats the served one.",
+            tags=("p2m", "nightly", "train"),
+        ),
+        DeploymentSpec(
+            "flows/index_refresh.py:index_refresh_flow",
+            "nightly-index-refresh",
+            "cpu",
+            "0 3 * * *",
+            {"out_dir": index_out, "datasets_dir": datasets_dir} if index_out else {},
+            "Rebuild the retrieval indexes every night.",
+            tags=("p2m", "retrieval", "nightly"),
+        ),
         # One fine-tune per GPU at a time: more runs wait in the queue instead of sharing the card.
-        DeploymentSpec("flows/train_evaluate.py:train_evaluate_flow", "gpu", "gpu", description="Train and evaluate a run folder on the GPU pool.",
-                       concurrency_limit=1, tags=("p2m", "train", "gpu")),
-        DeploymentSpec("flows/publish_demo.py:publish_demo_flow", "demo", "cpu", description="Serve or replace the demo page for a run folder.",
-                       tags=("p2m", "demo")),
-        DeploymentSpec("flows/serve_student.py:serve_student_flow", "serve", "cpu",
-                       description="Serve or replace the student's OpenAI-compatible endpoint for a run folder.", tags=("p2m", "serve")),
+        DeploymentSpec(
+            "flows/train_evaluate.py:train_evaluate_flow",
+            "gpu",
+            "gpu",
+            description="Train and evaluate a run folder on the GPU pool.",
+            concurrency_limit=1,
+            tags=("p2m", "train", "gpu"),
+        ),
+        DeploymentSpec(
+            "flows/publish_demo.py:publish_demo_flow",
+            "demo",
+            "cpu",
+            description="Serve or replace the demo page for a run folder.",
+            tags=("p2m", "demo"),
+        ),
+        DeploymentSpec(
+            "flows/serve_student.py:serve_student_flow",
+            "serve",
+            "cpu",
+            description="Serve or replace the student's OpenAI-compatible endpoint for a run folder.",
+            tags=("p2m", "serve"),
+        ),
     ]
 
 
@@ -96,11 +138,10 @@ def deploy_all(specs: list[DeploymentSpec], source: Path = ROOT, settings=None) 
     The Run forms show the value `settings` (default: the settings here, P2M_* variables and
     .env) give for each field that sets a setting, with its bounds (`p2m.flows.form`).
     """
-    from prefect import Flow
-    from prefect.deployments.runner import deploy
-
     from p2m.flows.form import show_settings
     from p2m.tasks.config import load_settings
+    from prefect import Flow
+    from prefect.deployments.runner import deploy
 
     settings = settings or load_settings()
     ids = {}
@@ -108,15 +149,27 @@ def deploy_all(specs: list[DeploymentSpec], source: Path = ROOT, settings=None) 
         flow = Flow.from_source(source=str(source), entrypoint=spec.entrypoint)
         incomplete = spec.cron is not None and not spec.parameters
         deployment = flow.to_deployment(
-            name=spec.name, work_pool_name=spec.pool, cron=spec.cron, parameters=spec.parameters or None, tags=list(spec.tags),
-            description=spec.description + (" Paused: deploy again with its parameters to schedule it." if incomplete else ""),
-            paused=incomplete or None, concurrency_limit=spec.concurrency_limit,
+            name=spec.name,
+            work_pool_name=spec.pool,
+            cron=spec.cron,
+            parameters=spec.parameters or None,
+            tags=list(spec.tags),
+            description=spec.description
+            + (" Paused: deploy again with its parameters to schedule it." if incomplete else ""),
+            paused=incomplete or None,
+            concurrency_limit=spec.concurrency_limit,
         )
         # The schema Prefect made from the signature, before it is sent (a private attribute in
         # Prefect 3.8, pinned below 3.9; test_deploy checks what the server ends up holding).
         show_settings(deployment._parameter_openapi_schema.properties, flow.fn, settings)
-        [deployment_id] = deploy(deployment, work_pool_name=spec.pool, build=False, push=False, print_next_steps_message=False,
-                                 ignore_warnings=True)
+        [deployment_id] = deploy(
+            deployment,
+            work_pool_name=spec.pool,
+            build=False,
+            push=False,
+            print_next_steps_message=False,
+            ignore_warnings=True,
+        )
         ids[f"{flow.name}/{spec.name}"] = str(deployment_id)
     return ids
 
@@ -144,17 +197,28 @@ def ensure_crash_detection(within_seconds: float | None = None) -> str:
             client.delete_automation(old.id)
     automation = Automation(
         name=CRASH_AUTOMATION,
-        description="A flow run that stopped sending heartbeats (its worker died) is marked Crashed, so it can be retried.",
+        description=(
+            "A flow run that stopped sending heartbeats (its worker died) is marked Crashed, so it can be retried."
+        ),
         trigger=EventTrigger(
             after={"prefect.flow-run.heartbeat"},
-            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
-                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
             within=timedelta(seconds=within_seconds),
         ),
-        actions=[ChangeFlowRunState(state=StateType.CRASHED, message=f"No heartbeat for {within_seconds:.0f} s: the worker running it died.")],
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED, message=f"No heartbeat for {within_seconds:.0f} s: the worker running it died."
+            )
+        ],
     ).create()
     return str(automation.id)

@@ -16,8 +16,29 @@ import json
 import random
 from pathlib import Path
 
-ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
-TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 
 
 def number_to_words(n: int) -> str:
@@ -36,7 +57,20 @@ def sample_numbers(rng: random.Random, k: int) -> list[int]:
     return [rng.randrange(1000) if rng.random() < 0.7 else rng.randrange(1000, 100_000) for _ in range(k)]
 
 
-MONTHS = "January February March April May June July August September October November December".split()
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 
 
 def ordinal(day: int) -> str:
@@ -78,7 +112,10 @@ def write_folder(root: Path, name: str, card: str, rows: list[dict]) -> None:
 def main(root: Path = Path(__file__).parent / "datasets") -> None:
     rng = random.Random(2308)
     nums = sample_numbers(rng, 600)
-    write_folder(root, "number_words", """
+    write_folder(
+        root,
+        "number_words",
+        """
 ---
 pretty_name: Number words to digits
 license: cc0-1.0
@@ -88,8 +125,13 @@ downloads: 1200
 ---
 English numbers written in words (for example "three hundred forty-two") paired with their value in digits ("342").
 Columns: `words` (the number in words), `digits` (the number in digits).
-""", [{"words": number_to_words(n), "digits": str(n)} for n in nums])
-    write_folder(root, "number_words_gated", """
+""",
+        [{"words": number_to_words(n), "digits": str(n)} for n in nums],
+    )
+    write_folder(
+        root,
+        "number_words_gated",
+        """
 ---
 pretty_name: Number words to digits (full)
 license: other
@@ -98,9 +140,14 @@ tags: [numbers, number words, digits, conversion]
 downloads: 300
 ---
 A larger copy of number words paired with digits; access needs the owner's approval.
-""", [{"words": number_to_words(n), "digits": str(n)} for n in sample_numbers(rng, 50)])
+""",
+        [{"words": number_to_words(n), "digits": str(n)} for n in sample_numbers(rng, 50)],
+    )
     temps = [rng.randrange(-40, 120) for _ in range(300)]
-    write_folder(root, "celsius_to_fahrenheit", """
+    write_folder(
+        root,
+        "celsius_to_fahrenheit",
+        """
 ---
 pretty_name: Celsius to Fahrenheit
 license: cc0-1.0
@@ -108,12 +155,17 @@ tags: [temperature, unit conversion, weather]
 downloads: 500
 ---
 Temperatures in degrees Celsius with the same temperature in Fahrenheit, rounded to whole degrees.
-""", [{"input": f"{c} °C", "output": f"{round(c * 9 / 5 + 32)} °F"} for c in temps])
+""",
+        [{"input": f"{c} °C", "output": f"{round(c * 9 / 5 + 32)} °F"} for c in temps],
+    )
     good = ["a delight", "wonderful", "moving and funny", "the best film this year", "beautifully shot"]
     bad = ["a mess", "boring", "far too long", "the worst film this year", "badly acted"]
     reviews = [{"text": f"The movie was {rng.choice(good)}.", "label": "positive"} for _ in range(150)]
     reviews += [{"text": f"The movie was {rng.choice(bad)}.", "label": "negative"} for _ in range(150)]
-    write_folder(root, "movie_review_sentiment", """
+    write_folder(
+        root,
+        "movie_review_sentiment",
+        """
 ---
 pretty_name: Movie review sentiment
 license: cc0-1.0
@@ -122,7 +174,9 @@ tags: [sentiment, reviews, movies, classification]
 downloads: 5000
 ---
 Short movie reviews labelled positive or negative.
-""", reviews)
+""",
+        reviews,
+    )
     test = sorted(set(sample_numbers(random.Random(99), 150)) - set(nums))[:100]
     with open(Path(__file__).parent / "numbers_to_digits_test.jsonl", "w", encoding="utf-8") as f:
         for n in test:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 
+from p2m.tasks.config import RetrievalConfig
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
-
-from p2m.tasks.config import RetrievalConfig
 
 POLL_SECONDS = 2
 
@@ -26,7 +25,12 @@ class DatasetChoice(RunInput):
 
 
 def candidates_markdown(candidates: list[dict]) -> str:
-    lines = ["Choose the training dataset for this run.", "", "| dataset | similarity | columns | sample row |", "|---|---|---|---|"]
+    lines = [
+        "Choose the training dataset for this run.",
+        "",
+        "| dataset | similarity | columns | sample row |",
+        "|---|---|---|---|",
+    ]
     for c in candidates:
         sample = json.dumps(c["sample_rows"][0], ensure_ascii=False)[:120].replace("|", "/") if c["sample_rows"] else ""
         gated = " (gated)" if c["gated"] else ""
@@ -44,5 +48,10 @@ def ask_for_dataset(candidates: list[dict], cfg: RetrievalConfig) -> RetrievalCo
         return cfg
     if choice is None or choice.dataset == "auto":
         return cfg
-    return cfg.model_copy(update={"dataset": choice.dataset, "input_column": choice.input_column or None,
-                                  "output_column": choice.output_column or None})
+    return cfg.model_copy(
+        update={
+            "dataset": choice.dataset,
+            "input_column": choice.input_column or None,
+            "output_column": choice.output_column or None,
+        }
+    )

@@ -13,8 +13,13 @@ from pathlib import Path
 # Before anything imports prefect, transformers or datasets: no hub look-ups (a missing name then
 # fails at once instead of after 25-50 s), no telemetry. Export HF_HUB_OFFLINE=0 to allow the hub.
 for _var, _value in {
-    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GRADIO_ANALYTICS_ENABLED": "False", "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "TOKENIZERS_PARALLELISM": "false",
 }.items():
     os.environ.setdefault(_var, _value)
 
@@ -22,10 +27,17 @@ for _var, _value in {
 def _overrides(args: argparse.Namespace) -> dict:
     """Settings from the flags that were given (nested by section, as `Settings` takes them)."""
     sections = {
-        "generation": {"num_examples": args.num_examples, "votes": getattr(args, "votes", None), "seed": getattr(args, "seed", None),
-                       "max_api_calls": getattr(args, "max_api_calls", None)},
-        "limits": {"requests_per_minute": getattr(args, "requests_per_minute", None), "tokens_per_minute": getattr(args, "tokens_per_minute", None),
-                   "max_concurrency": getattr(args, "max_concurrency", None)},
+        "generation": {
+            "num_examples": args.num_examples,
+            "votes": getattr(args, "votes", None),
+            "seed": getattr(args, "seed", None),
+            "max_api_calls": getattr(args, "max_api_calls", None),
+        },
+        "limits": {
+            "requests_per_minute": getattr(args, "requests_per_minute", None),
+            "tokens_per_minute": getattr(args, "tokens_per_minute", None),
+            "max_concurrency": getattr(args, "max_concurrency", None),
+        },
         "retrieval": {"dataset": getattr(args, "dataset", None)},
         "student": {"model": getattr(args, "model", None)},
         "process": {"max_train_examples": getattr(args, "max_train_examples", None)},
@@ -53,7 +65,9 @@ def cmd_run(args) -> int:
     from p2m.tasks.inputs import check_run_inputs
 
     overrides = _overrides(args)
-    check_run_inputs(_settings(overrides), args.prompt_file, args.out)  # before Prefect starts: bad input fails in a second
+    check_run_inputs(
+        _settings(overrides), args.prompt_file, args.out
+    )  # before Prefect starts: bad input fails in a second
     from p2m.flows.pipeline import pipeline
 
     summary = pipeline(prompt_file=str(args.prompt_file), out_dir=str(args.out), overrides=overrides)
@@ -96,9 +110,11 @@ def cmd_publish(args) -> int:
     from p2m.flows.publish_demo import publish_demo_flow
 
     record = publish_demo_flow(run_dir=str(args.run_dir), port=args.port, host=args.host)
-    print(f"demo for {record['run_dir']} at {record['url']} (process {record['pid']}"
-          f"{', replaced the previous one' if record['replaced_previous'] else ''}); it answered "
-          f"{record['sample_input']!r} with {record['sample_output']!r}")
+    print(
+        f"demo for {record['run_dir']} at {record['url']} (process {record['pid']}"
+        f"{', replaced the previous one' if record['replaced_previous'] else ''}); it answered "
+        f"{record['sample_input']!r} with {record['sample_output']!r}"
+    )
     return 0
 
 
@@ -112,8 +128,11 @@ def cmd_generate(args) -> int:
     result = generate_flow(prompt_file=str(args.spec), out_dir=str(args.out), overrides=overrides)
     print(f"{result['accepted']} examples in {args.out}/generated; stopped because: {result['stop_reason']}")
     usage = result["usage"]
-    print(f"requests {usage['requests']} (sent {usage['sent']}, from cache {usage['cached']}, 429s {usage['rate_limited']}), "
-          f"tokens {usage['prompt_tokens']}+{usage['completion_tokens']}, cost ${usage['cost_usd']:.4f}")
+    print(
+        f"requests {usage['requests']} (sent {usage['sent']}, from cache {usage['cached']}, "
+        f"429s {usage['rate_limited']}), "
+        f"tokens {usage['prompt_tokens']}+{usage['completion_tokens']}, cost ${usage['cost_usd']:.4f}"
+    )
     return 0
 
 
@@ -137,7 +156,11 @@ def cmd_retrieve(args, kind: str) -> int:
         else:
             from p2m.tasks.retrieve_model import hypothetical_card, model_candidates, rank_models
 
-            pool = [r for r in model_candidates(settings.models_dir, settings.models_index) if not r.test_only and r.size_bytes <= settings.student.model_size_cap_gb * 1e9]
+            pool = [
+                r
+                for r in model_candidates(settings.models_dir, settings.models_index)
+                if not r.test_only and r.size_bytes <= settings.student.model_size_cap_gb * 1e9
+            ]
             ranked = rank_models(f"{spec.instruction} {hypothetical_card(spec, teacher.client())}", pool)
     finally:
         if teacher:
@@ -154,10 +177,17 @@ def cmd_index(args) -> int:
     _settings({})
     from p2m.flows.index_refresh import index_refresh_flow
 
-    result = index_refresh_flow(out_dir=str(args.out), datasets_dir=str(args.datasets_dir) if args.datasets_dir else None,
-                                models_dir=str(args.models_dir) if args.models_dir else None, hub_limit=args.hub_limit, encoder=args.encoder)
+    result = index_refresh_flow(
+        out_dir=str(args.out),
+        datasets_dir=str(args.datasets_dir) if args.datasets_dir else None,
+        models_dir=str(args.models_dir) if args.models_dir else None,
+        hub_limit=args.hub_limit,
+        encoder=args.encoder,
+    )
     d, m = result["datasets"], result["models"]
-    print(f"{d['path']}: {d['count']} datasets ({d['embedded']} embedded, {d['reused']} reused, encoder {d['encoder']})")
+    print(
+        f"{d['path']}: {d['count']} datasets ({d['embedded']} embedded, {d['reused']} reused, encoder {d['encoder']})"
+    )
     print(f"{m['path']}: {m['count']} models")
     return 0
 
@@ -169,17 +199,23 @@ def cmd_deploy(args) -> int:
     if not os.environ.get("PREFECT_API_URL"):
         raise P2MError("p2m deploy needs a Prefect server: start one (`prefect server start`) and set PREFECT_API_URL")
     created = ensure_work_pools()
-    specs = deployment_specs(str(args.nightly_prompt.resolve()) if args.nightly_prompt else None,
-                             str(args.nightly_out.resolve()) if args.nightly_out else None,
-                             str(args.index_out.resolve()) if args.index_out else None,
-                             str(args.datasets_dir.resolve()) if args.datasets_dir else None)
+    specs = deployment_specs(
+        str(args.nightly_prompt.resolve()) if args.nightly_prompt else None,
+        str(args.nightly_out.resolve()) if args.nightly_out else None,
+        str(args.index_out.resolve()) if args.index_out else None,
+        str(args.datasets_dir.resolve()) if args.datasets_dir else None,
+    )
     ids = deploy_all(specs)
     ensure_crash_detection()
     print(f"work pools: cpu, gpu{' (created: ' + ', '.join(created) + ')' if created else ''}")
-    for spec, name in zip(specs, ids):
+    for spec, name in zip(specs, ids, strict=True):
         paused = spec.cron is not None and not spec.parameters
-        print(f"{name:<45} pool {spec.pool:<4} {spec.cron or 'on demand'}{'  (paused: needs --nightly-prompt/--nightly-out or --index-out)' if paused else ''}")
-    print("crash detection: runs whose worker dies are marked Crashed after three missed heartbeats (retry them from the UI)")
+        note = "  (paused: needs --nightly-prompt/--nightly-out or --index-out)" if paused else ""
+        print(f"{name:<45} pool {spec.pool:<4} {spec.cron or 'on demand'}{note}")
+    print(
+        "crash detection: runs whose worker dies are marked Crashed after three missed heartbeats "
+        "(retry them from the UI)"
+    )
     print("start workers: prefect worker start --pool cpu   (and --pool gpu on the GPU machine)")
     return 0
 
@@ -194,9 +230,13 @@ def cmd_export(args) -> int:
     from p2m.tasks.report import FORMATS_TITLE, as_text, format_rows
 
     print(as_text([(FORMATS_TITLE, format_rows(formats_report(args.run_dir)))]))
-    print(f"{record['path']}: {record['size_mb']} MB, exact match {record['exact_match']:.1%} on {record['n']} held-out examples "
-          f"(original {record['reference_exact_match']:.1%}, same answer on {record['agreement']:.0%}), "
-          f"{record['ms_p50']} ms per example p50, {record['ms_p95']} p95 at batch 1 (original {record['reference_ms_p50']} / {record['reference_ms_p95']})")
+    print(
+        f"{record['path']}: {record['size_mb']} MB, exact match {record['exact_match']:.1%} "
+        f"on {record['n']} held-out examples "
+        f"(original {record['reference_exact_match']:.1%}, same answer on {record['agreement']:.0%}), "
+        f"{record['ms_p50']} ms per example p50, {record['ms_p95']} p95 at batch 1 "
+        f"(original {record['reference_ms_p50']} / {record['reference_ms_p95']})"
+    )
     return 0
 
 
@@ -208,9 +248,14 @@ def cmd_serve(args) -> int:
     cfg = settings.serve
 
     def ready(record):
-        print(f"serving {args.run_dir} ({record['format']} {record['quantize']}, exact match {record['exact_match']:.1%} held out) "
-              f"as model {model_name(args.run_dir)!r} on http://{cfg.host}:{cfg.port}/v1"
-              f"{' (API key required)' if cfg.api_key else ''}; Ctrl+C stops it", file=sys.stderr, flush=True)
+        print(
+            f"serving {args.run_dir} ({record['format']} {record['quantize']}, "
+            f"exact match {record['exact_match']:.1%} held out) "
+            f"as model {model_name(args.run_dir)!r} on http://{cfg.host}:{cfg.port}/v1"
+            f"{' (API key required)' if cfg.api_key else ''}; Ctrl+C stops it",
+            file=sys.stderr,
+            flush=True,
+        )
 
     serve_student(args.run_dir, cfg, args.format, args.quantize, on_ready=ready)
     return 0
@@ -221,9 +266,13 @@ def cmd_publish_student(args) -> int:
     from p2m.flows.serve_student import serve_student_flow
 
     record = serve_student_flow(run_dir=str(args.run_dir), port=args.port, host=args.host)
-    print(f"student of {record['run_dir']} served at {record['base_url']} as model {record['model']!r} (process {record['pid']}"
-          f"{', replaced the previous one' if record['replaced_previous'] else ''}); it answered {record['sample_input']!r} "
-          f"with {record['sample_output']!r}")
+    print(
+        f"student of {record['run_dir']} served at {record['base_url']} as model {record['model']!r} "
+        f"(process {record['pid']}"
+        f"{', replaced the previous one' if record['replaced_previous'] else ''}); "
+        f"it answered {record['sample_input']!r} "
+        f"with {record['sample_output']!r}"
+    )
     return 0
 
 
@@ -234,8 +283,13 @@ def cmd_nightly(args) -> int:
     check_run_inputs(_settings(overrides), args.prompt_file, args.out)
     from p2m.flows.nightly import nightly_flow
 
-    result = nightly_flow(prompt_file=str(args.prompt_file), out_dir=str(args.out), eval_data=str(args.eval_data) if args.eval_data else None,
-                          seed=args.seed, overrides=overrides)
+    result = nightly_flow(
+        prompt_file=str(args.prompt_file),
+        out_dir=str(args.out),
+        eval_data=str(args.eval_data) if args.eval_data else None,
+        seed=args.seed,
+        overrides=overrides,
+    )
     print(result["message"])
     return 0
 
@@ -257,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp, generation=True):
         sp.add_argument("--datasets-dir", type=Path, help="folder of dataset folders (HF dataset repo layout)")
         sp.add_argument("--models-dir", type=Path, help="folder of model folders (HF model repo layout)")
-        sp.add_argument("--datasets-index", type=Path, help="a dataset index file (`p2m index`), searched instead of --datasets-dir")
+        sp.add_argument(
+            "--datasets-index", type=Path, help="a dataset index file (`p2m index`), searched instead of --datasets-dir"
+        )
         sp.add_argument("--models-index", type=Path, help="a model index file (`p2m index`)")
         sp.add_argument("--teacher-model", help="teacher model name at the endpoint")
         if generation:
@@ -309,9 +365,15 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--out", type=Path, required=True, help="folder for datasets.jsonl and models.jsonl")
     index.add_argument("--datasets-dir", type=Path)
     index.add_argument("--models-dir", type=Path)
-    index.add_argument("--hub-limit", type=int, default=0, help="also index the N most downloaded Hub datasets and models (network)")
-    index.add_argument("--encoder", choices=["minilm-static", "minilm"], default="minilm-static",
-                       help="dataset embeddings: minilm-static (100k in ~20 s) or minilm (best recall, ~1 h per 100k on 2 cores)")
+    index.add_argument(
+        "--hub-limit", type=int, default=0, help="also index the N most downloaded Hub datasets and models (network)"
+    )
+    index.add_argument(
+        "--encoder",
+        choices=["minilm-static", "minilm"],
+        default="minilm-static",
+        help="dataset embeddings: minilm-static (100k in ~20 s) or minilm (best recall, ~1 h per 100k on 2 cores)",
+    )
     index.set_defaults(func=cmd_index)
 
     deploy = sub.add_parser("deploy", help="create the work pools and register the deployments on the Prefect server")
@@ -322,20 +384,32 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.set_defaults(func=cmd_deploy)
 
     # Shipping the student (issue 12): export, serve, the serving process, the nightly loop, rollback.
-    export = sub.add_parser("export", help="export the student to GGUF (llama.cpp) or ONNX, checked on the held-out split")
+    export = sub.add_parser(
+        "export", help="export the student to GGUF (llama.cpp) or ONNX, checked on the held-out split"
+    )
     export.add_argument("run_dir", type=Path)
     export.add_argument("--format", choices=["gguf", "onnx"], required=True)
-    export.add_argument("--quantize", choices=["q8_0", "int8"], help="q8_0 (GGUF) or int8 (ONNX, dynamic); default f16 / fp32")
+    export.add_argument(
+        "--quantize", choices=["q8_0", "int8"], help="q8_0 (GGUF) or int8 (ONNX, dynamic); default f16 / fp32"
+    )
     export.set_defaults(func=cmd_export)
-    serve = sub.add_parser("serve", help="serve the student behind an OpenAI-compatible /v1/chat/completions (foreground)")
+    serve = sub.add_parser(
+        "serve", help="serve the student behind an OpenAI-compatible /v1/chat/completions (foreground)"
+    )
     serve.add_argument("run_dir", type=Path)
     serve.add_argument("--host", help="address to bind (default P2M_SERVE__HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default P2M_SERVE__PORT, 8080)")
-    serve.add_argument("--api-key", help="key clients must send; prefer P2M_SERVE__API_KEY (a command line is visible to `ps`)")
-    serve.add_argument("--format", choices=["gguf", "onnx"], help="default: gguf for decoder-only students, onnx otherwise")
+    serve.add_argument(
+        "--api-key", help="key clients must send; prefer P2M_SERVE__API_KEY (a command line is visible to `ps`)"
+    )
+    serve.add_argument(
+        "--format", choices=["gguf", "onnx"], help="default: gguf for decoder-only students, onnx otherwise"
+    )
     serve.add_argument("--quantize", choices=["q8_0", "int8"], help="default: q8_0 for gguf, none for onnx")
     serve.set_defaults(func=cmd_serve)
-    publish_student = sub.add_parser("publish-student", help="`p2m serve` as a long-running process, replacing the one on its port")
+    publish_student = sub.add_parser(
+        "publish-student", help="`p2m serve` as a long-running process, replacing the one on its port"
+    )
     publish_student.add_argument("run_dir", type=Path)
     publish_student.add_argument("--host")
     publish_student.add_argument("--port", type=int)
@@ -343,7 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     nightly = sub.add_parser("nightly", help="one round of the nightly loop: new data, retrain, promote only if better")
     nightly.add_argument("prompt_file", type=Path)
     nightly.add_argument("--out", type=Path, required=True, help="the serving run folder (made on the first round)")
-    nightly.add_argument("--eval-data", type=Path, help="the fixed test set (default: the held-out split frozen at the first round)")
+    nightly.add_argument(
+        "--eval-data", type=Path, help="the fixed test set (default: the held-out split frozen at the first round)"
+    )
     common(nightly)
     nightly.set_defaults(func=cmd_nightly)
     rollback = sub.add_parser("rollback", help="put the previously promoted model back in a nightly run folder")
@@ -365,9 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     teacher = sub.add_parser("teacher", help="serve the local teacher (OpenAI-compatible) on its own")
     teacher.add_argument("--port", type=int, default=8001)
-    teacher.set_defaults(func=lambda a: __import__("p2m.tasks.local_teacher", fromlist=["main"]).main(["--port", str(a.port)]) or 0)
+    teacher.set_defaults(
+        func=lambda a: __import__("p2m.tasks.local_teacher", fromlist=["main"]).main(["--port", str(a.port)]) or 0
+    )
     for command in sub.choices.values():  # `p2m run ... --verbose` as well as `p2m --verbose run ...`
-        command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="show Prefect's log lines and tracebacks")
+        command.add_argument(
+            "--verbose", action="store_true", default=argparse.SUPPRESS, help="show Prefect's log lines and tracebacks"
+        )
     return p
 
 
@@ -408,8 +488,12 @@ def main(argv: list[str] | None = None) -> int:
         # the terminal; the Prefect UI still receives every log line. The libraries' own progress
         # bars and advice ("Map", "Saving the dataset", "Loading weights") would drown p2m's one
         # line or bar per stage: they are off too (read when those libraries are imported, below).
-        for var, value in {"PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-                           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}.items():
+        for var, value in {
+            "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
+            "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "TRANSFORMERS_VERBOSITY": "error",
+        }.items():
             os.environ.setdefault(var, value)
     if getattr(args, "out", "unset") is None:
         args.out = Path("runs") / args.prompt_file.stem
@@ -432,10 +516,16 @@ def main(argv: list[str] | None = None) -> int:
         if verbose:
             traceback.print_exc()
         where = f" ({e.filename})" if e.filename else ""
-        print(f"p2m: error: {e.strerror}{where}; fix that and run the same command again (finished stages are kept)", file=sys.stderr)
+        print(
+            f"p2m: error: {e.strerror}{where}; fix that and run the same command again (finished stages are kept)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
-        print("p2m: interrupted; run the same command again to resume (finished stages and answered requests are cached)", file=sys.stderr)
+        print(
+            "p2m: interrupted; run the same command again to resume (finished stages and answered requests are cached)",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import typing
 from dataclasses import dataclass
-from typing import Annotated, Optional
+from typing import Annotated
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def setting_parameter(path: str):
     """The type of a flow parameter that sets the setting at `path`: the setting's type with its
     bounds, or None (the settings decide)."""
     field = _setting_field(path)
-    return Optional[Annotated[(field.annotation, *field.metadata, SettingRef(path))]]
+    return Annotated[(field.annotation, *field.metadata, SettingRef(path))] | None
 
 
 def _setting_ref(hint) -> SettingRef | None:

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import datetime
 
-from prefect import flow
-
 from p2m.flows.form import setting_parameter
 from p2m.flows.tracking import flow_run, with_options
 from p2m.tasks.stages import generate_task, parse_task
-
+from prefect import flow
 
 NumExamples = setting_parameter("generation.num_examples")
 
 
 @flow(name="p2m-generate")
-def generate_flow(prompt_file: str = "", out_dir: str = "", num_examples: NumExamples = None, fresh_seed: bool = False,
-                  overrides: dict | None = None, prompt: str = "") -> dict:
+def generate_flow(
+    prompt_file: str = "",
+    out_dir: str = "",
+    num_examples: NumExamples = None,
+    fresh_seed: bool = False,
+    overrides: dict | None = None,
+    prompt: str = "",
+) -> dict:
     """Parse the prompt (pasted, or `prompt_file`) and generate examples into `out_dir/generated`; returns the generation report.
 
     Args:
@@ -30,11 +34,20 @@ def generate_flow(prompt_file: str = "", out_dir: str = "", num_examples: NumExa
         fresh_seed: Seed generation with today's date, so a nightly run samples new data instead of replaying the cache.
         overrides: Any other settings, nested by section as in .env.example.
         prompt: The prompt itself, pasted (free text or YAML); give this or prompt_file, not both.
-    """
+    """  # noqa: E501 - Prefect shows each Args line as one parameter description; wrapping would add newlines
     seed = int(datetime.date.today().strftime("%Y%m%d")) if fresh_seed else None
     overrides = with_options(overrides, generation={"num_examples": num_examples, "seed": seed})
     with flow_run(prompt_file, out_dir, overrides, prompt_text=prompt) as run:
-        spec = run.stages.run("parse", parse_task, "spec.json", prompt=run.prompt, run_dir=run.run_dir, teacher=run.teacher)
-        report = run.stages.run("generate", generate_task, "generated", spec=spec, cfg=run.settings.generation,
-                                run_dir=run.run_dir, teacher=run.teacher)
+        spec = run.stages.run(
+            "parse", parse_task, "spec.json", prompt=run.prompt, run_dir=run.run_dir, teacher=run.teacher
+        )
+        report = run.stages.run(
+            "generate",
+            generate_task,
+            "generated",
+            spec=spec,
+            cfg=run.settings.generation,
+            run_dir=run.run_dir,
+            teacher=run.teacher,
+        )
     return report

@@ -9,21 +9,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, task
-
 from p2m.tasks.encoders import EncoderName
 from p2m.tasks.index import refresh_indexes
+from prefect import flow, task
 
 
 @task(retries=2, retry_delay_seconds=30)
-def refresh_indexes_task(out_dir: str, datasets_dir: str | None, models_dir: str | None, hub_limit: int, encoder: EncoderName) -> dict:
-    return refresh_indexes(Path(out_dir), Path(datasets_dir) if datasets_dir else None, Path(models_dir) if models_dir else None, hub_limit,
-                           encoder=encoder)
+def refresh_indexes_task(
+    out_dir: str, datasets_dir: str | None, models_dir: str | None, hub_limit: int, encoder: EncoderName
+) -> dict:
+    return refresh_indexes(
+        Path(out_dir),
+        Path(datasets_dir) if datasets_dir else None,
+        Path(models_dir) if models_dir else None,
+        hub_limit,
+        encoder=encoder,
+    )
 
 
 @flow(name="p2m-index-refresh")
-def index_refresh_flow(out_dir: str, datasets_dir: str | None = None, models_dir: str | None = None, hub_limit: int = 0,
-                       encoder: EncoderName = "minilm-static") -> dict:
+def index_refresh_flow(
+    out_dir: str,
+    datasets_dir: str | None = None,
+    models_dir: str | None = None,
+    hub_limit: int = 0,
+    encoder: EncoderName = "minilm-static",
+) -> dict:
     """Rebuild the indexes; returns counts (entries, newly embedded, reused).
 
     Args:
@@ -32,5 +43,5 @@ def index_refresh_flow(out_dir: str, datasets_dir: str | None = None, models_dir
         models_dir: Local model folders to index.
         hub_limit: Also index the N most downloaded Hub datasets and models (needs a network).
         encoder: 'minilm-static' (fast: 100k descriptions in about 20 s) or 'minilm' (best recall, about an hour per 100k).
-    """
+    """  # noqa: E501 - Prefect shows each Args line as one parameter description; wrapping would add newlines
     return refresh_indexes_task(out_dir, datasets_dir, models_dir, hub_limit, encoder)

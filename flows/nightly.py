@@ -14,8 +14,6 @@ import datetime
 import shutil
 from pathlib import Path
 
-from prefect import flow, task
-
 from p2m.flows.generate import NumExamples
 from p2m.flows.pipeline import pipeline
 from p2m.flows.tracking import flow_run, with_options
@@ -24,10 +22,19 @@ from p2m.tasks.gate import paired_bootstrap
 from p2m.tasks.run_store import append_jsonl, artifact_ref, content_hash, dataset_rows, read_json, write_json
 from p2m.tasks.spec import PromptSpec
 from p2m.tasks.stages import evaluate_task, generate_task, ref, stage, train_task
+from prefect import flow, task
 
 
 @stage(promotion, retries=0)
-def score_task(model: dict, architecture: str, instruction: str, test_hash: str, test_rows: list[dict], batch_size: int, max_new_tokens: int) -> dict:
+def score_task(
+    model: dict,
+    architecture: str,
+    instruction: str,
+    test_hash: str,
+    test_rows: list[dict],
+    batch_size: int,
+    max_new_tokens: int,
+) -> dict:
     """Per-example exact match of a model (an artifact ref) on the fixed test set."""
     return promotion.score_model(Path(model["path"]), architecture, instruction, test_rows, batch_size, max_new_tokens)
 
@@ -38,9 +45,17 @@ def gate_task(serving: list[int], candidate: list[int], resamples: int, confiden
 
 
 @flow(name="p2m-nightly")
-def nightly_flow(prompt_file: str = "", out_dir: str = "", eval_data: str | None = None, datasets_dir: str | None = None,
-                 num_examples: NumExamples = None, fresh_seed: bool = True, seed: int | None = None, overrides: dict | None = None,
-                 prompt: str = "") -> dict:
+def nightly_flow(
+    prompt_file: str = "",
+    out_dir: str = "",
+    eval_data: str | None = None,
+    datasets_dir: str | None = None,
+    num_examples: NumExamples = None,
+    fresh_seed: bool = True,
+    seed: int | None = None,
+    overrides: dict | None = None,
+    prompt: str = "",
+) -> dict:
     """One round of the nightly loop for the prompt in the serving folder `out_dir`; returns the round's record.
 
     Args:
@@ -56,7 +71,9 @@ def nightly_flow(prompt_file: str = "", out_dir: str = "", eval_data: str | None
     """
     if seed is None and fresh_seed:
         seed = int(datetime.date.today().strftime("%Y%m%d"))
-    overrides = with_options(overrides, generation={"num_examples": num_examples, "seed": seed}, evaluation={"eval_data": eval_data})
+    overrides = with_options(
+        overrides, generation={"num_examples": num_examples, "seed": seed}, evaluation={"eval_data": eval_data}
+    )
     if datasets_dir:
         overrides["datasets_dir"] = datasets_dir
     out = Path(out_dir).resolve()
@@ -73,14 +90,32 @@ def first_round(prompt_file: str, prompt: str, out: Path, overrides: dict) -> di
     s = load_settings(overrides)
     test_rows = promotion.freeze_test_set(out, s.evaluation.eval_data)
     spec, choice = PromptSpec(**read_json(out / "spec.json")), read_json(out / "model_choice.json")
-    scores = score_task(artifact_ref(out / "model"), choice["architecture"], spec.instruction,
-                        content_hash(promotion.test_set_path(out)), test_rows, s.evaluation.batch_size, s.evaluation.max_new_tokens)
+    scores = score_task(
+        artifact_ref(out / "model"),
+        choice["architecture"],
+        spec.instruction,
+        content_hash(promotion.test_set_path(out)),
+        test_rows,
+        s.evaluation.batch_size,
+        s.evaluation.max_new_tokens,
+    )
     record = promotion.promote(out, out / "model", scores, None, "first model")
     restarted = promotion.republish(out, s.home)
-    message = (f"round 1: trained and promoted model 1 ({scores['exact_match']:.1%} exact match on the fixed test set of "
-               f"{scores['n']}); it is served from {out}/model")
-    result = {"round": 1, "promoted": True, "number": 1, "message": message, "restarted": restarted, "pipeline_finished": summary.get("finished")}
-    append_jsonl(out / promotion.NIGHTLY / "decisions.jsonl", result | {"at": record["at"], "exact_match": scores["exact_match"]})
+    message = (
+        f"round 1: trained and promoted model 1 ({scores['exact_match']:.1%} exact match on the fixed test set of "
+        f"{scores['n']}); it is served from {out}/model"
+    )
+    result = {
+        "round": 1,
+        "promoted": True,
+        "number": 1,
+        "message": message,
+        "restarted": restarted,
+        "pipeline_finished": summary.get("finished"),
+    }
+    append_jsonl(
+        out / promotion.NIGHTLY / "decisions.jsonl", result | {"at": record["at"], "exact_match": scores["exact_match"]}
+    )
     report_artifact(None, result, scores, None)
     return result
 
@@ -95,37 +130,97 @@ def later_round(prompt_file: str, prompt: str, out: Path, overrides: dict) -> di
         write_json(candidate_dir / "spec.json", spec.model_dump())
         test_rows = promotion.freeze_test_set(out, s.evaluation.eval_data)
         test_hash = content_hash(promotion.test_set_path(out))
-        generated = stages.run("generate", generate_task, "generated", spec=spec, cfg=s.generation, run_dir=candidate_dir, teacher=run.teacher)
-        pool, added = promotion.merge_examples(promotion.read_pool(out), dataset_rows(Path(generated["path"])), test_rows)
+        generated = stages.run(
+            "generate",
+            generate_task,
+            "generated",
+            spec=spec,
+            cfg=s.generation,
+            run_dir=candidate_dir,
+            teacher=run.teacher,
+        )
+        pool, added = promotion.merge_examples(
+            promotion.read_pool(out), dataset_rows(Path(generated["path"])), test_rows
+        )
         sizes = promotion.write_round_splits(pool, test_rows, candidate_dir, s.process.val_fraction, s.generation.seed)
-        model = ref(stages.run("train", train_task, "model", splits=artifact_ref(candidate_dir / "splits"), choice=choice,
-                               instruction=spec.instruction, cfg=s.train, run_dir=candidate_dir, home=s.home))
-        score = dict(architecture=choice["architecture"], instruction=spec.instruction, test_hash=test_hash, test_rows=test_rows,
-                     batch_size=s.evaluation.batch_size, max_new_tokens=s.evaluation.max_new_tokens)
+        model = ref(
+            stages.run(
+                "train",
+                train_task,
+                "model",
+                splits=artifact_ref(candidate_dir / "splits"),
+                choice=choice,
+                instruction=spec.instruction,
+                cfg=s.train,
+                run_dir=candidate_dir,
+                home=s.home,
+            )
+        )
+        score = dict(
+            architecture=choice["architecture"],
+            instruction=spec.instruction,
+            test_hash=test_hash,
+            test_rows=test_rows,
+            batch_size=s.evaluation.batch_size,
+            max_new_tokens=s.evaluation.max_new_tokens,
+        )
         served = promotion.serving_scores(out, test_rows) or stages.run(
-            "score_served", score_task, "splits", model=artifact_ref(out / "model"), **score)
+            "score_served", score_task, "splits", model=artifact_ref(out / "model"), **score
+        )
         new = stages.run("score_candidate", score_task, "model", model=model, **score)
-        decision = gate_task(served["correct"], new["correct"], s.nightly.resamples, s.nightly.confidence, s.nightly.seed)
+        decision = gate_task(
+            served["correct"], new["correct"], s.nightly.resamples, s.nightly.confidence, s.nightly.seed
+        )
         promotion.write_pool(out, pool)
         number = promotion.serving_number(out)
         restarted: list[str] = []
         if decision["promote"]:
-            record = promotion.promote(out, candidate_dir / "model", new, decision, decision["reason"],
-                                       {"train.json": candidate_dir / "train.json", "train_log.jsonl": candidate_dir / "train_log.jsonl"})
+            record = promotion.promote(
+                out,
+                candidate_dir / "model",
+                new,
+                decision,
+                decision["reason"],
+                {"train.json": candidate_dir / "train.json", "train_log.jsonl": candidate_dir / "train_log.jsonl"},
+            )
             # The served folder's own reports (metrics.json, plots, model card) now describe the new model.
-            stages.run("evaluate", evaluate_task, "metrics.json", spec=spec, splits=artifact_ref(out / "splits"),
-                       model=artifact_ref(out / "model"), architecture=choice["architecture"], cfg=s.evaluation,
-                       eval_data_hash=content_hash(s.evaluation.eval_data) if s.evaluation.eval_data else "", run_dir=out, teacher=run.teacher)
+            stages.run(
+                "evaluate",
+                evaluate_task,
+                "metrics.json",
+                spec=spec,
+                splits=artifact_ref(out / "splits"),
+                model=artifact_ref(out / "model"),
+                architecture=choice["architecture"],
+                cfg=s.evaluation,
+                eval_data_hash=content_hash(s.evaluation.eval_data) if s.evaluation.eval_data else "",
+                run_dir=out,
+                teacher=run.teacher,
+            )
             restarted = promotion.republish(out, s.home)
             message = f"promoted model {record['number']} in place of model {number}: {decision['reason']}"
         else:
-            shutil.rmtree(candidate_dir / "model", ignore_errors=True)  # kept out: its answers and scores stay in the round's record
+            shutil.rmtree(
+                candidate_dir / "model", ignore_errors=True
+            )  # kept out: its answers and scores stay in the round's record
             message = f"kept model {number}: {decision['reason']}"
-        result = {"round": stamp, "promoted": decision["promote"], "number": promotion.serving_number(out), "message": message,
-                  "gate": decision, "new_examples": added, "pool": len(pool), "splits": sizes, "restarted": restarted,
-                  "candidate": str(candidate_dir)}
+        result = {
+            "round": stamp,
+            "promoted": decision["promote"],
+            "number": promotion.serving_number(out),
+            "message": message,
+            "gate": decision,
+            "new_examples": added,
+            "pool": len(pool),
+            "splits": sizes,
+            "restarted": restarted,
+            "candidate": str(candidate_dir),
+        }
         write_json(candidate_dir / "decision.json", result | {"served_scores": served, "candidate_scores": new})
-        append_jsonl(out / promotion.NIGHTLY / "decisions.jsonl", result | {"at": datetime.datetime.now().isoformat(timespec="seconds")})
+        append_jsonl(
+            out / promotion.NIGHTLY / "decisions.jsonl",
+            result | {"at": datetime.datetime.now().isoformat(timespec="seconds")},
+        )
         stages.details.update(nightly=result)
         report_artifact(decision, result, new, served)
     return result
@@ -139,11 +234,25 @@ def report_artifact(decision: dict | None, result: dict, candidate: dict, served
         return
     rows = [{"model": "candidate", "exact_match_%": round(candidate["exact_match"] * 100, 2), "n": candidate["n"]}]
     if served:
-        rows.insert(0, {"model": f"served (model {result['number'] if not result['promoted'] else 'before'})",
-                        "exact_match_%": round(served["exact_match"] * 100, 2), "n": served["n"]})
+        rows.insert(
+            0,
+            {
+                "model": f"served (model {result['number'] if not result['promoted'] else 'before'})",
+                "exact_match_%": round(served["exact_match"] * 100, 2),
+                "n": served["n"],
+            },
+        )
     if decision:
-        rows.append({"model": "difference (candidate - served)", "exact_match_%": decision["difference"],
-                     "n": f"{decision['confidence']:.0%} interval [{decision['low']}, {decision['high']}], {decision['resamples']} resamples"})
+        rows.append(
+            {
+                "model": "difference (candidate - served)",
+                "exact_match_%": decision["difference"],
+                "n": (
+                    f"{decision['confidence']:.0%} interval [{decision['low']}, {decision['high']}], "
+                    f"{decision['resamples']} resamples"
+                ),
+            }
+        )
     try:
         create_table_artifact(rows, key="p2m-nightly-gate", description=result["message"])
         if decision:
@@ -163,10 +272,18 @@ def gate_chart(decision: dict) -> str:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(7, 3))
-    left.bar(["served", "candidate"], [decision["serving_exact_match"], decision["new_exact_match"]], color=["#888", "#3a7"])
+    left.bar(
+        ["served", "candidate"], [decision["serving_exact_match"], decision["new_exact_match"]], color=["#888", "#3a7"]
+    )
     left.set_ylim(0, 100), left.set_ylabel("exact match %"), left.set_title("Fixed test set")
-    right.errorbar([0], [decision["difference"]], yerr=[[decision["difference"] - decision["low"]], [decision["high"] - decision["difference"]]],
-                   fmt="o", capsize=8, color="#3a7" if decision["promote"] else "#c44")
+    right.errorbar(
+        [0],
+        [decision["difference"]],
+        yerr=[[decision["difference"] - decision["low"]], [decision["high"] - decision["difference"]]],
+        fmt="o",
+        capsize=8,
+        color="#3a7" if decision["promote"] else "#c44",
+    )
     right.axhline(0, color="#444", linewidth=1), right.set_xticks([]), right.set_ylabel("points")
     right.set_title(f"Difference, {decision['confidence']:.0%} interval")
     fig.tight_layout()

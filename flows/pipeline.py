@@ -1,13 +1,11 @@
 """The full pipeline flow: prompt in; spec, data, model, scores and a checked demo out.
 
-    prompt -> parse -> retrieve datasets -+
-                    +-> generate ---------+-> process -> train -> evaluate -> publish demo
-                    +-> retrieve model ---+
+prompt -> parse -> retrieve datasets -+
+                +-> generate ---------+-> process -> train -> evaluate -> publish demo
+                +-> retrieve model ---+
 """
 
 from __future__ import annotations
-
-from prefect import flow
 
 from p2m.flows.choose import ask_for_dataset
 from p2m.flows.form import setting_parameter
@@ -27,7 +25,7 @@ from p2m.tasks.stages import (
     retrieve_datasets_task,
     retrieve_model_task,
 )
-
+from prefect import flow
 
 NumExamples = setting_parameter("generation.num_examples")
 ModelSizeCap = setting_parameter("student.model_size_cap_gb")
@@ -69,7 +67,7 @@ def pipeline(
         choose_dataset_in_ui: Pause when the candidates are found, and let a person choose here.
         publish_demo: Serve the trained model's demo page when the run ends (replacing the one on P2M_DEMO_PORT); its link is on the run's page.
         overrides: Any other settings, nested by section as in .env.example (e.g. {"train": {"epochs": 1}}).
-    """
+    """  # noqa: E501 - Prefect shows each Args line as one parameter description; wrapping would add newlines
     overrides = with_options(
         overrides,
         generation={"num_examples": num_examples},
@@ -84,33 +82,81 @@ def pipeline(
     with flow_run(prompt_file, out_dir, overrides, prompt_text=prompt) as run:
         s, run_dir, teacher, stages = run.settings, run.run_dir, run.teacher, run.stages
         spec = stages.run("parse", parse_task, "spec.json", prompt=run.prompt, run_dir=run_dir, teacher=teacher)
-        sources = dict(datasets_dir=s.datasets_dir, datasets_index=s.datasets_index,
-                       sources_fingerprint=sources_fingerprint(s.datasets_dir, s.datasets_index))
+        sources = dict(
+            datasets_dir=s.datasets_dir,
+            datasets_index=s.datasets_index,
+            sources_fingerprint=sources_fingerprint(s.datasets_dir, s.datasets_index),
+        )
         retrieval = s.retrieval
         if retrieval.choose == "ui" and not retrieval.dataset:
-            candidates = stages.run("rank_datasets", rank_datasets_task, "spec.json", spec=spec, cfg=retrieval, **sources)
+            candidates = stages.run(
+                "rank_datasets", rank_datasets_task, "spec.json", spec=spec, cfg=retrieval, **sources
+            )
             retrieval = ask_for_dataset(candidates, retrieval)
-        retrieved = stages.run("retrieve_datasets", retrieve_datasets_task, "retrieved", spec=spec, cfg=retrieval, **sources,
-                               run_dir=run_dir, teacher=teacher)
-        generated = stages.run("generate", generate_task, "generated", spec=spec, cfg=s.generation, run_dir=run_dir, teacher=teacher)
-        choice = stages.run("retrieve_model", retrieve_model_task, "model_choice.json", spec=spec, cfg=s.student, models_dir=s.models_dir,
-                            models_index=s.models_index,
-                            sources_fingerprint=sources_fingerprint(s.models_dir, s.models_index) + hf_cache_models_fingerprint(),
-                            run_dir=run_dir, teacher=teacher)
-        splits = stages.run("process", process_task, "splits", spec=spec, retrieved=ref(retrieved), generated=ref(generated), cfg=s.process, run_dir=run_dir)
-        teacher.close()  # the local teacher's memory (1.9 GB) goes back while the student trains; evaluation restarts it
+        retrieved = stages.run(
+            "retrieve_datasets",
+            retrieve_datasets_task,
+            "retrieved",
+            spec=spec,
+            cfg=retrieval,
+            **sources,
+            run_dir=run_dir,
+            teacher=teacher,
+        )
+        generated = stages.run(
+            "generate", generate_task, "generated", spec=spec, cfg=s.generation, run_dir=run_dir, teacher=teacher
+        )
+        choice = stages.run(
+            "retrieve_model",
+            retrieve_model_task,
+            "model_choice.json",
+            spec=spec,
+            cfg=s.student,
+            models_dir=s.models_dir,
+            models_index=s.models_index,
+            sources_fingerprint=sources_fingerprint(s.models_dir, s.models_index) + hf_cache_models_fingerprint(),
+            run_dir=run_dir,
+            teacher=teacher,
+        )
+        splits = stages.run(
+            "process",
+            process_task,
+            "splits",
+            spec=spec,
+            retrieved=ref(retrieved),
+            generated=ref(generated),
+            cfg=s.process,
+            run_dir=run_dir,
+        )
+        # The local teacher's memory (1.9 GB) goes back while the student trains; evaluation restarts it.
+        teacher.close()
         if s.train_deployment:
             model, metrics = train_and_evaluate_on_deployment(run, s.train_deployment, overrides)
         else:
             model, metrics = train_and_evaluate(run, spec, ref(splits), choice)
         stages.run("publish_demo", publish_demo_task, "demo.json", run_dir=run_dir, model=model)
         if publish_demo:
-            served = stages.run("serve_demo", serve_demo_task, "demo_service.json", run_dir=str(run_dir), host=s.demo_host, port=s.demo_port)
+            served = stages.run(
+                "serve_demo",
+                serve_demo_task,
+                "demo_service.json",
+                run_dir=str(run_dir),
+                host=s.demo_host,
+                port=s.demo_port,
+            )
             stages.details["demo_url"] = link_demo(served, s.demo_host)
-        stages.details.update(metrics=metrics, model=model["path"], model_name=choice["name"], dataset=retrieved["chosen"],
-                              generated=generated.get("accepted", 0), generation_stop=generated.get("stop_reason"),
-                              generation_usage=generated.get("usage"),
-                              generation_bounds={k: generated.get(k) for k in ("request_cap", "cost_budget_usd")},
-                              teacher=teacher.identity, teacher_title=teacher.title(), student_size_mb=choice.get("size_mb"),
-                              demo_command=f"p2m demo {run_dir}")
+        stages.details.update(
+            metrics=metrics,
+            model=model["path"],
+            model_name=choice["name"],
+            dataset=retrieved["chosen"],
+            generated=generated.get("accepted", 0),
+            generation_stop=generated.get("stop_reason"),
+            generation_usage=generated.get("usage"),
+            generation_bounds={k: generated.get(k) for k in ("request_cap", "cost_budget_usd")},
+            teacher=teacher.identity,
+            teacher_title=teacher.title(),
+            student_size_mb=choice.get("size_mb"),
+            demo_command=f"p2m demo {run_dir}",
+        )
     return run.summary

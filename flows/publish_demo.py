@@ -5,11 +5,10 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
-
 from p2m.tasks.config import Settings
 from p2m.tasks.demo_service import publish_demo
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 
 
 # Never cached: what it makes is a running process, which a retry (same flow run) must start again.
@@ -46,8 +45,12 @@ def link_demo(record: dict, host: str = "127.0.0.1") -> str:
     try:
         from prefect.artifacts import create_link_artifact
 
-        create_link_artifact(url, link_text=f"p2m demo: {Path(record['run_dir']).name}", key="p2m-demo",
-                             description="The demo page serving this run's model")
+        create_link_artifact(
+            url,
+            link_text=f"p2m demo: {Path(record['run_dir']).name}",
+            key="p2m-demo",
+            description="The demo page serving this run's model",
+        )
     except Exception:  # no API to write to (a plain call): the returned record says it all
         pass
     return url

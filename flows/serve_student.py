@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, task
-
 from p2m.tasks.config import load_settings
 from p2m.tasks.serve_service import publish_student
+from prefect import flow, task
 
 
 @task(retries=1, retry_delay_seconds=10)
@@ -29,7 +28,9 @@ def serve_student_flow(run_dir: str, port: int | None = None, host: str | None =
     try:
         from prefect.artifacts import create_link_artifact
 
-        create_link_artifact(record["base_url"], link_text=f"p2m student endpoint: {record['model']}", key="p2m-student-endpoint")
+        create_link_artifact(
+            record["base_url"], link_text=f"p2m student endpoint: {record['model']}", key="p2m-student-endpoint"
+        )
     except Exception:  # no API to write to (a plain call): the returned record says it all
         pass
     return record

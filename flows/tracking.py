@@ -70,8 +70,14 @@ class StageTracker:
 
     def write_summary(self, finished: bool) -> dict:
         """Write summary.json (stages so far, and whether the flow got to its end); returns it."""
-        summary = {"run_dir": str(self.run_dir), "location": self.remote or str(self.run_dir), "finished": finished, "stages": self.stages,
-                   "total_seconds": round(time.monotonic() - self.started, 1), **self.details}
+        summary = {
+            "run_dir": str(self.run_dir),
+            "location": self.remote or str(self.run_dir),
+            "finished": finished,
+            "stages": self.stages,
+            "total_seconds": round(time.monotonic() - self.started, 1),
+            **self.details,
+        }
         summary.update(export_formats(self.run_dir))  # `p2m export`'s per-format report, once the run has exports
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.run_dir / "summary.json", summary)
@@ -90,7 +96,9 @@ class StageTracker:
         try:
             from prefect.artifacts import create_markdown_artifact
 
-            create_markdown_artifact(markdown=summary_markdown(summary), key="p2m-summary", description="p2m run summary")
+            create_markdown_artifact(
+                markdown=summary_markdown(summary), key="p2m-summary", description="p2m run summary"
+            )
             plot_artifacts(self.run_dir)
         except Exception:  # no flow context (plain call in a test): the JSON file is the record
             pass
@@ -106,7 +114,10 @@ def export_formats(run_dir: Path) -> dict:
     return {"formats": formats_report(run_dir)}
 
 
-PLOTS = {"loss_curve.png": "Training and validation loss", "student_vs_teacher.png": "Held-out metrics: student vs teacher"}
+PLOTS = {
+    "loss_curve.png": "Training and validation loss",
+    "student_vs_teacher.png": "Held-out metrics: student vs teacher",
+}
 
 
 def plot_artifacts(run_dir: Path) -> list[str]:
@@ -189,8 +200,14 @@ def flow_run(prompt_file: str | None, out_dir: str | None, overrides: dict | Non
             check_settings_paths(settings)
     except BadInputError as e:  # named as the person gave them: URLs, not this machine's copies
         raise BadInputError(in_user_terms(str(e), fetched)) from None
-    run = FlowRun(settings, run_dir, prompt, Teacher(settings), StageTracker(run_dir, settings.storage_url, location.remote),
-                  location=location)
+    run = FlowRun(
+        settings,
+        run_dir,
+        prompt,
+        Teacher(settings),
+        StageTracker(run_dir, settings.storage_url, location.remote),
+        location=location,
+    )
     error = None
     try:
         yield run

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow
-
 from p2m.flows.tracking import FlowRun, flow_run
 from p2m.tasks.errors import BadInputError, P2MError
 from p2m.tasks.run_store import artifact_ref, content_hash, read_json
 from p2m.tasks.spec import PromptSpec
 from p2m.tasks.stages import evaluate_task, ref, train_task
+from prefect import flow
 
 STAGES = ("train", "evaluate")
 
@@ -28,19 +27,42 @@ def check_run_folder(run_dir: Path, stages) -> None:
         raise BadInputError(f"{run_dir} has no {', '.join(missing)}; run `p2m run PROMPT --out {run_dir}` first")
 
 
-def train_and_evaluate(run: FlowRun, spec: PromptSpec, splits: dict, choice: dict, stages: tuple[str, ...] = STAGES) -> tuple[dict, dict | None]:
+def train_and_evaluate(
+    run: FlowRun, spec: PromptSpec, splits: dict, choice: dict, stages: tuple[str, ...] = STAGES
+) -> tuple[dict, dict | None]:
     """Run the train and/or evaluate stages; returns (model ref, metrics or None)."""
     s = run.settings
     if "train" in stages:
-        model = ref(run.stages.run("train", train_task, "model", splits=splits, choice=choice, instruction=spec.instruction, cfg=s.train,
-                                   run_dir=run.run_dir, home=s.home))
+        model = ref(
+            run.stages.run(
+                "train",
+                train_task,
+                "model",
+                splits=splits,
+                choice=choice,
+                instruction=spec.instruction,
+                cfg=s.train,
+                run_dir=run.run_dir,
+                home=s.home,
+            )
+        )
     else:
         model = artifact_ref(run.run_dir / "model")
     metrics = None
     if "evaluate" in stages:
-        metrics = run.stages.run("evaluate", evaluate_task, "metrics.json", spec=spec, splits=splits, model=model, architecture=choice["architecture"],
-                                 cfg=s.evaluation, eval_data_hash=content_hash(s.evaluation.eval_data) if s.evaluation.eval_data else "",
-                                 run_dir=run.run_dir, teacher=run.teacher)
+        metrics = run.stages.run(
+            "evaluate",
+            evaluate_task,
+            "metrics.json",
+            spec=spec,
+            splits=splits,
+            model=model,
+            architecture=choice["architecture"],
+            cfg=s.evaluation,
+            eval_data_hash=content_hash(s.evaluation.eval_data) if s.evaluation.eval_data else "",
+            run_dir=run.run_dir,
+            teacher=run.teacher,
+        )
     return model, metrics
 
 
@@ -59,11 +81,15 @@ def train_and_evaluate_on_deployment(run: FlowRun, deployment: str, overrides: d
         from p2m.tasks.storage import pull_folder
 
         pull_folder(run.run_dir, run.location.remote, changed=True)  # what the other machine wrote
-    child_summary = read_json(run.run_dir / "summary.json") if (run.run_dir / "summary.json").exists() else {"stages": []}
+    child_summary = (
+        read_json(run.run_dir / "summary.json") if (run.run_dir / "summary.json").exists() else {"stages": []}
+    )
     run.stages.stages += [{**stage, "via": deployment} for stage in child_summary["stages"]]
     if not child.state or not child.state.is_completed():
-        raise P2MError(f"train+evaluate on {deployment} ended {child.state.name if child.state else 'without a state'}; "
-                       f"see flow run {child.name} in the Prefect UI, fix the cause and retry it")
+        raise P2MError(
+            f"train+evaluate on {deployment} ended {child.state.name if child.state else 'without a state'}; "
+            f"see flow run {child.name} in the Prefect UI, fix the cause and retry it"
+        )
     return artifact_ref(run.run_dir / "model"), read_json(run.run_dir / "metrics.json")
 
 
@@ -72,7 +98,12 @@ def train_evaluate_flow(run_dir: str, overrides: dict | None = None, stages: lis
     """Train and/or evaluate the run in `run_dir` (which `p2m run` made); returns the summary."""
     with flow_run(None, run_dir, overrides) as run:
         check_run_folder(run.run_dir, stages or STAGES)
-        model, metrics = train_and_evaluate(run, PromptSpec(**read_json(run.run_dir / "spec.json")), artifact_ref(run.run_dir / "splits"),
-                                            read_json(run.run_dir / "model_choice.json"), tuple(stages or STAGES))
+        model, metrics = train_and_evaluate(
+            run,
+            PromptSpec(**read_json(run.run_dir / "spec.json")),
+            artifact_ref(run.run_dir / "splits"),
+            read_json(run.run_dir / "model_choice.json"),
+            tuple(stages or STAGES),
+        )
         run.stages.details.update(model=model["path"], metrics=metrics)
     return run.summary

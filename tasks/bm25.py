@@ -58,4 +58,3 @@ class SparseBM25:
     def get_top_n(self, query: list[str], documents: list, n: int = 5) -> list:
         scores = self.get_scores(query)
         return [documents[i] for i in np.argsort(-scores)[:n]]
-

@@ -23,9 +23,8 @@ import json
 from functools import cache
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from p2m.tasks.prompts import templates_hash
+from pydantic import BaseModel
 
 CACHE_VERSION = "2"  # bump to invalidate every cached stage at once
 PACKAGE = "p2m.tasks"
@@ -82,7 +81,7 @@ def code_hash(work_module: str, wrapper=None) -> str:
 
 def _jsonable(value):
     """How a task parameter enters a cache key."""
-    if hasattr(value, "identity") and isinstance(getattr(value, "identity"), str):  # the teacher
+    if hasattr(value, "identity") and isinstance(value.identity, str):  # the teacher
         return value.identity
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
@@ -100,7 +99,9 @@ def stage_cache_key(work_module: str, wrapper):
     code = code_hash(work_module, wrapper)
 
     def key(context, parameters: dict) -> str:
-        payload = json.dumps([context.task.name, CACHE_VERSION, code, parameters], sort_keys=True, default=_jsonable, ensure_ascii=False)
+        payload = json.dumps(
+            [context.task.name, CACHE_VERSION, code, parameters], sort_keys=True, default=_jsonable, ensure_ascii=False
+        )
         return f"{context.task.name}-{hashlib.sha256(payload.encode()).hexdigest()[:32]}"
 
     return key

@@ -95,7 +95,7 @@ def _json_rows(path: Path) -> Iterator[dict]:
     exact, plain = _records(exact), _records(plain)
     if not isinstance(exact, list):
         raise DataFileError(f"{path}: expected a list of records (or JSON Lines), found a JSON {type(plain).__name__}")
-    for i, (e, p) in enumerate(zip(exact, plain)):
+    for i, (e, p) in enumerate(zip(exact, plain, strict=True)):
         yield _json_record(e, p, f"{path}, record {i + 1}")
 
 
@@ -106,7 +106,7 @@ def _records(data):
         if len(lists) == 1 and all(isinstance(r, dict) for r in lists[0]):
             return lists[0]
         if data and len(lists) == len(data) and len({len(v) for v in lists}) == 1:
-            return [dict(zip(data, values)) for values in zip(*lists)]
+            return [dict(zip(data, values, strict=True)) for values in zip(*lists, strict=True)]
     return data
 
 
@@ -120,9 +120,11 @@ def _csv_rows(path: Path) -> Iterator[dict]:
             if not row:
                 continue
             if len(row) != len(header):
-                raise DataFileError(f"{path}, line {reader.line_num}: {len(row)} fields where the header has {len(header)} "
-                                    "(a quote left open or an unquoted comma?)")
-            yield dict(zip(header, row))
+                raise DataFileError(
+                    f"{path}, line {reader.line_num}: {len(row)} fields where the header has {len(header)} "
+                    "(a quote left open or an unquoted comma?)"
+                )
+            yield dict(zip(header, row, strict=True))
     except csv.Error as e:
         raise DataFileError(f"{path}, line {reader.line_num}: {e}") from None
 
@@ -168,13 +170,17 @@ def read_pairs(path: Path, input_column: str = "input", output_column: str = "ou
     """
     rows = read_rows(path)
     if not rows:
-        raise DataFileError(f"{path} holds no rows; give it one {{\"{input_column}\": ..., \"{output_column}\": ...}} per line")
+        raise DataFileError(
+            f'{path} holds no rows; give it one {{"{input_column}": ..., "{output_column}": ...}} per line'
+        )
     pairs = []
     for i, row in enumerate(rows, 1):
         inp, out = row.get(input_column), row.get(output_column)
         if inp is None or out is None:
             missing = [c for c, v in ((input_column, inp), (output_column, out)) if v is None]
-            raise DataFileError(f"{path}, row {i}: no {' or '.join(repr(m) for m in missing)} value "
-                                f"(it has {sorted(row)}); every row needs both")
+            raise DataFileError(
+                f"{path}, row {i}: no {' or '.join(repr(m) for m in missing)} value "
+                f"(it has {sorted(row)}); every row needs both"
+            )
         pairs.append({"input": inp, "output": out})
     return pairs

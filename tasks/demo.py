@@ -14,9 +14,8 @@ import os
 from pathlib import Path
 
 from p2m.tasks.errors import P2MError
+from p2m.tasks.inference import generate_outputs, load_model
 from p2m.tasks.run_store import read_json, write_json
-from p2m.tasks.inference import generate_outputs
-from p2m.tasks.inference import load_model
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -70,8 +69,10 @@ def check_demo_inputs(run_dir: Path, host: str, port: int, auth: str | None) -> 
         try:
             s.bind((host, port))
         except OSError as e:
-            raise P2MError(f"cannot serve on {host}:{port} ({e.strerror}); pass another --port "
-                           "(`p2m publish` replaces a demo it started on the same port)") from None
+            raise P2MError(
+                f"cannot serve on {host}:{port} ({e.strerror}); pass another --port "
+                "(`p2m publish` replaces a demo it started on the same port)"
+            ) from None
     if auth is None:
         return None
     user, sep, password = auth.partition(":")
@@ -80,10 +81,14 @@ def check_demo_inputs(run_dir: Path, host: str, port: int, auth: str | None) -> 
     return user, password
 
 
-def serve_demo(run_dir: Path, host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None, block: bool = True):
+def serve_demo(
+    run_dir: Path, host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None, block: bool = True
+):
     """Launch the demo; with `block=False` returns (app, url) and keeps serving in the background."""
     app = build_demo(run_dir)
-    app.launch(server_name=host, server_port=port or None, share=False, auth=auth, prevent_thread_lock=not block, quiet=True)
+    app.launch(
+        server_name=host, server_port=port or None, share=False, auth=auth, prevent_thread_lock=not block, quiet=True
+    )
     return app, app.local_url
 
 

@@ -87,15 +87,32 @@ def publish_demo(run_dir: Path, home: Path, host: str = "127.0.0.1", port: int =
     if auth:
         env["P2M_DEMO_AUTH"] = auth  # in the environment, which only this user can read; a command line is public
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-                                cwd=Path(__file__).resolve().parent.parent)
+        proc = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
     import psutil
 
-    write_json(_state_file(home, port), {"pid": proc.pid, "run_dir": str(run_dir), "started": psutil.Process(proc.pid).create_time()})
+    write_json(
+        _state_file(home, port),
+        {"pid": proc.pid, "run_dir": str(run_dir), "started": psutil.Process(proc.pid).create_time()},
+    )
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
     sample = check_health(url, proc, run_dir, auth, log_path)
-    record = {"url": url, "pid": proc.pid, "run_dir": str(run_dir), "replaced_previous": replaced, "auth": bool(auth),
-              "sample_input": sample[0], "sample_output": sample[1], "log": str(log_path)}
+    record = {
+        "url": url,
+        "pid": proc.pid,
+        "run_dir": str(run_dir),
+        "replaced_previous": replaced,
+        "auth": bool(auth),
+        "sample_input": sample[0],
+        "sample_output": sample[1],
+        "log": str(log_path),
+    }
     write_json(run_dir / "demo_service.json", record)
     return record
 

@@ -84,8 +84,10 @@ def check_round_trip(tokenizer, text: str = "Convert forty-two to digits: 42.") 
     if back != text:
         import transformers
 
-        raise P2MError(f"transformers {transformers.__version__} converts the embedded SmolLM2 tokenizer wrongly "
-                       f"({text!r} comes back as {back!r}); install a release the project allows: pip install -e .")
+        raise P2MError(
+            f"transformers {transformers.__version__} converts the embedded SmolLM2 tokenizer wrongly "
+            f"({text!r} comes back as {back!r}); install a release the project allows: pip install -e ."
+        )
 
 
 def static_minilm_path(home: Path) -> Path:
@@ -108,23 +110,35 @@ def static_minilm_path(home: Path) -> Path:
 
 def build_tiny_model(name: str, target: Path) -> Path:
     """Save a randomly initialised tiny model `name` (tiny-t5 or tiny-gpt2) with a ByT5 tokenizer."""
-    from transformers import ByT5Tokenizer, GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
-
     import torch
+    from transformers import ByT5Tokenizer, GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
 
     torch.manual_seed(0)
     tokenizer = ByT5Tokenizer()
     if name == "tiny-t5":
         config = T5Config(
-            vocab_size=len(tokenizer), d_model=64, d_ff=128, d_kv=16, num_layers=2, num_decoder_layers=2,
-            num_heads=4, decoder_start_token_id=tokenizer.pad_token_id, pad_token_id=tokenizer.pad_token_id,
+            vocab_size=len(tokenizer),
+            d_model=64,
+            d_ff=128,
+            d_kv=16,
+            num_layers=2,
+            num_decoder_layers=2,
+            num_heads=4,
+            decoder_start_token_id=tokenizer.pad_token_id,
+            pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
         model = T5ForConditionalGeneration(config)
     elif name == "tiny-gpt2":
         config = GPT2Config(
-            vocab_size=len(tokenizer), n_embd=64, n_layer=2, n_head=4, n_positions=512,
-            bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            vocab_size=len(tokenizer),
+            n_embd=64,
+            n_layer=2,
+            n_head=4,
+            n_positions=512,
+            bos_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
         )
         model = GPT2LMHeadModel(config)
     else:

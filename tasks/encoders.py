@@ -24,9 +24,8 @@ MAX_CHARS = 2000  # descriptions are cut here: the start says what a dataset is
 
 class MiniLMEncoder:
     def __init__(self):
-        from sentence_transformers import SentenceTransformer
-
         from p2m.tasks.embedded import minilm_path
+        from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(str(minilm_path()), device="cpu")
 
@@ -34,13 +33,14 @@ class MiniLMEncoder:
         """Unit rows (n, 384), float32."""
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
-        return self.model.encode([t[:MAX_CHARS] for t in texts], batch_size=128, normalize_embeddings=True).astype(np.float32)
+        return self.model.encode([t[:MAX_CHARS] for t in texts], batch_size=128, normalize_embeddings=True).astype(
+            np.float32
+        )
 
 
 class StaticMiniLMEncoder:
     def __init__(self):
         from model2vec import StaticModel
-
         from p2m.tasks.config import Settings
         from p2m.tasks.embedded import static_minilm_path
 
@@ -50,7 +50,11 @@ class StaticMiniLMEncoder:
         """Unit rows (n, 256), float32 (texts without a known token give zero rows)."""
         if not texts:
             return np.zeros((0, 256), dtype=np.float32)
-        vectors = self.model.encode([t[:MAX_CHARS] for t in texts], batch_size=1024).astype(np.float32).reshape(len(texts), -1)
+        vectors = (
+            self.model.encode([t[:MAX_CHARS] for t in texts], batch_size=1024)
+            .astype(np.float32)
+            .reshape(len(texts), -1)
+        )
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)
 

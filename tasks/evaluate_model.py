@@ -17,11 +17,12 @@ from pathlib import Path
 
 from p2m.tasks.config import EvalConfig
 from p2m.tasks.datafiles import read_pairs
-from p2m.tasks.prompts import answer_messages, clean_answer
-from p2m.tasks.spec import PromptSpec
-from p2m.tasks.run_store import read_json, read_jsonl, write_json
 from p2m.tasks.inference import exact_match, generate_outputs, load_model
+from p2m.tasks.prompts import answer_messages, clean_answer
 from p2m.tasks.report import write_model_card
+from p2m.tasks.run_store import read_jsonl, write_json
+from p2m.tasks.spec import PromptSpec
+
 
 def chrf_pp(predictions: list[str], references: list[str]) -> float:
     """Corpus chrF++ (character n-grams plus word bigrams), 0-100."""
@@ -41,11 +42,13 @@ def bertscorer(model_type: str | None, num_layers: int | None):
     Offline default backbone: the embedded MiniLM, layer 6.
     """
     import bert_score
-
     from p2m.tasks.embedded import minilm_path
 
-    return bert_score.BERTScorer(model_type=model_type or str(minilm_path()),
-                                 num_layers=num_layers or (6 if model_type is None else None), batch_size=64)
+    return bert_score.BERTScorer(
+        model_type=model_type or str(minilm_path()),
+        num_layers=num_layers or (6 if model_type is None else None),
+        batch_size=64,
+    )
 
 
 def bertscore_f1(predictions: list[str], references: list[str], cfg: EvalConfig) -> float:
@@ -58,8 +61,12 @@ def bertscore_f1(predictions: list[str], references: list[str], cfg: EvalConfig)
 
 
 def score(predictions: list[str], references: list[str], cfg: EvalConfig) -> dict:
-    return {"exact_match": round(exact_match(predictions, references), 4), "chrf": round(chrf_pp(predictions, references), 2),
-            "bertscore_f1": round(bertscore_f1(predictions, references, cfg), 4), "n": len(references)}
+    return {
+        "exact_match": round(exact_match(predictions, references), 4),
+        "chrf": round(chrf_pp(predictions, references), 2),
+        "bertscore_f1": round(bertscore_f1(predictions, references, cfg), 4),
+        "n": len(references),
+    }
 
 
 async def predict_teacher(llm, spec: PromptSpec, inputs: list[str], max_tokens: int, max_demos: int) -> list[str]:
@@ -67,10 +74,17 @@ async def predict_teacher(llm, spec: PromptSpec, inputs: list[str], max_tokens: 
     import asyncio
 
     demos = [d.model_dump() for d in spec.demonstrations[:max_demos]]
-    replies = await asyncio.gather(*[
-        llm.acomplete(answer_messages(spec.instruction, demos, x), temperature=0.0, max_tokens=max_tokens, purpose="teacher_baseline")
-        for x in inputs
-    ])
+    replies = await asyncio.gather(
+        *[
+            llm.acomplete(
+                answer_messages(spec.instruction, demos, x),
+                temperature=0.0,
+                max_tokens=max_tokens,
+                purpose="teacher_baseline",
+            )
+            for x in inputs
+        ]
+    )
     return [clean_answer(r[0]) if r else "" for r in replies]
 
 
@@ -84,8 +98,16 @@ def test_sets(splits_dir: Path, eval_data: Path | None) -> dict[str, list[dict]]
     return sets
 
 
-def evaluate_run(spec: PromptSpec, splits_dir: Path, model_dir: Path, architecture: str, cfg: EvalConfig, out_dir: Path, llm=None,
-                 teacher_name: str | None = None) -> dict:
+def evaluate_run(
+    spec: PromptSpec,
+    splits_dir: Path,
+    model_dir: Path,
+    architecture: str,
+    cfg: EvalConfig,
+    out_dir: Path,
+    llm=None,
+    teacher_name: str | None = None,
+) -> dict:
     """Score student (and teacher when `llm` is given); write metrics, predictions, plots and the model card."""
     from p2m.tasks.llm import run_sync
 
@@ -98,7 +120,9 @@ def evaluate_run(spec: PromptSpec, splits_dir: Path, model_dir: Path, architectu
         if not rows:
             continue
         started = time.perf_counter()
-        student = generate_outputs(model, tokenizer, architecture, spec.instruction, inputs, cfg.batch_size, cfg.max_new_tokens)
+        student = generate_outputs(
+            model, tokenizer, architecture, spec.instruction, inputs, cfg.batch_size, cfg.max_new_tokens
+        )
         ms = (time.perf_counter() - started) * 1000 / len(rows)
         metrics["student"][name] = score(student, refs, cfg) | {"ms_per_example": round(ms, 1), "size_mb": size_mb}
         teacher = [None] * len(rows)
@@ -106,12 +130,19 @@ def evaluate_run(spec: PromptSpec, splits_dir: Path, model_dir: Path, architectu
             started = time.perf_counter()
             teacher = run_sync(predict_teacher(llm, spec, inputs, cfg.max_new_tokens, cfg.teacher_demos))
             ms = (time.perf_counter() - started) * 1000 / len(rows)
-            metrics["teacher"][name] = score(teacher, refs, cfg) | {"ms_per_example": round(ms, 1), "model": llm.endpoint.model}
-        predictions += [{"test_set": name, "input": x, "reference": y, "student": s, "teacher": t}
-                        for x, y, s, t in zip(inputs, refs, student, teacher)]
+            metrics["teacher"][name] = score(teacher, refs, cfg) | {
+                "ms_per_example": round(ms, 1),
+                "model": llm.endpoint.model,
+            }
+        predictions += [
+            {"test_set": name, "input": x, "reference": y, "student": s, "teacher": t}
+            for x, y, s, t in zip(inputs, refs, student, teacher, strict=True)
+        ]
     metrics["info"] = {"bertscore_backbone": bertscore_backbone(cfg), "teacher": teacher_name}
     if cfg.bertscore_model is None:
-        metrics["info"]["note"] = "BERTScore from a MiniLM backbone is not comparable with published roberta-large scores"
+        metrics["info"]["note"] = (
+            "BERTScore from a MiniLM backbone is not comparable with published roberta-large scores"
+        )
     write_json(out_dir / "metrics.json", metrics)
     with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
         for p in predictions:
@@ -134,9 +165,9 @@ def plot_results(out_dir: Path, metrics: dict) -> list[Path]:
     val = [(e["step"], e["eval_loss"]) for e in log if "eval_loss" in e]
     if train:
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(*zip(*train), label="train loss")
+        ax.plot(*zip(*train, strict=True), label="train loss")
         if val:
-            ax.plot(*zip(*val), marker="o", label="validation loss")
+            ax.plot(*zip(*val, strict=True), marker="o", label="validation loss")
         ax.set_xlabel("step"), ax.set_ylabel("loss"), ax.legend(), ax.set_title("Training")
         fig.tight_layout(), fig.savefig(out_dir / "loss_curve.png", dpi=100), plt.close(fig)
         made.append(out_dir / "loss_curve.png")
@@ -148,7 +179,12 @@ def plot_results(out_dir: Path, metrics: dict) -> list[Path]:
         xs = range(len(names))
         ax.bar([x - 0.2 for x in xs], [held[n] * scale[n] for n in names], width=0.4, label="student")
         if metrics["teacher"].get("held_out"):
-            ax.bar([x + 0.2 for x in xs], [metrics["teacher"]["held_out"][n] * scale[n] for n in names], width=0.4, label="teacher")
+            ax.bar(
+                [x + 0.2 for x in xs],
+                [metrics["teacher"]["held_out"][n] * scale[n] for n in names],
+                width=0.4,
+                label="teacher",
+            )
         ax.set_xticks(list(xs), ["exact match %", "chrF++", "BERTScore F1 %"]), ax.set_ylim(0, 100), ax.legend()
         ax.set_title("Held-out examples: student vs teacher")
         fig.tight_layout(), fig.savefig(out_dir / "student_vs_teacher.png", dpi=100), plt.close(fig)

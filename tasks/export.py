@@ -37,7 +37,9 @@ def export_name(fmt: str, quantize: str | None) -> str:
     quant = quantize or DEFAULT_QUANT[fmt]
     if quant not in QUANTS[fmt]:
         other = "gguf" if fmt == "onnx" else "onnx"
-        raise BadInputError(f"--quantize {quant} is not a {fmt} option (use {' or '.join(QUANTS[fmt][1:])}, or --format {other})")
+        raise BadInputError(
+            f"--quantize {quant} is not a {fmt} option (use {' or '.join(QUANTS[fmt][1:])}, or --format {other})"
+        )
     return f"{fmt}-{quant}"
 
 
@@ -55,8 +57,10 @@ def check_run_for_export(run_dir: Path, fmt: str) -> dict:
         raise BadInputError(f"{run_dir} has no {', '.join(missing)}; run `p2m run PROMPT --out {run_dir}` first")
     choice = read_json(run_dir / "model_choice.json")
     if fmt == "gguf" and choice["architecture"] != "decoder-only":
-        raise BadInputError(f"GGUF (llama.cpp) runs decoder-only models and this student ({choice['name']}) is "
-                            f"{choice['architecture']}: use --format onnx")
+        raise BadInputError(
+            f"GGUF (llama.cpp) runs decoder-only models and this student ({choice['name']}) is "
+            f"{choice['architecture']}: use --format onnx"
+        )
     return {"spec": read_json(run_dir / "spec.json"), "choice": choice}
 
 
@@ -64,9 +68,14 @@ def held_out_rows(run_dir: Path) -> list[dict]:
     """The run's held-out test split (input, output)."""
     import datasets
 
-    rows = [{"input": r["input"], "output": r["output"]} for r in datasets.load_from_disk(str(Path(run_dir) / "splits"))["test"]]
+    rows = [
+        {"input": r["input"], "output": r["output"]}
+        for r in datasets.load_from_disk(str(Path(run_dir) / "splits"))["test"]
+    ]
     if not rows:
-        raise BadInputError(f"{run_dir}/splits has no test examples to check an export on; run `p2m run` with more data")
+        raise BadInputError(
+            f"{run_dir}/splits has no test examples to check an export on; run `p2m run` with more data"
+        )
     return rows
 
 
@@ -78,7 +87,11 @@ def reference_scores(run_dir: Path, cfg: ServeConfig, max_tokens: int) -> dict:
     """The safetensors model on the held-out split at batch 1 (cached in exports/reference.json)."""
     run_dir = Path(run_dir)
     path = run_dir / "exports" / "reference.json"
-    identity = {"model_hash": model_hash(run_dir), "max_tokens": max_tokens, "test_hash": content_hash(run_dir / "splits")}
+    identity = {
+        "model_hash": model_hash(run_dir),
+        "max_tokens": max_tokens,
+        "test_hash": content_hash(run_dir / "splits"),
+    }
     if path.exists():
         cached = read_json(path)
         if all(cached.get(k) == v for k, v in identity.items()):
@@ -91,7 +104,14 @@ def reference_scores(run_dir: Path, cfg: ServeConfig, max_tokens: int) -> dict:
     return record
 
 
-def load_student(export_dir: Path, architecture: str, instruction: str, max_tokens: int, parallel: int = 1, threads: int | None = None):
+def load_student(
+    export_dir: Path,
+    architecture: str,
+    instruction: str,
+    max_tokens: int,
+    parallel: int = 1,
+    threads: int | None = None,
+):
     """A runtime for an export folder (GGUF in llama.cpp, ONNX in ONNX Runtime), with `predict(text)`."""
     export_dir = Path(export_dir)
     ggufs = sorted(export_dir.glob("*.gguf"))
@@ -127,21 +147,38 @@ def export_student(run_dir: Path, fmt: str, quantize: str | None, cfg: ServeConf
             scores = measure(student, held_out_rows(run_dir))
         finally:
             student.close()
-        agreement = sum(a == b for a, b in zip(scores["predictions"], reference["predictions"])) / max(1, scores["n"])
-        record = {"format": fmt, "quantize": name.split("-", 1)[1], "architecture": arch, "model_hash": reference["model_hash"],
-                  "size_mb": files_mb(work), "exact_match": scores["exact_match"], "reference_exact_match": reference["exact_match"],
-                  "agreement": round(agreement, 4), "n": scores["n"], "ms_p50": scores["ms_p50"], "ms_p95": scores["ms_p95"],
-                  "reference_ms_p50": reference["ms_p50"], "reference_ms_p95": reference["ms_p95"],
-                  "reference_size_mb": reference["size_mb"], "max_tokens": max_tokens, "export_seconds": seconds,
-                  "test_set": "held_out", "files": sorted(p.name for pattern in MODEL_FILES for p in work.glob(pattern))}
+        same = sum(a == b for a, b in zip(scores["predictions"], reference["predictions"], strict=False))
+        agreement = same / max(1, scores["n"])
+        record = {
+            "format": fmt,
+            "quantize": name.split("-", 1)[1],
+            "architecture": arch,
+            "model_hash": reference["model_hash"],
+            "size_mb": files_mb(work),
+            "exact_match": scores["exact_match"],
+            "reference_exact_match": reference["exact_match"],
+            "agreement": round(agreement, 4),
+            "n": scores["n"],
+            "ms_p50": scores["ms_p50"],
+            "ms_p95": scores["ms_p95"],
+            "reference_ms_p50": reference["ms_p50"],
+            "reference_ms_p95": reference["ms_p95"],
+            "reference_size_mb": reference["size_mb"],
+            "max_tokens": max_tokens,
+            "export_seconds": seconds,
+            "test_set": "held_out",
+            "files": sorted(p.name for pattern in MODEL_FILES for p in work.glob(pattern)),
+        }
         # One-sided: an export may not lose more than the tolerance. Quantization flips borderline answers
         # both ways, and one example is already 1.9 points of a 52-example split: an export that scores
         # higher is kept, with its agreement (answers identical to the original's) in the record.
         gap = (reference["exact_match"] - scores["exact_match"]) * 100
         if gap > cfg.tolerance_points:
-            raise P2MError(f"the {name} export scores {scores['exact_match']:.1%} exact match on the held-out split against "
-                           f"{reference['exact_match']:.1%} for the original model ({gap:.1f} points lower, at most "
-                           f"{cfg.tolerance_points:g} allowed); it was not kept")
+            raise P2MError(
+                f"the {name} export scores {scores['exact_match']:.1%} exact match on the held-out split against "
+                f"{reference['exact_match']:.1%} for the original model ({gap:.1f} points lower, at most "
+                f"{cfg.tolerance_points:g} allowed); it was not kept"
+            )
         write_json(work / "export.json", record)
         target = exports / name
         if target.exists():

@@ -14,6 +14,7 @@ from pathlib import Path
 from p2m.tasks.report import write_model_card
 from p2m.tasks.run_store import read_json, write_json
 
+
 def formats_report(run_dir: Path) -> dict:
     """{name: {size_mb, exact_match, ms_p50, ms_p95, n}} for the original model, each current export and the teacher."""
     from p2m.tasks.export import model_hash
@@ -28,13 +29,20 @@ def formats_report(run_dir: Path) -> dict:
     for record_path in sorted(exports.glob("*/export.json")):
         record = read_json(record_path)
         if record.get("model_hash") == current:  # exports of an earlier model (before a promotion) are left out
-            report[record_path.parent.name] = {k: record[k] for k in ("size_mb", "exact_match", "ms_p50", "ms_p95", "n")}
+            report[record_path.parent.name] = {
+                k: record[k] for k in ("size_mb", "exact_match", "ms_p50", "ms_p95", "n")
+            }
     metrics = run_dir / "metrics.json"
     teacher = read_json(metrics).get("teacher", {}).get("held_out") if metrics.exists() else None
     if teacher:
         # The teacher answers concurrently through its endpoint: its figure is ms per example over the set, not a p50.
-        report["teacher"] = {"size_mb": None, "exact_match": teacher["exact_match"], "ms_per_example": teacher.get("ms_per_example"),
-                             "n": teacher["n"], "model": teacher.get("model")}
+        report["teacher"] = {
+            "size_mb": None,
+            "exact_match": teacher["exact_match"],
+            "ms_per_example": teacher.get("ms_per_example"),
+            "n": teacher["n"],
+            "model": teacher.get("model"),
+        }
     return report
 
 

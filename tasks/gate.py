@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 class GateDecision:
     promote: bool
     difference: float  # new minus serving, exact match in points (0-100)
-    low: float         # bounds of the interval of the difference, in points
+    low: float  # bounds of the interval of the difference, in points
     high: float
     serving_exact_match: float
     new_exact_match: float
@@ -34,7 +34,9 @@ class GateDecision:
         return asdict(self)
 
 
-def paired_bootstrap(serving: list[int], new: list[int], resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> GateDecision:
+def paired_bootstrap(
+    serving: list[int], new: list[int], resamples: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> GateDecision:
     """Decide on promotion from per-example scores (same examples, same order); see the module docstring."""
     import numpy as np
     from scipy.stats import bootstrap
@@ -48,8 +50,16 @@ def paired_bootstrap(serving: list[int], new: list[int], resamples: int = 1000, 
     if np.array_equal(a, b):
         low = high = 0.0  # every resample gives 0: nothing to resample
     else:
-        result = bootstrap((a, b), lambda x, y, axis=-1: (y - x).mean(axis=axis), paired=True, vectorized=True,
-                           n_resamples=resamples, confidence_level=confidence, method="percentile", random_state=np.random.default_rng(seed))
+        result = bootstrap(
+            (a, b),
+            lambda x, y, axis=-1: (y - x).mean(axis=axis),
+            paired=True,
+            vectorized=True,
+            n_resamples=resamples,
+            confidence_level=confidence,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        )
         low, high = float(result.confidence_interval.low * 100), float(result.confidence_interval.high * 100)
     promote = low > 0
     interval = f"{confidence:.0%} interval [{low:+.1f}, {high:+.1f}] points"
@@ -61,5 +71,15 @@ def paired_bootstrap(serving: list[int], new: list[int], resamples: int = 1000, 
         reason = f"no difference in exact match ({interval})"
     else:
         reason = f"new model worse by {diff:.1f} points ({interval})"
-    return GateDecision(promote, round(diff, 2), round(low, 2), round(high, 2), round(float(a.mean() * 100), 2), round(float(b.mean() * 100), 2),
-                        len(a), resamples, confidence, reason)
+    return GateDecision(
+        promote,
+        round(diff, 2),
+        round(low, 2),
+        round(high, 2),
+        round(float(a.mean() * 100), 2),
+        round(float(b.mean() * 100), 2),
+        len(a),
+        resamples,
+        confidence,
+        reason,
+    )

@@ -31,14 +31,14 @@ import json
 import random
 import re
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 from p2m.tasks.config import GenerationConfig
 from p2m.tasks.dedup import SeenInputs, normalise
 from p2m.tasks.jsonreply import extract_json_object, iter_json_objects
-from p2m.tasks.spec import PromptSpec
 from p2m.tasks.prompts import answer_messages, chat, clean_answer, examples_schema, json_lines, json_schema
+from p2m.tasks.spec import PromptSpec
 
 MAX_FIELD_CHARS = 2000
 
@@ -67,7 +67,10 @@ class GenerationReport:
     aspects: list[str] = field(default_factory=list)  # the variety plan
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "examples"} | {"accepted": len(self.examples), "rejected": dict(self.rejected)}
+        return {k: v for k, v in self.__dict__.items() if k != "examples"} | {
+            "accepted": len(self.examples),
+            "rejected": dict(self.rejected),
+        }
 
 
 def annealed_temperature(filled: int, target: int, cfg: GenerationConfig) -> float:
@@ -98,7 +101,11 @@ def dominant_form(accepted: list[dict], share: float, minimum: int = 10) -> str 
         return None
     counts = Counter(surface_form(e["input"]) for e in accepted)
     form, count = counts.most_common(1)[0]
-    return next(e["input"] for e in accepted if surface_form(e["input"]) == form) if count > share * len(accepted) else None
+    return (
+        next(e["input"] for e in accepted if surface_form(e["input"]) == form)
+        if count > share * len(accepted)
+        else None
+    )
 
 
 def variety_hint(aspects: list[str], accepted: list[dict], cfg: GenerationConfig, rng: random.Random) -> str:
@@ -108,15 +115,25 @@ def variety_hint(aspects: list[str], accepted: list[dict], cfg: GenerationConfig
         hints.append(f"Let them differ from each other in: {'; '.join(rng.sample(aspects, min(2, len(aspects))))}.")
     crowded = dominant_form(accepted, cfg.max_form_share)
     if crowded is not None:
-        hints.append(f"Many inputs so far look like {json.dumps(crowded, ensure_ascii=False)}: write inputs of other forms.")
+        hints.append(
+            f"Many inputs so far look like {json.dumps(crowded, ensure_ascii=False)}: write inputs of other forms."
+        )
     return "".join(" " + h for h in hints)
 
 
-def example_prompt(spec: PromptSpec, cfg: GenerationConfig, accepted: list[dict], aspects: list[str], rng: random.Random) -> list[dict]:
+def example_prompt(
+    spec: PromptSpec, cfg: GenerationConfig, accepted: list[dict], aspects: list[str], rng: random.Random
+) -> list[dict]:
     """Chat messages asking for `cfg.examples_per_request` new examples as JSON."""
     written = rng.sample(accepted, min(cfg.generated_per_prompt, len(accepted)))
-    return chat("generate", instruction=spec.instruction, examples=json_lines(prompt_shots(spec, cfg)), written=json_lines(written),
-                count=cfg.examples_per_request, variety=variety_hint(aspects, accepted, cfg, rng))
+    return chat(
+        "generate",
+        instruction=spec.instruction,
+        examples=json_lines(prompt_shots(spec, cfg)),
+        written=json_lines(written),
+        count=cfg.examples_per_request,
+        variety=variety_hint(aspects, accepted, cfg, rng),
+    )
 
 
 def answer_prompt(spec: PromptSpec, text: str, max_demos: int) -> list[dict]:
@@ -128,19 +145,35 @@ def answer_prompt(spec: PromptSpec, text: str, max_demos: int) -> list[dict]:
 
 
 def aspects_schema(count: int) -> dict:
-    return json_schema("aspects", {"aspects": {"type": "array", "items": {"type": "string", "maxLength": 100}, "minItems": 2, "maxItems": count}})
+    return json_schema(
+        "aspects",
+        {"aspects": {"type": "array", "items": {"type": "string", "maxLength": 100}, "minItems": 2, "maxItems": count}},
+    )
 
 
 async def plan_aspects(llm, spec: PromptSpec, cfg: GenerationConfig) -> list[str]:
     """The ways inputs of the task can vary, in the teacher's words ([] when it says nothing usable)."""
     if not cfg.variety_aspects:
         return []
-    replies = await llm.acomplete(chat("aspects", instruction=spec.instruction, examples=json_lines(prompt_shots(spec, cfg)),
-                                       count=cfg.variety_aspects),
-                                  temperature=0.7, max_tokens=40 * cfg.variety_aspects + 40, salt=f"aspects:{cfg.seed}",
-                                  purpose="aspects", response_format=aspects_schema(cfg.variety_aspects))
+    replies = await llm.acomplete(
+        chat(
+            "aspects",
+            instruction=spec.instruction,
+            examples=json_lines(prompt_shots(spec, cfg)),
+            count=cfg.variety_aspects,
+        ),
+        temperature=0.7,
+        max_tokens=40 * cfg.variety_aspects + 40,
+        salt=f"aspects:{cfg.seed}",
+        purpose="aspects",
+        response_format=aspects_schema(cfg.variety_aspects),
+    )
     found = (extract_json_object(replies[0]) or {}).get("aspects") if replies else None
-    aspects = [a.strip() for a in found if isinstance(a, str) and 0 < len(a.strip()) <= 100] if isinstance(found, list) else []
+    aspects = (
+        [a.strip() for a in found if isinstance(a, str) and 0 < len(a.strip()) <= 100]
+        if isinstance(found, list)
+        else []
+    )
     return list(dict.fromkeys(aspects))[: cfg.variety_aspects]
 
 
@@ -169,7 +202,11 @@ def parse_examples(reply: str) -> tuple[list[dict], Counter]:
     objects = list(iter_json_objects(reply))
     if not objects:
         return [], Counter(not_json=1)
-    items = objects[0]["examples"] if isinstance(objects[0].get("examples"), list) else [o for o in objects if "input" in o or "output" in o]
+    items = (
+        objects[0]["examples"]
+        if isinstance(objects[0].get("examples"), list)
+        else [o for o in objects if "input" in o or "output" in o]
+    )
     examples = []
     for item in items:
         example, reason = parse_example(item)
@@ -191,7 +228,13 @@ def majority_vote(outputs: list[str]) -> str:
 
 
 async def generate_batch(
-    llm, spec: PromptSpec, cfg: GenerationConfig, accepted: list[dict], aspects: list[str], batch_index: int, temperature: float,
+    llm,
+    spec: PromptSpec,
+    cfg: GenerationConfig,
+    accepted: list[dict],
+    aspects: list[str],
+    batch_index: int,
+    temperature: float,
     max_requests: int,
 ) -> BatchResult:
     """One batch: `cfg.batch_size` requests for `cfg.examples_per_request` new examples each, sent
@@ -205,11 +248,19 @@ async def generate_batch(
     rng = random.Random(f"{cfg.seed}:{batch_index}")
     prompts = [example_prompt(spec, cfg, accepted, aspects, rng) for _ in range(min(cfg.batch_size, max_requests))]
     schema = examples_schema(cfg.examples_per_request)
-    replies = await asyncio.gather(*[
-        llm.acomplete(p, temperature=temperature, max_tokens=cfg.max_tokens * cfg.examples_per_request + 32,
-                      salt=f"gen:{cfg.seed}:{batch_index}:{i}", purpose="generate", response_format=schema)
-        for i, p in enumerate(prompts)
-    ])
+    replies = await asyncio.gather(
+        *[
+            llm.acomplete(
+                p,
+                temperature=temperature,
+                max_tokens=cfg.max_tokens * cfg.examples_per_request + 32,
+                salt=f"gen:{cfg.seed}:{batch_index}:{i}",
+                purpose="generate",
+                response_format=schema,
+            )
+            for i, p in enumerate(prompts)
+        ]
+    )
     result = BatchResult()
     known = {normalise(e["input"]) for e in accepted} | {normalise(d.input) for d in spec.demonstrations}
     fresh: dict[str, dict] = {}
@@ -230,14 +281,20 @@ async def generate_batch(
             result.rejected["no_budget_for_votes"] += len(examples) - room
             examples = examples[:room]
     if cfg.votes > 1 and examples:
-        votes = await asyncio.gather(*[
-            llm.acomplete(
-                answer_prompt(spec, e["input"], cfg.answer_demos), temperature=cfg.vote_temperature, max_tokens=cfg.max_tokens,
-                n=cfg.votes - 1, salt=f"vote:{cfg.seed}", purpose="vote",
-            )
-            for e in examples
-        ])
-        for e, texts in zip(examples, votes):
+        votes = await asyncio.gather(
+            *[
+                llm.acomplete(
+                    answer_prompt(spec, e["input"], cfg.answer_demos),
+                    temperature=cfg.vote_temperature,
+                    max_tokens=cfg.max_tokens,
+                    n=cfg.votes - 1,
+                    salt=f"vote:{cfg.seed}",
+                    purpose="vote",
+                )
+                for e in examples
+            ]
+        )
+        for e, texts in zip(examples, votes, strict=True):
             e["output"] = majority_vote([e["output"]] + [clean_answer(t) for t in texts])
     result.candidates = examples
     return result
@@ -287,7 +344,9 @@ async def generate_examples(
         if report.stop_reason:
             break
         temperature = annealed_temperature(len(accepted), target, cfg)
-        result = await run_batch(llm, spec, cfg, accepted, report.aspects, report.batches, temperature, max_calls - llm.meter.requests)
+        result = await run_batch(
+            llm, spec, cfg, accepted, report.aspects, report.batches, temperature, max_calls - llm.meter.requests
+        )
         report.batches += 1
         report.rejected.update(result.rejected)
         report.duplicates_removed += result.duplicates

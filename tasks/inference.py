@@ -10,7 +10,6 @@ import string
 from pathlib import Path
 
 import torch
-
 from p2m.tasks.embedded import SMOLLM2_NAME, TINY_MODELS, build_tiny_model, smollm2_path
 from p2m.tasks.errors import P2MError
 from p2m.tasks.train_format import format_prompt
@@ -44,8 +43,10 @@ def load_model(path: Path | str, architecture: str):
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = cls.from_pretrained(path, dtype=torch.float32)
     except (OSError, ValueError, KeyError, TypeError) as e:  # what transformers raises for a damaged or missing folder
-        raise P2MError(f"cannot load the model in {path} ({e.__class__.__name__}: {str(e)[:160]}); "
-                       "train it again (`p2m train RUN_DIR`) or fix the folder") from None
+        raise P2MError(
+            f"cannot load the model in {path} ({e.__class__.__name__}: {str(e)[:160]}); "
+            "train it again (`p2m train RUN_DIR`) or fix the folder"
+        ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if architecture == "decoder-only":
@@ -56,8 +57,15 @@ def load_model(path: Path | str, architecture: str):
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 
 
-def generate_outputs(model, tokenizer, architecture: str, instruction: str, inputs: list[str], batch_size: int = 16,
-                     max_new_tokens: int = 64) -> list[str]:
+def generate_outputs(
+    model,
+    tokenizer,
+    architecture: str,
+    instruction: str,
+    inputs: list[str],
+    batch_size: int = 16,
+    max_new_tokens: int = 64,
+) -> list[str]:
     """Greedy outputs (first line) for `inputs`; sorted by length into batches so they pad little."""
     was_training = model.training
     model.eval()
@@ -65,12 +73,16 @@ def generate_outputs(model, tokenizer, architecture: str, instruction: str, inpu
     outputs: list[str] = [""] * len(inputs)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        batch = tokenizer([format_prompt(instruction, inputs[i]) for i in idx], return_tensors="pt", padding=True).to(model.device)
+        batch = tokenizer([format_prompt(instruction, inputs[i]) for i in idx], return_tensors="pt", padding=True).to(
+            model.device
+        )
         with torch.inference_mode():
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            out = model.generate(
+                **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
         if architecture == "decoder-only":
-            out = out[:, batch["input_ids"].shape[1]:]
-        for i, seq in zip(idx, out):
+            out = out[:, batch["input_ids"].shape[1] :]
+        for i, seq in zip(idx, out, strict=True):
             outputs[i] = tokenizer.decode(seq, skip_special_tokens=True).strip().split("\n", 1)[0].strip()
     if was_training:
         model.train()
@@ -87,4 +99,5 @@ def normalise_answer(text: str) -> str:
 def exact_match(predictions: list[str], references: list[str]) -> float:
     if not references:
         return 0.0
-    return sum(normalise_answer(p) == normalise_answer(r) for p, r in zip(predictions, references)) / len(references)
+    pairs = zip(predictions, references, strict=False)
+    return sum(normalise_answer(p) == normalise_answer(r) for p, r in pairs) / len(references)

@@ -12,8 +12,8 @@ from p2m.tasks.errors import BadInputError
 from p2m.tasks.llm import check_teacher_settings
 from p2m.tasks.locations import is_url, local_path, read_url_bytes
 from p2m.tasks.parse import check_prompt_size, prompt_from_bytes, prompt_from_text, read_prompt_file
-from p2m.tasks.spec import PromptFile, prompt_identity
 from p2m.tasks.run_store import check_run_dir
+from p2m.tasks.spec import PromptFile, prompt_identity
 
 
 def check_settings_paths(settings: Settings) -> None:
@@ -23,8 +23,10 @@ def check_settings_paths(settings: Settings) -> None:
     for name in ("datasets_dir", "models_dir"):
         folder = getattr(settings, name)
         if folder is not None and not folder.is_dir():
-            raise BadInputError(f"--{name.replace('_', '-')} {folder} is not a folder; pass a folder of "
-                                f"{name.split('_')[0]} laid out like Hugging Face repos")
+            raise BadInputError(
+                f"--{name.replace('_', '-')} {folder} is not a folder; pass a folder of "
+                f"{name.split('_')[0]} laid out like Hugging Face repos"
+            )
     for name in ("datasets_index", "models_index"):
         path = getattr(settings, name)
         if path is not None and not _is_index(path):
@@ -36,7 +38,9 @@ def check_settings_paths(settings: Settings) -> None:
             raise BadInputError(f"--eval-data: {e}") from None
     _check_forced_choices(settings)
     if settings.prices_file is not None and not _is_price_table(settings.prices_file):
-        raise BadInputError(f'P2M_PRICES_FILE {settings.prices_file} must be JSON like {{"model": [usd_per_M_input, usd_per_M_output]}}')
+        raise BadInputError(
+            f'P2M_PRICES_FILE {settings.prices_file} must be JSON like {{"model": [usd_per_M_input, usd_per_M_output]}}'
+        )
 
 
 def _is_price_table(path: Path) -> bool:
@@ -45,7 +49,8 @@ def _is_price_table(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(prices, dict) and all(
-        isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v) for v in prices.values())
+        isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v) for v in prices.values()
+    )
 
 
 def _check_forced_choices(settings: Settings) -> None:
@@ -57,13 +62,18 @@ def _check_forced_choices(settings: Settings) -> None:
             raise BadInputError(f"--dataset {dataset}: pass --datasets-dir (the folder holding it), or --dataset none")
         if not (folder / dataset).is_dir():
             names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-            raise BadInputError(f"--dataset {dataset}: no such dataset in {folder}; choose one of {names[:20] or 'none there'}, or none")
+            raise BadInputError(
+                f"--dataset {dataset}: no such dataset in {folder}; choose one of {names[:20] or 'none there'}, or none"
+            )
     if settings.student.model:
         from p2m.tasks.retrieve_model import model_candidates
 
         names = sorted(r.name for r in model_candidates(settings.models_dir, settings.models_index))
         if settings.student.model not in names:
-            raise BadInputError(f"--model {settings.student.model}: unknown; choose one of {names[:20]} or add its folder to --models-dir")
+            raise BadInputError(
+                f"--model {settings.student.model}: unknown; "
+                f"choose one of {names[:20]} or add its folder to --models-dir"
+            )
 
 
 def _is_index(path: Path) -> bool:
@@ -82,20 +92,28 @@ def read_run_prompt(prompt_file: str | Path | None, prompt_text: str | None, max
     """
     pasted = bool(prompt_text and prompt_text.strip())
     if pasted and prompt_file:
-        raise BadInputError("the prompt is given twice: keep the pasted `prompt` or the `prompt_file`, and empty the other")
+        raise BadInputError(
+            "the prompt is given twice: keep the pasted `prompt` or the `prompt_file`, and empty the other"
+        )
     if pasted:
         return prompt_from_text(prompt_text, max_chars)
     if not prompt_file:
-        raise BadInputError("no prompt: paste the prompt (an instruction and a few examples, free text or YAML) into `prompt`, "
-                            "or give `prompt_file` (a path on the worker or an s3:// URL)")
+        raise BadInputError(
+            "no prompt: paste the prompt (an instruction and a few examples, free text or YAML) into `prompt`, "
+            "or give `prompt_file` (a path on the worker or an s3:// URL)"
+        )
     if is_url(str(prompt_file)):
         source = f"prompt file {prompt_file}"
-        raw = read_url_bytes(str(prompt_file), "prompt file", check_size=lambda size: check_prompt_size(size, source, max_chars))
+        raw = read_url_bytes(
+            str(prompt_file), "prompt file", check_size=lambda size: check_prompt_size(size, source, max_chars)
+        )
         return prompt_from_bytes(raw, source, max_chars, yaml_file=str(prompt_file).lower().endswith((".yaml", ".yml")))
     return read_prompt_file(local_path(str(prompt_file)), max_chars)
 
 
-def check_run_inputs(settings: Settings, prompt_file: Path | str | None, out_dir: Path, prompt_text: str | None = None) -> PromptFile:
+def check_run_inputs(
+    settings: Settings, prompt_file: Path | str | None, out_dir: Path, prompt_text: str | None = None
+) -> PromptFile:
     """The prompt read (pasted text or a file, see `read_run_prompt`), once the run folder and
     every path in the settings are known to be usable.
 

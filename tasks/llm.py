@@ -34,7 +34,6 @@ from pathlib import Path
 
 import httpx
 import openai
-
 from p2m.tasks.config import LimitsConfig, Settings
 from p2m.tasks.errors import P2MError
 from p2m.tasks.run_store import append_jsonl
@@ -110,8 +109,10 @@ def check_endpoint(base_url: str, api_key: str, timeout: float = 10.0) -> list[s
         listed = r.json().get("data")
         return [m["id"] for m in listed if isinstance(m, dict) and isinstance(m.get("id"), str)]
     except (ValueError, AttributeError, TypeError):
-        raise P2MError(f"{base_url} does not answer like an OpenAI-compatible server (GET /models: {r.text[:60]!r}); "
-                       "check OPENAI_BASE_URL (it usually ends in /v1)") from None
+        raise P2MError(
+            f"{base_url} does not answer like an OpenAI-compatible server (GET /models: {r.text[:60]!r}); "
+            "check OPENAI_BASE_URL (it usually ends in /v1)"
+        ) from None
 
 
 def load_prices(prices_file: Path | None) -> dict[str, tuple[float, float]]:
@@ -258,9 +259,17 @@ class UsageMeter:
 
     def failures(self) -> str:
         """The failures so far, in words, for error messages."""
-        parts = [f"{n} {what}" for n, what in ((self.rate_limited, "429s"), (self.timeouts, "timeouts"),
-                                               (self.connection_errors, "dropped connections"),
-                                               (self.server_errors, "server errors"), (self.bad_replies, "bad replies")) if n]
+        parts = [
+            f"{n} {what}"
+            for n, what in (
+                (self.rate_limited, "429s"),
+                (self.timeouts, "timeouts"),
+                (self.connection_errors, "dropped connections"),
+                (self.server_errors, "server errors"),
+                (self.bad_replies, "bad replies"),
+            )
+            if n
+        ]
         return ", ".join(parts) or "no failures"
 
     def as_dict(self) -> dict:
@@ -332,9 +341,18 @@ def backoff_seconds(attempt: int, base: float = 1.0, cap: float = 60.0) -> float
     return step / 2 + random.uniform(0, step / 2)
 
 
-def request_key(model: str, messages: list[dict], temperature: float, max_tokens: int, n: int, salt: str,
-                response_format: dict | None = None) -> str:
-    parts = [model, messages, round(temperature, 4), max_tokens, n, salt] + ([response_format] if response_format else [])
+def request_key(
+    model: str,
+    messages: list[dict],
+    temperature: float,
+    max_tokens: int,
+    n: int,
+    salt: str,
+    response_format: dict | None = None,
+) -> str:
+    parts = [model, messages, round(temperature, 4), max_tokens, n, salt] + (
+        [response_format] if response_format else []
+    )
     payload = json.dumps(parts, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -421,7 +439,13 @@ class LLMClient:
 
         client, semaphore = self._client()
         est_tokens = sum(len(m["content"]) for m in messages) // 3 + max_tokens * n
-        request = {"model": self.endpoint.model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens, "n": n}
+        request = {
+            "model": self.endpoint.model,
+            "messages": messages,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "n": n,
+        }
         if response_format:
             request["response_format"] = response_format
         deadline = time.monotonic() + self.limits.retry_budget
@@ -436,26 +460,41 @@ class LLMClient:
                 if self.health.dead():
                     self._log(purpose, key, cached=False, texts=None, attempts=attempt, error=retry.reason)
                     raise P2MError(
-                        f"the LLM endpoint {self.endpoint.base_url} has answered nothing for {self.health.silent_for():.0f} s "
+                        f"the LLM endpoint {self.endpoint.base_url} has answered nothing "
+                        f"for {self.health.silent_for():.0f} s "
                         f"({self.meter.failures()}); check that it is up, or raise P2M_LIMITS__GIVE_UP_AFTER; "
-                        "answered requests are cached, so the same command resumes") from None
+                        "answered requests are cached, so the same command resumes"
+                    ) from None
                 if time.monotonic() + retry.wait > deadline:
                     self._log(purpose, key, cached=False, texts=None, attempts=attempt, error=retry.reason)
                     raise P2MError(
-                        f"the LLM endpoint {self.endpoint.base_url} kept failing ({retry.reason}; {self.meter.failures()}) for "
-                        f"{self.limits.retry_budget:.0f} s of retries (P2M_LIMITS__RETRY_BUDGET); answered requests are cached, "
-                        "so run the same command again to resume") from None
+                        f"the LLM endpoint {self.endpoint.base_url} kept failing "
+                        f"({retry.reason}; {self.meter.failures()}) for "
+                        f"{self.limits.retry_budget:.0f} s of retries (P2M_LIMITS__RETRY_BUDGET); "
+                        "answered requests are cached, so run the same command again to resume"
+                    ) from None
                 await asyncio.sleep(retry.wait)
         self.pacer.settle(est_tokens, usage["prompt_tokens"] + usage["completion_tokens"])
         self.pacer.succeeded()
-        self.meter.add(prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"],
-                       cost_usd=(usage["prompt_tokens"] * self._price[0] + usage["completion_tokens"] * self._price[1]) / 1e6)
+        self.meter.add(
+            prompt_tokens=usage["prompt_tokens"],
+            completion_tokens=usage["completion_tokens"],
+            cost_usd=(usage["prompt_tokens"] * self._price[0] + usage["completion_tokens"] * self._price[1]) / 1e6,
+        )
         if texts:  # an answer without choices is not worth keeping: asked again, the endpoint may do better
             if self.cache.remote:
                 await asyncio.to_thread(self.cache.put, key, {"texts": texts, "usage": usage})
             else:
                 self.cache.put(key, {"texts": texts, "usage": usage})
-        self._log(purpose, key, cached=False, texts=texts, attempts=attempt + 1, usage=usage, seconds=round(time.monotonic() - started, 3))
+        self._log(
+            purpose,
+            key,
+            cached=False,
+            texts=texts,
+            attempts=attempt + 1,
+            usage=usage,
+            seconds=round(time.monotonic() - started, 3),
+        )
         return texts
 
     async def _attempt(self, client, semaphore, request: dict, est_tokens: int, attempt: int) -> tuple[list[str], dict]:
@@ -477,30 +516,43 @@ class LLMClient:
                 raise _Retry(f"429, waited {wait:.1f} s", wait) from None
             except openai.APITimeoutError:
                 self._failed(est_tokens, timeouts=1)
-                raise _Retry(f"no answer within {self.limits.request_timeout:.0f} s", backoff_seconds(attempt)) from None
+                raise _Retry(
+                    f"no answer within {self.limits.request_timeout:.0f} s", backoff_seconds(attempt)
+                ) from None
             except openai.APIConnectionError as e:
                 self._failed(est_tokens, connection_errors=1)
-                raise _Retry(f"connection failed ({e.__cause__.__class__.__name__ if e.__cause__ else 'closed'})", backoff_seconds(attempt)) from None
+                raise _Retry(
+                    f"connection failed ({e.__cause__.__class__.__name__ if e.__cause__ else 'closed'})",
+                    backoff_seconds(attempt),
+                ) from None
             except openai.APIStatusError as e:
                 if e.status_code >= 500 or e.status_code in (408, 409):
                     self._failed(est_tokens, server_errors=1)
                     raise _Retry(f"HTTP {e.status_code}", backoff_seconds(attempt)) from None
                 raise P2MError(self._explain_status(e)) from None
-            except (ValueError, openai.APIResponseValidationError):  # a body that is not JSON (JSONDecodeError is a ValueError)
+            except (
+                ValueError,
+                openai.APIResponseValidationError,
+            ):  # a body that is not JSON (JSONDecodeError is a ValueError)
                 resp = None
         choices = getattr(resp, "choices", None)
         if not isinstance(choices, list):
             self._failed(est_tokens, bad_replies=1)
             if not self.health.answered and self.meter.bad_replies >= BAD_REPLIES_BEFORE_GIVING_UP:
                 shown = resp if isinstance(resp, str) else "a body that is not a chat completion"
-                raise P2MError(f"{self.endpoint.base_url} does not answer like an OpenAI chat-completions server "
-                               f"({str(shown)[:80]!r}); check OPENAI_BASE_URL (it usually ends in /v1)")
+                raise P2MError(
+                    f"{self.endpoint.base_url} does not answer like an OpenAI chat-completions server "
+                    f"({str(shown)[:80]!r}); check OPENAI_BASE_URL (it usually ends in /v1)"
+                )
             raise _Retry("a reply that is not a chat completion", backoff_seconds(attempt))
         self.health.succeeded()
         texts = [(c.message.content or "") for c in choices if getattr(c, "message", None) is not None]
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         if getattr(resp, "usage", None) is not None:
-            usage = {"prompt_tokens": resp.usage.prompt_tokens or 0, "completion_tokens": resp.usage.completion_tokens or 0}
+            usage = {
+                "prompt_tokens": resp.usage.prompt_tokens or 0,
+                "completion_tokens": resp.usage.completion_tokens or 0,
+            }
         return texts, usage
 
     def _failed(self, est_tokens: int, **counts) -> None:

@@ -69,7 +69,9 @@ def start_server(model_path: Path, port: int, api_key: str | None, slots: int, t
 
 
 @contextlib.contextmanager
-def running_local_teacher(home: Path, model: str | None = None, port: int = 0, slots: int = 4, threads: int | None = None):
+def running_local_teacher(
+    home: Path, model: str | None = None, port: int = 0, slots: int = 4, threads: int | None = None
+):
     """Start the local teacher in a child process; yields a LocalTeacher; stops it on exit.
 
     `model` is an embedded teacher's name or a .gguf path (None: the default teacher). Raises
@@ -81,10 +83,25 @@ def running_local_teacher(home: Path, model: str | None = None, port: int = 0, s
     api_key = secrets.token_urlsafe(24)
     log_path = Path(home) / "local-teacher.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "p2m.tasks.local_teacher", "--model-path", str(path), "--name", name, "--port", str(port),
-               "--slots", str(slots), "--threads", str(threads or os.cpu_count() or 1)]
+    command = [
+        sys.executable,
+        "-m",
+        "p2m.tasks.local_teacher",
+        "--model-path",
+        str(path),
+        "--name",
+        name,
+        "--port",
+        str(port),
+        "--slots",
+        str(slots),
+        "--threads",
+        str(threads or os.cpu_count() or 1),
+    ]
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, KEY_VARIABLE: api_key})
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, KEY_VARIABLE: api_key}
+        )
     try:
         wait_until_serving(proc, f"http://127.0.0.1:{port}/health", "local teacher", STARTUP_TIMEOUT_S, log_path)
         yield LocalTeacher(f"http://127.0.0.1:{port}/v1", api_key, name)
@@ -109,15 +126,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
-    name, path = (args.name or args.model_path.stem, args.model_path) if args.model_path else teacher_gguf(args.name, args.home)
+    name, path = (
+        (args.name or args.model_path.stem, args.model_path) if args.model_path else teacher_gguf(args.name, args.home)
+    )
     server = start_server(path, args.port, os.environ.get(KEY_VARIABLE), args.slots, args.threads, name)  # noqa: F841 (serves while referenced)
     print(f"local teacher {name} on http://127.0.0.1:{args.port}/v1", flush=True)
     # SIGTERM ends the process at once and the port is free; dropping the server object instead
     # would wait for any request still in flight (llama.cpp joins its HTTP threads).
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         signal.pause()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

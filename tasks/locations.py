@@ -22,13 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from p2m.tasks.errors import BadInputError, P2MError
-from p2m.tasks.spec import PromptFile, prompt_identity
 from p2m.tasks.run_store import RUN_MARKER, read_json, write_json
+from p2m.tasks.spec import PromptFile, prompt_identity
 from p2m.tasks.storage import filesystem_for, pull_folder, run_url
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # Settings that name a file or folder p2m reads, as (section, field) paths into the overrides.
-INPUT_SETTINGS = (("datasets_dir",), ("models_dir",), ("datasets_index",), ("models_index",), ("evaluation", "eval_data"))
+INPUT_SETTINGS = (
+    ("datasets_dir",),
+    ("models_dir",),
+    ("datasets_index",),
+    ("models_index",),
+    ("evaluation", "eval_data"),
+)
 
 
 def is_url(text) -> bool:
@@ -44,8 +50,10 @@ def local_path(text: str) -> Path:
 def _store_error(what: str, url: str, error: Exception) -> P2MError:
     if isinstance(error, FileNotFoundError):
         return BadInputError(f"{what} {url} does not exist; check the URL")
-    return P2MError(f"cannot read {what} {url} ({error.__class__.__name__}: {str(error)[:200]}); check the URL and the "
-                    "worker's credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL for S3)")
+    return P2MError(
+        f"cannot read {what} {url} ({error.__class__.__name__}: {str(error)[:200]}); check the URL and the "
+        "worker's credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL for S3)"
+    )
 
 
 def _folder_for(home: Path, kind: str, url: str) -> Path:
@@ -104,7 +112,7 @@ def fetch(url: str, home: Path, what: str) -> Path:
     for key, file_info in remote.items():
         if file_info.get("type") == "directory":
             continue
-        rel = name if info["type"] == "file" else f"{name}/{key[len(root):].lstrip('/')}"
+        rel = name if info["type"] == "file" else f"{name}/{key[len(root) :].lstrip('/')}"
         local = folder / rel
         stamp = _stamp(file_info)
         if before.get(rel) != stamp or not local.exists():
@@ -185,8 +193,13 @@ class RunLocation:
         return self.remote or str(self.run_dir)
 
 
-def run_location(out_dir: str | None, prompt: PromptFile | None, home: Path, runs_root: str | None = None,
-                 storage_url: str | None = None) -> RunLocation:
+def run_location(
+    out_dir: str | None,
+    prompt: PromptFile | None,
+    home: Path,
+    runs_root: str | None = None,
+    storage_url: str | None = None,
+) -> RunLocation:
     """Where the run goes: `out_dir` (a path or URL), else RUNS_ROOT/NAME from the prompt.
 
     `runs_root` defaults to HOME/runs (mirrored to STORAGE_URL/runs when `storage_url` is set).

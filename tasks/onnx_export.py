@@ -36,7 +36,9 @@ def _wrappers(model, architecture: str):
         def forward(self, input_ids, attention_mask):
             # Positions count real tokens only, so left-padded rows see the positions training did.
             positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False)
+            out = self.model(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False
+            )
             return out.logits[:, -1, :]
 
     class Encoder(torch.nn.Module):
@@ -53,8 +55,12 @@ def _wrappers(model, architecture: str):
             self.model = model
 
         def forward(self, decoder_input_ids, encoder_hidden_states, attention_mask):
-            out = self.model(encoder_outputs=(encoder_hidden_states,), attention_mask=attention_mask,
-                             decoder_input_ids=decoder_input_ids, use_cache=False)
+            out = self.model(
+                encoder_outputs=(encoder_hidden_states,),
+                attention_mask=attention_mask,
+                decoder_input_ids=decoder_input_ids,
+                use_cache=False,
+            )
             return out.logits[:, -1, :]
 
     if architecture == "decoder-only":
@@ -65,9 +71,8 @@ def _wrappers(model, architecture: str):
 def export_onnx(model_dir: Path, architecture: str, out_dir: Path) -> list[Path]:
     """Write the ONNX graph(s) of the transformers folder `model_dir` into `out_dir`; returns their paths."""
     import torch
-    from torch.export import Dim
-
     from p2m.tasks.train import load_model
+    from torch.export import Dim
 
     model, _ = load_model(model_dir, architecture)
     model.eval()
@@ -87,8 +92,16 @@ def export_onnx(model_dir: Path, architecture: str, out_dir: Path) -> list[Path]
             args, names, shapes = (ids, mask), ["input_ids", "attention_mask"], ({0: batch, 1: seq}, {0: batch, 1: seq})
         path = out_dir / f"{name}.onnx"
         with torch.inference_mode(False), torch.no_grad():
-            program = torch.onnx.export(module, args, input_names=names, output_names=["output"], dynamic_shapes=shapes,
-                                        dynamo=True, optimize=True, verbose=False)
+            program = torch.onnx.export(
+                module,
+                args,
+                input_names=names,
+                output_names=["output"],
+                dynamic_shapes=shapes,
+                dynamo=True,
+                optimize=True,
+                verbose=False,
+            )
         program.save(str(path))
         written.append(path)
     return written
@@ -110,14 +123,20 @@ def quantize_int8(paths: list[Path]) -> list[Path]:
 class OnnxStudent:
     """An ONNX export answered by ONNX Runtime, greedy, one input at a time (sessions are thread-safe)."""
 
-    def __init__(self, export_dir: Path, architecture: str, instruction: str, max_tokens: int, threads: int | None = None):
+    def __init__(
+        self, export_dir: Path, architecture: str, instruction: str, max_tokens: int, threads: int | None = None
+    ):
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
-        self.sessions = {name: ort.InferenceSession(str(Path(export_dir) / f"{name}.onnx"), options, providers=["CPUExecutionProvider"])
-                         for name in GRAPHS[architecture]}
+        self.sessions = {
+            name: ort.InferenceSession(
+                str(Path(export_dir) / f"{name}.onnx"), options, providers=["CPUExecutionProvider"]
+            )
+            for name in GRAPHS[architecture]
+        }
         self.tokenizer = AutoTokenizer.from_pretrained(export_dir)
         info = json.loads((Path(export_dir) / "generation.json").read_text(encoding="utf-8"))
         self.eos, self.decoder_start = set(info["eos_token_ids"]), info.get("decoder_start_token_id")
@@ -137,8 +156,14 @@ class OnnxStudent:
         new: list[int] = []
         for _ in range(self.max_tokens):
             if self.architecture == "encoder-decoder":
-                logits = self.sessions["decoder"].run(None, {"decoder_input_ids": np.array([sequence], dtype=np.int64),
-                                                             "encoder_hidden_states": hidden, "attention_mask": mask})[0]
+                logits = self.sessions["decoder"].run(
+                    None,
+                    {
+                        "decoder_input_ids": np.array([sequence], dtype=np.int64),
+                        "encoder_hidden_states": hidden,
+                        "attention_mask": mask,
+                    },
+                )[0]
             else:
                 seq = np.array([sequence], dtype=np.int64)
                 logits = self.sessions["model"].run(None, {"input_ids": seq, "attention_mask": np.ones_like(seq)})[0]
@@ -156,4 +181,7 @@ class OnnxStudent:
 def generation_info(model_dir: Path, tokenizer) -> dict:
     """What greedy decoding needs besides the graphs: the ids that end it and the decoder's first id."""
     config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
-    return {"eos_token_ids": eos_ids(model_dir, tokenizer), "decoder_start_token_id": config.get("decoder_start_token_id")}
+    return {
+        "eos_token_ids": eos_ids(model_dir, tokenizer),
+        "decoder_start_token_id": config.get("decoder_start_token_id"),
+    }

@@ -12,17 +12,21 @@ import re
 from pathlib import Path
 
 import yaml
-
 from p2m.tasks.errors import BadInputError
 from p2m.tasks.jsonreply import extract_json_object
 from p2m.tasks.prompts import PAIR, chat, json_schema
 from p2m.tasks.spec import Example, PromptFile, PromptSpec
 from p2m.tasks.yamltext import YAMLAliasError, load_yaml_text
 
-
 SPEC_KEYS = ("instruction", "demonstrations", "language")
-SPEC_SCHEMA = json_schema("task_prompt", {"instruction": {"type": "string"}, "demonstrations": {"type": "array", "items": PAIR},
-                                          "language": {"type": "string"}})
+SPEC_SCHEMA = json_schema(
+    "task_prompt",
+    {
+        "instruction": {"type": "string"},
+        "demonstrations": {"type": "array", "items": PAIR},
+        "language": {"type": "string"},
+    },
+)
 MAX_PROMPT_CHARS = 100_000
 
 
@@ -50,11 +54,15 @@ def read_prompt_file(path: Path, max_chars: int = MAX_PROMPT_CHARS) -> PromptFil
 def check_prompt_size(size: int, source: str, max_chars: int = MAX_PROMPT_CHARS) -> None:
     """Raise BadInputError when `size` bytes are more than a prompt of `max_chars` characters can be."""
     if size > 4 * max_chars:
-        raise BadInputError(f"{source} is {size:,} bytes, more than a prompt can be ({max_chars:,} characters, "
-                            "P2M_PARSE__MAX_PROMPT_CHARS); keep a few demonstrations and put the rest in a dataset file")
+        raise BadInputError(
+            f"{source} is {size:,} bytes, more than a prompt can be ({max_chars:,} characters, "
+            "P2M_PARSE__MAX_PROMPT_CHARS); keep a few demonstrations and put the rest in a dataset file"
+        )
 
 
-def prompt_from_bytes(raw: bytes, source: str, max_chars: int = MAX_PROMPT_CHARS, yaml_file: bool = False) -> PromptFile:
+def prompt_from_bytes(
+    raw: bytes, source: str, max_chars: int = MAX_PROMPT_CHARS, yaml_file: bool = False
+) -> PromptFile:
     """A prompt from the bytes of a file (local or fetched from a URL); `source` names it in errors.
 
     `yaml_file`: the file is meant to be YAML (its name ends in .yaml/.yml), so YAML errors are
@@ -69,7 +77,9 @@ def prompt_from_bytes(raw: bytes, source: str, max_chars: int = MAX_PROMPT_CHARS
     return prompt_from_text(text, max_chars, source, yaml_file)
 
 
-def prompt_from_text(text: str, max_chars: int = MAX_PROMPT_CHARS, source: str = "the pasted prompt", yaml_file: bool = False) -> PromptFile:
+def prompt_from_text(
+    text: str, max_chars: int = MAX_PROMPT_CHARS, source: str = "the pasted prompt", yaml_file: bool = False
+) -> PromptFile:
     """A prompt from its text (pasted into the Prefect UI's form, or read from a file), with the
     checks `read_prompt_file` makes: YAML with `instruction:` becomes a spec, anything else stays text.
 
@@ -83,10 +93,14 @@ def prompt_from_text(text: str, max_chars: int = MAX_PROMPT_CHARS, source: str =
     if not text:
         raise BadInputError(f"{source} is empty; write an instruction and a few examples in it")
     if len(text) > max_chars:
-        raise BadInputError(f"{source} has {len(text):,} characters, more than {max_chars:,} "
-                            "(P2M_PARSE__MAX_PROMPT_CHARS); keep a few demonstrations and put the rest in a dataset file")
+        raise BadInputError(
+            f"{source} has {len(text):,} characters, more than {max_chars:,} "
+            "(P2M_PARSE__MAX_PROMPT_CHARS); keep a few demonstrations and put the rest in a dataset file"
+        )
     data = _load_yaml(text, source, strict=yaml_file)
-    looks_like_spec = isinstance(data, dict) and bool({"instruction", "demonstrations"} & set(data)) and set(data) <= set(SPEC_KEYS)
+    looks_like_spec = (
+        isinstance(data, dict) and bool({"instruction", "demonstrations"} & set(data)) and set(data) <= set(SPEC_KEYS)
+    )
     if not looks_like_spec and not yaml_file:
         return PromptFile(text=text)
     return PromptFile(text=text, spec=_spec_from_yaml(data, source))
@@ -103,14 +117,18 @@ def _load_yaml(text: str, path: Path | str, strict: bool):
             return None
         mark = getattr(e, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark else ""
-        raise BadInputError(f"{path}{where} is not valid YAML ({getattr(e, 'problem', None) or e}); "
-                            "fix it, or save the prompt as free text in a .txt file") from None
+        raise BadInputError(
+            f"{path}{where} is not valid YAML ({getattr(e, 'problem', None) or e}); "
+            "fix it, or save the prompt as free text in a .txt file"
+        ) from None
 
 
 def _spec_from_yaml(data, path: Path | str) -> PromptSpec:
     """A spec from a YAML document read with every scalar as text; BadInputError says what is wrong."""
     if not isinstance(data, dict):
-        raise BadInputError(f"{path} must hold `instruction:` and `demonstrations:` keys (found a YAML {type(data).__name__})")
+        raise BadInputError(
+            f"{path} must hold `instruction:` and `demonstrations:` keys (found a YAML {type(data).__name__})"
+        )
     unknown = sorted(set(data) - set(SPEC_KEYS))
     if unknown:
         raise BadInputError(f"{path}: unknown key(s) {', '.join(unknown)}; a prompt file has {', '.join(SPEC_KEYS)}")
@@ -118,7 +136,9 @@ def _spec_from_yaml(data, path: Path | str) -> PromptSpec:
     if instruction is None or (isinstance(instruction, str) and not instruction.strip()):
         raise BadInputError(f"{path} has no `instruction:`; add one line saying what the model should do")
     if not isinstance(instruction, str):
-        raise BadInputError(f"{path}: `instruction:` must be text, not a YAML {type(instruction).__name__}; write it as one paragraph")
+        raise BadInputError(
+            f"{path}: `instruction:` must be text, not a YAML {type(instruction).__name__}; write it as one paragraph"
+        )
     demos = data.get("demonstrations") or []
     if not isinstance(demos, list):
         raise BadInputError(f"{path}: `demonstrations:` must be a list of items with `input:` and `output:`")
@@ -168,11 +188,17 @@ def spec_from_llm_reply(reply: str, prompt_text: str) -> PromptSpec | None:
     squashed = " ".join(prompt_text.split())
     demos = []
     for d in data.get("demonstrations") or []:
-        if isinstance(d, dict) and isinstance(d.get("input"), str) and isinstance(d.get("output"), str):
-            if " ".join(d["input"].split()) in squashed:
-                demos.append(Example(input=d["input"].strip(), output=d["output"].strip()))
+        if (
+            isinstance(d, dict)
+            and isinstance(d.get("input"), str)
+            and isinstance(d.get("output"), str)
+            and " ".join(d["input"].split()) in squashed
+        ):
+            demos.append(Example(input=d["input"].strip(), output=d["output"].strip()))
     language = data.get("language") if isinstance(data.get("language"), str) else "en"
-    return PromptSpec(instruction=data["instruction"].strip(), demonstrations=demos, language=language[:8], parsed_by="llm")
+    return PromptSpec(
+        instruction=data["instruction"].strip(), demonstrations=demos, language=language[:8], parsed_by="llm"
+    )
 
 
 def parse_prompt(prompt: PromptFile, llm=None) -> PromptSpec:
@@ -186,7 +212,13 @@ def parse_prompt(prompt: PromptFile, llm=None) -> PromptSpec:
     by_rules = parse_by_rules(prompt.text)
     by_llm = None
     if llm is not None:
-        reply = llm.complete(chat("parse", prompt=prompt.text), temperature=0, max_tokens=2048, purpose="parse", response_format=SPEC_SCHEMA)
+        reply = llm.complete(
+            chat("parse", prompt=prompt.text),
+            temperature=0,
+            max_tokens=2048,
+            purpose="parse",
+            response_format=SPEC_SCHEMA,
+        )
         by_llm = spec_from_llm_reply(reply[0] if reply else "", prompt.text)
     # Prefer the LLM (it handles any format and language) unless it found fewer demonstrations
     # than the labelled blocks plainly show.

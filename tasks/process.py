@@ -13,13 +13,15 @@ from pathlib import Path
 from p2m.tasks.config import ProcessConfig
 from p2m.tasks.dedup import normalise
 from p2m.tasks.errors import BadInputError
-from p2m.tasks.spec import PromptSpec
 from p2m.tasks.run_store import dataset_rows, rows_to_dataset, write_json
+from p2m.tasks.spec import PromptSpec
 
 MIN_EXAMPLES = 10
 
 
-def make_splits(spec: PromptSpec, retrieved_dir: Path, generated_dir: Path | None, cfg: ProcessConfig, out_dir: Path) -> dict:
+def make_splits(
+    spec: PromptSpec, retrieved_dir: Path, generated_dir: Path | None, cfg: ProcessConfig, out_dir: Path
+) -> dict:
     """Write `out_dir/splits` (a DatasetDict with input, output, source) and return split sizes.
 
     Raises BadInputError when there are too few examples to train and test on.
@@ -44,15 +46,17 @@ def make_splits(spec: PromptSpec, retrieved_dir: Path, generated_dir: Path | Non
     rng.shuffle(rows)
     n_test = min(cfg.max_test_examples, max(1, round(len(rows) * cfg.test_fraction)))
     n_val = max(1, round(len(rows) * cfg.val_fraction)) if cfg.val_fraction else 0
-    test, val, train = rows[:n_test], rows[n_test:n_test + n_val], rows[n_test + n_val:]
+    test, val, train = rows[:n_test], rows[n_test : n_test + n_val], rows[n_test + n_val :]
     if cfg.max_train_examples:
         train = train[: cfg.max_train_examples]
     train += [{"input": d.input, "output": d.output, "source": "demonstration"} for d in spec.demonstrations]
-    splits = datasets.DatasetDict({
-        name: rows_to_dataset(part, ("input", "output", "source"))
-        # The trainer needs a validation set: with val_fraction 0 one training row stands in.
-        for name, part in (("train", train), ("validation", val or train[:1]), ("test", test))
-    })
+    splits = datasets.DatasetDict(
+        {
+            name: rows_to_dataset(part, ("input", "output", "source"))
+            # The trainer needs a validation set: with val_fraction 0 one training row stands in.
+            for name, part in (("train", train), ("validation", val or train[:1]), ("test", test))
+        }
+    )
     splits.save_to_disk(str(out_dir / "splits"))
     sizes = {name: len(ds) for name, ds in splits.items()}
     counts = {s: sum(r["source"] == s for r in train) for s in ("retrieved", "generated", "demonstration")}

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from p2m.tasks.errors import P2MError
 
 

@@ -17,19 +17,25 @@ class GenerationProgress:
         try:
             from prefect.artifacts import create_progress_artifact
 
-            self.artifact_id = create_progress_artifact(progress=0.0, key="generation-progress", description="Examples generated")
+            self.artifact_id = create_progress_artifact(
+                progress=0.0, key="generation-progress", description="Examples generated"
+            )
         except Exception:  # outside a Prefect run, or no API: the terminal bar is enough
             self.artifact_id = None
 
     def update(self, accepted: int, usage: dict) -> None:
         self.bar.n = min(accepted, self.total)
-        self.bar.set_postfix(requests=usage.get("requests", 0), cached=usage.get("cached", 0), cost=f"${usage.get('cost_usd', 0):.4f}")
+        self.bar.set_postfix(
+            requests=usage.get("requests", 0), cached=usage.get("cached", 0), cost=f"${usage.get('cost_usd', 0):.4f}"
+        )
         self.bar.refresh()
         if self.artifact_id is not None:
             try:
                 from prefect.artifacts import update_progress_artifact
 
-                update_progress_artifact(self.artifact_id, progress=100.0 * min(accepted, self.total) / max(1, self.total))
+                update_progress_artifact(
+                    self.artifact_id, progress=100.0 * min(accepted, self.total) / max(1, self.total)
+                )
             except Exception:
                 self.artifact_id = None
 

@@ -49,13 +49,19 @@ def freeze_test_set(run_dir: Path, eval_data: Path | None) -> list[dict]:
     else:
         import datasets
 
-        rows = [{"input": r["input"], "output": r["output"]} for r in datasets.load_from_disk(str(Path(run_dir) / "splits"))["test"]]
+        rows = [
+            {"input": r["input"], "output": r["output"]}
+            for r in datasets.load_from_disk(str(Path(run_dir) / "splits"))["test"]
+        ]
         source = "held-out split of the first round"
     if not rows:
         raise BadInputError(f"the nightly loop needs test examples; {source} has none: pass --eval-data")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    write_json(path.with_suffix(".json"), {"source": source, "n": len(rows), "frozen": datetime.datetime.now().isoformat(timespec="seconds")})
+    write_json(
+        path.with_suffix(".json"),
+        {"source": source, "n": len(rows), "frozen": datetime.datetime.now().isoformat(timespec="seconds")},
+    )
     return rows
 
 
@@ -71,8 +77,11 @@ def read_pool(run_dir: Path) -> list[dict]:
     import datasets
 
     splits = datasets.load_from_disk(str(Path(run_dir) / "splits"))
-    return [{"input": r["input"], "output": r["output"], "source": r.get("source", "retrieved")} for name in ("train", "validation")
-            for r in splits[name]]
+    return [
+        {"input": r["input"], "output": r["output"], "source": r.get("source", "retrieved")}
+        for name in ("train", "validation")
+        for r in splits[name]
+    ]
 
 
 def write_pool(run_dir: Path, rows: list[dict]) -> None:
@@ -102,7 +111,9 @@ def merge_examples(pool: list[dict], new: list[dict], test_rows: list[dict]) -> 
     for row in new:
         key = _norm(row["input"])
         if key not in test:
-            merged.setdefault(key, {"input": row["input"], "output": row["output"], "source": row.get("source", "generated")})
+            merged.setdefault(
+                key, {"input": row["input"], "output": row["output"], "source": row.get("source", "generated")}
+            )
     return list(merged.values()), len(merged) - before
 
 
@@ -114,25 +125,38 @@ def write_round_splits(rows: list[dict], test_rows: list[dict], out_dir: Path, v
     random.Random(seed).shuffle(rows)
     n_val = max(1, round(len(rows) * val_fraction))
     val, train = rows[:n_val], rows[n_val:]
-    splits = datasets.DatasetDict({
-        "train": rows_to_dataset(train, ("input", "output", "source")),
-        "validation": rows_to_dataset(val, ("input", "output", "source")),
-        "test": rows_to_dataset([r | {"source": "test"} for r in test_rows], ("input", "output", "source")),
-    })
+    splits = datasets.DatasetDict(
+        {
+            "train": rows_to_dataset(train, ("input", "output", "source")),
+            "validation": rows_to_dataset(val, ("input", "output", "source")),
+            "test": rows_to_dataset([r | {"source": "test"} for r in test_rows], ("input", "output", "source")),
+        }
+    )
     splits.save_to_disk(str(out_dir / "splits"))
     return {name: len(ds) for name, ds in splits.items()}
 
 
-def score_model(model_dir: Path, architecture: str, instruction: str, test_rows: list[dict], batch_size: int, max_new_tokens: int) -> dict:
+def score_model(
+    model_dir: Path, architecture: str, instruction: str, test_rows: list[dict], batch_size: int, max_new_tokens: int
+) -> dict:
     """Per-example exact match (1/0) of a model on the test rows, with its answers and the model's hash."""
     from p2m.tasks.inference import generate_outputs, normalise_answer
     from p2m.tasks.train import load_model
 
     model, tokenizer = load_model(model_dir, architecture)
-    predictions = generate_outputs(model, tokenizer, architecture, instruction, [r["input"] for r in test_rows], batch_size, max_new_tokens)
-    correct = [int(normalise_answer(p) == normalise_answer(r["output"])) for p, r in zip(predictions, test_rows)]
-    return {"model_hash": content_hash(model_dir), "correct": correct, "predictions": predictions,
-            "exact_match": round(sum(correct) / max(1, len(correct)), 4), "n": len(correct)}
+    predictions = generate_outputs(
+        model, tokenizer, architecture, instruction, [r["input"] for r in test_rows], batch_size, max_new_tokens
+    )
+    correct = [
+        int(normalise_answer(p) == normalise_answer(r["output"])) for p, r in zip(predictions, test_rows, strict=True)
+    ]
+    return {
+        "model_hash": content_hash(model_dir),
+        "correct": correct,
+        "predictions": predictions,
+        "exact_match": round(sum(correct) / max(1, len(correct)), 4),
+        "n": len(correct),
+    }
 
 
 def promotions(run_dir: Path) -> list[dict]:
@@ -145,8 +169,16 @@ def serving_number(run_dir: Path) -> int | None:
     return events[-1]["number"] if events else None
 
 
-def promote(run_dir: Path, model_dir: Path, scores: dict, decision: dict | None, reason: str, extra_files: dict[str, Path] | None = None) -> dict:
-    """Keep `model_dir` as promoted model N (moved to promoted/N/model), serve a copy as run_dir/model; returns the record.
+def promote(
+    run_dir: Path,
+    model_dir: Path,
+    scores: dict,
+    decision: dict | None,
+    reason: str,
+    extra_files: dict[str, Path] | None = None,
+) -> dict:
+    """Keep `model_dir` as promoted model N (moved to promoted/N/model), serve a copy as run_dir/model;
+    returns the record.
 
     `extra_files` (name -> path) are copied beside the served model (its train.json and loss log).
     """
@@ -165,9 +197,17 @@ def promote(run_dir: Path, model_dir: Path, scores: dict, decision: dict | None,
             shutil.copy2(path, run_dir / name)
             shutil.copy2(path, archive / name)
     write_json(archive / "scores.json", scores)
-    record = {"event": "promote", "number": number, "at": datetime.datetime.now().isoformat(timespec="seconds"),
-              "model_hash": scores["model_hash"], "exact_match": scores["exact_match"], "n": scores["n"], "reason": reason,
-              "gate": decision, "path": str(archive / "model")}
+    record = {
+        "event": "promote",
+        "number": number,
+        "at": datetime.datetime.now().isoformat(timespec="seconds"),
+        "model_hash": scores["model_hash"],
+        "exact_match": scores["exact_match"],
+        "n": scores["n"],
+        "reason": reason,
+        "gate": decision,
+        "path": str(archive / "model"),
+    }
     append_jsonl(run_dir / "promotions.jsonl", record)
     return record
 
@@ -206,7 +246,9 @@ def rollback(run_dir: Path, home: Path | None = None) -> dict:
     run_dir = Path(run_dir).resolve()
     events = promotions(run_dir)
     if not events:
-        raise BadInputError(f"{run_dir} has no promotions.jsonl: only a folder made by `p2m nightly` can be rolled back")
+        raise BadInputError(
+            f"{run_dir} has no promotions.jsonl: only a folder made by `p2m nightly` can be rolled back"
+        )
     # Promotions stack up and a rollback takes the top one off: after 1, 2, rollback, 3, a rollback
     # serves 1 again (2 was already rolled back), never a model that was itself rolled back.
     stack: list[int] = []
@@ -217,19 +259,33 @@ def rollback(run_dir: Path, home: Path | None = None) -> dict:
             stack.pop()
     current = events[-1]["number"]
     if len(stack) < 2:
-        raise BadInputError(f"model {current} is the first promoted model still in service in {run_dir}: there is no earlier one to roll back to")
+        raise BadInputError(
+            f"model {current} is the first promoted model still in service in {run_dir}: "
+            "there is no earlier one to roll back to"
+        )
     previous = stack[-2]
     put_in_service(run_dir, run_dir / "promoted" / str(previous) / "model")
     for name in ("train.json", "train_log.jsonl"):
         if (run_dir / "promoted" / str(previous) / name).exists():
             shutil.copy2(run_dir / "promoted" / str(previous) / name, run_dir / name)
     scores = read_json(run_dir / "promoted" / str(previous) / "scores.json")
-    record = {"event": "rollback", "number": previous, "from": current, "at": datetime.datetime.now().isoformat(timespec="seconds"),
-              "exact_match": scores["exact_match"], "n": scores["n"], "path": str(run_dir / "promoted" / str(previous) / "model")}
+    record = {
+        "event": "rollback",
+        "number": previous,
+        "from": current,
+        "at": datetime.datetime.now().isoformat(timespec="seconds"),
+        "exact_match": scores["exact_match"],
+        "n": scores["n"],
+        "path": str(run_dir / "promoted" / str(previous) / "model"),
+    }
     append_jsonl(run_dir / "promotions.jsonl", record)
     restarted = republish(run_dir, home) if home else []
-    return record | {"restarted": restarted, "message": f"{run_dir}: serving model {previous} again (exact match {scores['exact_match']:.1%} "
-                     f"on the fixed test set) instead of model {current}" + (f"; restarted {', '.join(restarted)}" if restarted else "")}
+    return record | {
+        "restarted": restarted,
+        "message": f"{run_dir}: serving model {previous} again (exact match {scores['exact_match']:.1%} "
+        f"on the fixed test set) instead of model {current}"
+        + (f"; restarted {', '.join(restarted)}" if restarted else ""),
+    }
 
 
 def republish(run_dir: Path, home: Path) -> list[str]:

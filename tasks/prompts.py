@@ -54,17 +54,34 @@ def templates_hash() -> str:
 def json_lines(examples: list[dict]) -> str:
     """Examples as one JSON object per line: unambiguous for outputs of several lines, and the
     form the teacher answers in."""
-    return "\n".join(json.dumps({"input": e["input"], "output": e["output"]}, ensure_ascii=False) for e in examples) or "(none yet)"
+    return (
+        "\n".join(json.dumps({"input": e["input"], "output": e["output"]}, ensure_ascii=False) for e in examples)
+        or "(none yet)"
+    )
 
 
 def json_schema(name: str, properties: dict, required: list[str] | None = None) -> dict:
     """A `response_format` asking for a JSON object with `properties` (all required by default)."""
-    return {"type": "json_schema", "json_schema": {"name": name, "schema": {
-        "type": "object", "properties": properties, "required": required or list(properties), "additionalProperties": False}}}
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": name,
+            "schema": {
+                "type": "object",
+                "properties": properties,
+                "required": required or list(properties),
+                "additionalProperties": False,
+            },
+        },
+    }
 
 
-PAIR = {"type": "object", "properties": {"input": {"type": "string"}, "output": {"type": "string"}},
-        "required": ["input", "output"], "additionalProperties": False}
+PAIR = {
+    "type": "object",
+    "properties": {"input": {"type": "string"}, "output": {"type": "string"}},
+    "required": ["input", "output"],
+    "additionalProperties": False,
+}
 
 
 def examples_schema(count: int) -> dict:

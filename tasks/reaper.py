@@ -13,6 +13,7 @@ Run by hand: `python -m p2m.tasks.reaper PID`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -57,10 +58,8 @@ def stop_all(processes: dict[int, float]) -> list[int]:
             continue
     _, still = psutil.wait_procs(alive, timeout=GRACE_SECONDS)
     for proc in still:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.kill()
-        except psutil.Error:
-            pass
     return [p.pid for p in alive]
 
 
@@ -81,8 +80,13 @@ def watch(pid: int) -> None:
 
 def start_reaper() -> subprocess.Popen:
     """Start the watcher for this process; it exits by itself once this process has ended."""
-    return subprocess.Popen([sys.executable, "-m", "p2m.tasks.reaper", str(os.getpid())], start_new_session=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "p2m.tasks.reaper", str(os.getpid())],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 if __name__ == "__main__":

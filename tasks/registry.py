@@ -14,16 +14,31 @@ import logging
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel
-
 from p2m.tasks.datafiles import SUFFIXES, read_rows, text_value
 from p2m.tasks.embedded import SMOLLM2_NAME, TINY_MODELS
 from p2m.tasks.errors import BadInputError
 from p2m.tasks.yamltext import load_yaml_text
+from pydantic import BaseModel
 
 logger = logging.getLogger(__name__)
 
-DECODER_ONLY = {"llama", "gpt2", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "smollm3", "olmo", "gpt_neox", "opt", "bloom"}
+DECODER_ONLY = {
+    "llama",
+    "gpt2",
+    "qwen2",
+    "qwen3",
+    "mistral",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "phi",
+    "phi3",
+    "smollm3",
+    "olmo",
+    "gpt_neox",
+    "opt",
+    "bloom",
+}
 ENCODER_DECODER = {"t5", "mt5", "bart", "mbart", "umt5", "pegasus", "marian", "longt5"}
 
 
@@ -94,7 +109,9 @@ def card_flag(meta: dict, key: str) -> bool:
 
 def data_files(folder: Path) -> list[Path]:
     """The data files of a dataset folder, top level and under data/, sorted."""
-    found = [p for p in folder.glob("*") if p.suffix in SUFFIXES] + [p for p in folder.glob("data/**/*") if p.suffix in SUFFIXES]
+    found = [p for p in folder.glob("*") if p.suffix in SUFFIXES] + [
+        p for p in folder.glob("data/**/*") if p.suffix in SUFFIXES
+    ]
     return sorted(found)
 
 
@@ -118,19 +135,21 @@ def scan_datasets(root: Path) -> list[DatasetRecord]:
             except BadInputError as e:  # a malformed file: retrieval passes the dataset over with this reason
                 problem = str(e)
         tags = " ".join(card_list(meta, "tags") + card_list(meta, "task_categories"))
-        records.append(DatasetRecord(
-            name=folder.name,
-            path=str(folder),
-            description=f"{meta.get('pretty_name', folder.name)}. {tags}. {body}".strip(),
-            columns=columns,
-            sample_rows=rows,
-            num_rows=n,
-            license=text_value(meta.get("license")),
-            gated=card_flag(meta, "gated"),
-            downloads=card_int(meta, "downloads"),
-            data_files=[str(f) for f in files],
-            problem=problem,
-        ))
+        records.append(
+            DatasetRecord(
+                name=folder.name,
+                path=str(folder),
+                description=f"{meta.get('pretty_name', folder.name)}. {tags}. {body}".strip(),
+                columns=columns,
+                sample_rows=rows,
+                num_rows=n,
+                license=text_value(meta.get("license")),
+                gated=card_flag(meta, "gated"),
+                downloads=card_int(meta, "downloads"),
+                data_files=[str(f) for f in files],
+                problem=problem,
+            )
+        )
     return records
 
 
@@ -160,9 +179,16 @@ def model_record_from_folder(folder: Path, name: str) -> ModelRecord | None:
     size = sum(p.stat().st_size for p in weights)  # stat follows the HF cache's symlinks to blobs
     tags = " ".join(card_list(meta, "tags"))
     return ModelRecord(
-        name=name, path=str(folder), architecture=arch, model_type=config["model_type"],
-        description=f"{name}. {tags}. {body}", size_bytes=size, num_parameters=size // 4,
-        downloads=card_int(meta, "downloads"), license=text_value(meta.get("license")), test_only="test-only" in tags,
+        name=name,
+        path=str(folder),
+        architecture=arch,
+        model_type=config["model_type"],
+        description=f"{name}. {tags}. {body}",
+        size_bytes=size,
+        num_parameters=size // 4,
+        downloads=card_int(meta, "downloads"),
+        license=text_value(meta.get("license")),
+        test_only="test-only" in tags,
     )
 
 
@@ -179,7 +205,9 @@ def scan_hf_cache(cache_dir: Path | None = None) -> list[ModelRecord]:
     for repo in info.repos:
         if repo.repo_type != "model":
             continue
-        revision = next((r for r in repo.revisions if "main" in r.refs), None) or max(repo.revisions, key=lambda r: r.last_modified, default=None)
+        revision = next((r for r in repo.revisions if "main" in r.refs), None) or max(
+            repo.revisions, key=lambda r: r.last_modified, default=None
+        )
         if revision is not None and (revision.snapshot_path / "config.json").exists():
             record = model_record_from_folder(revision.snapshot_path, repo.repo_id)
             if record:
@@ -198,8 +226,11 @@ def hf_cache_models_fingerprint(cache_dir: Path | None = None) -> str:
     root = Path(cache_dir or constants.HF_HUB_CACHE)
     if not root.is_dir():
         return ""
-    refs = sorted(f"{ref.parent.parent.name}@{ref.name}={ref.read_text().strip()}"
-                  for ref in root.glob("models--*/refs/*") if ref.is_file())
+    refs = sorted(
+        f"{ref.parent.parent.name}@{ref.name}={ref.read_text().strip()}"
+        for ref in root.glob("models--*/refs/*")
+        if ref.is_file()
+    )
     return hashlib.sha256("\n".join(refs).encode()).hexdigest()[:16]
 
 
@@ -207,15 +238,28 @@ def scan_models(root: Path | None, hf_cache: Path | None = None) -> list[ModelRe
     """Records for the embedded models, the local Hugging Face cache and every model folder under `root`."""
     records = [
         ModelRecord(
-            name=SMOLLM2_NAME, path=f"embedded:{SMOLLM2_NAME}", architecture="decoder-only", model_type="llama",
+            name=SMOLLM2_NAME,
+            path=f"embedded:{SMOLLM2_NAME}",
+            architecture="decoder-only",
+            model_type="llama",
             description="SmolLM2-135M-Instruct: small decoder-only instruction-tuned language model for short English "
             "text tasks: classification, extraction, rewriting, conversion, question answering, generation.",
-            num_parameters=134_515_008, size_bytes=538_000_000, downloads=1_000_000, license="apache-2.0",
+            num_parameters=134_515_008,
+            size_bytes=538_000_000,
+            downloads=1_000_000,
+            license="apache-2.0",
         ),
     ] + [
-        ModelRecord(name=n, path=f"embedded:{n}", architecture="encoder-decoder" if "t5" in n else "decoder-only",
-                    model_type="t5" if "t5" in n else "gpt2", description=f"{n}: random tiny model for tests",
-                    num_parameters=200_000, size_bytes=1_000_000, test_only=True)
+        ModelRecord(
+            name=n,
+            path=f"embedded:{n}",
+            architecture="encoder-decoder" if "t5" in n else "decoder-only",
+            model_type="t5" if "t5" in n else "gpt2",
+            description=f"{n}: random tiny model for tests",
+            num_parameters=200_000,
+            size_bytes=1_000_000,
+            test_only=True,
+        )
         for n in TINY_MODELS
     ]
     records += scan_hf_cache(hf_cache)

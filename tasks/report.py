@@ -32,7 +32,15 @@ def format_rows(formats: dict) -> list[list[str]]:
     rows = [["format", "size MB", "exact match", "ms p50", "ms p95"]]
     for name, r in formats.items():
         if name == "teacher":  # it answers concurrently through its endpoint: a mean over the set, not a p50
-            rows.append([f"teacher ({r.get('model') or 'LLM'})", "-", f"{r['exact_match']:.1%}", f"{r.get('ms_per_example', '-')} (mean)", "-"])
+            rows.append(
+                [
+                    f"teacher ({r.get('model') or 'LLM'})",
+                    "-",
+                    f"{r['exact_match']:.1%}",
+                    f"{r.get('ms_per_example', '-')} (mean)",
+                    "-",
+                ]
+            )
         else:
             rows.append([name, str(r["size_mb"]), f"{r['exact_match']:.1%}", str(r["ms_p50"]), str(r["ms_p95"])])
     return rows
@@ -52,13 +60,21 @@ def facts(summary: dict) -> list[tuple[str, str]]:
         budget = f" of ${bounds['cost_budget_usd']:.2f} budget" if bounds.get("cost_budget_usd") is not None else ""
         cap = f" (cap {bounds['request_cap']})" if bounds.get("request_cap") else ""
         price = "" if usage.get("price_known", True) else " (price unknown for this model)"
-        lines.append(("generated", f"{summary.get('generated', 0)} examples from {usage['requests']} teacher requests{cap} "
-                                   f"({usage['cached']} from cache), {usage['prompt_tokens'] + usage['completion_tokens']} tokens, "
-                                   f"cost ${usage['cost_usd']:.4f}{budget}{price}"))
+        lines.append(
+            (
+                "generated",
+                f"{summary.get('generated', 0)} examples from {usage['requests']} teacher requests{cap} "
+                f"({usage['cached']} from cache), {usage['prompt_tokens'] + usage['completion_tokens']} tokens, "
+                f"cost ${usage['cost_usd']:.4f}{budget}{price}",
+            )
+        )
         lines.append(("stopped", str(summary.get("generation_stop"))))
     if summary.get("model"):
-        lines += [("model", summary["model"]), ("metrics", f"{summary['run_dir']}/metrics.json"),
-                  ("demo", f"p2m demo {summary['run_dir']}")]
+        lines += [
+            ("model", summary["model"]),
+            ("metrics", f"{summary['run_dir']}/metrics.json"),
+            ("demo", f"p2m demo {summary['run_dir']}"),
+        ]
     if summary.get("demo_url"):
         lines.append(("try it", f"{summary['demo_url']} (the demo page, serving this run's model)"))
     if summary.get("error"):
@@ -68,7 +84,9 @@ def facts(summary: dict) -> list[tuple[str, str]]:
 
 def report_sections(summary: dict) -> list[tuple[str, list[list[str]]]]:
     """The whole report as titled tables (each starting with its header row)."""
-    stages = [["stage", "state", "seconds"]] + [[s["stage"], s["state"], f"{s['seconds']:.1f}"] for s in summary["stages"]]
+    stages = [["stage", "state", "seconds"]] + [
+        [s["stage"], s["state"], f"{s['seconds']:.1f}"] for s in summary["stages"]
+    ]
     stages.append(["total", "", f"{summary['total_seconds']:.1f}"])
     sections = [("Stages", stages)] + score_tables(summary.get("metrics"))
     if summary.get("formats"):
@@ -86,8 +104,13 @@ def as_text(sections: list[tuple[str, list[list[str]]]]) -> str:
         out.append(f"\n{title}")
         for row in rows if any(rows[0]) else rows[1:]:
             # Numbers line up on the right, words on the left.
-            out.append("  " + "  ".join(cell.rjust(w) if i and _numeric(cell) else cell.ljust(w)
-                                        for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+            out.append(
+                "  "
+                + "  ".join(
+                    cell.rjust(w) if i and _numeric(cell) else cell.ljust(w)
+                    for i, (cell, w) in enumerate(zip(row, widths, strict=False))
+                ).rstrip()
+            )
     return "\n".join(out)
 
 
@@ -124,15 +147,31 @@ def summary_markdown(summary: dict) -> str:
 def model_card(instruction: str, train_record: dict, metrics: dict | None, teacher: str | None = None) -> str:
     """The model card: what the model does, how to call it, how it was trained, and its scores."""
     lines = [
-        "---", "library_name: transformers", f"base_model: {train_record['base_model']}", "tags: [p2m, prompt2model]", "---",
-        "# A p2m student model", "",
-        f"Fine-tuned by [p2m](https://arxiv.org/abs/2308.12261) for this task: {instruction}", "",
-        "## Use", "", "Give the model this text and read the answer after `Output:`:", "",
-        "```", format_prompt(instruction, "<your input>"), "```", "",
-        "## Training", "",
-        f"Base model {train_record['base_model']} ({train_record['architecture']}), {train_record['train_examples']} examples, "
-        f"{train_record['epochs']} epochs, learning rate {train_record['learning_rate']}, batch size {train_record['batch_size']}, "
-        f"max length {train_record['max_length']} tokens, {'LoRA (merged)' if train_record['lora'] else 'full fine-tuning'}, "
+        "---",
+        "library_name: transformers",
+        f"base_model: {train_record['base_model']}",
+        "tags: [p2m, prompt2model]",
+        "---",
+        "# A p2m student model",
+        "",
+        f"Fine-tuned by [p2m](https://arxiv.org/abs/2308.12261) for this task: {instruction}",
+        "",
+        "## Use",
+        "",
+        "Give the model this text and read the answer after `Output:`:",
+        "",
+        "```",
+        format_prompt(instruction, "<your input>"),
+        "```",
+        "",
+        "## Training",
+        "",
+        f"Base model {train_record['base_model']} ({train_record['architecture']}), "
+        f"{train_record['train_examples']} examples, "
+        f"{train_record['epochs']} epochs, learning rate {train_record['learning_rate']}, "
+        f"batch size {train_record['batch_size']}, "
+        f"max length {train_record['max_length']} tokens, "
+        f"{'LoRA (merged)' if train_record['lora'] else 'full fine-tuning'}, "
         f"on {train_record['device']}: final training loss {train_record['train_loss']}."
         + (f" Training data written by {teacher}." if teacher else ""),
     ]
@@ -157,8 +196,12 @@ def write_model_card(run_dir: Path, formats: dict | None = None, instruction: st
     metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").exists() else None
     if formats:
         metrics = (metrics or {}) | {"formats": formats}
-    card = model_card(instruction or read_json(run_dir / "spec.json")["instruction"], read_json(run_dir / "train.json"), metrics,
-                      ((metrics or {}).get("info") or {}).get("teacher"))
+    card = model_card(
+        instruction or read_json(run_dir / "spec.json")["instruction"],
+        read_json(run_dir / "train.json"),
+        metrics,
+        ((metrics or {}).get("info") or {}).get("teacher"),
+    )
     path = run_dir / "model_card.md"
     path.write_text(card, encoding="utf-8")
     return path

@@ -4,33 +4,31 @@ Ranking fuses BM25 (lexical; `p2m.tasks.bm25`: rank_bm25's scores on a sparse ma
 similarity of sentence embeddings (dense; `p2m.tasks.encoders`: MiniLM, or its static distillation
 for big index files) by reciprocal rank; whether a dataset fits at all is decided on the MiniLM
 similarity, which is comparable across queries (BM25 scores are not). Gated datasets,
-unreadable ones and ones whose columns cannot be mapped are passed over with the reason recorded; "nothing fits" is a valid answer (the run then
-trains on generated data only). Output: `retrieved/` (a datasets folder with `input`/`output`)
-and `retrieval.json` (candidates, scores, the choice and why).
+unreadable ones and ones whose columns cannot be mapped are passed over with the reason recorded;
+"nothing fits" is a valid answer (the run then trains on generated data only). Output: `retrieved/`
+(a datasets folder with `input`/`output`) and `retrieval.json` (candidates, scores, the choice and why).
 """
 
 from __future__ import annotations
 
 import json
 import random
-import re
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from rapidfuzz import fuzz
-from threadpoolctl import threadpool_limits
-
 from p2m.tasks.bm25 import SparseBM25, tokenize
 from p2m.tasks.config import RetrievalConfig
 from p2m.tasks.datafiles import read_rows, text_value
 from p2m.tasks.encoders import EncoderName, get_encoder
 from p2m.tasks.errors import BadInputError
 from p2m.tasks.jsonreply import extract_json_object
-from p2m.tasks.spec import PromptSpec
 from p2m.tasks.prompts import chat, json_lines, json_schema
 from p2m.tasks.registry import DatasetRecord, scan_datasets
 from p2m.tasks.run_store import rows_to_dataset, write_json
+from p2m.tasks.spec import PromptSpec
+from rapidfuzz import fuzz
+from threadpoolctl import threadpool_limits
 
 INPUT_NAMES = ["input", "inputs", "question", "text", "source", "sentence", "prompt", "query", "words", "x", "src"]
 OUTPUT_NAMES = ["output", "outputs", "answer", "label", "target", "digits", "response", "completion", "y", "tgt"]
@@ -56,7 +54,9 @@ def fuse_rankings(score_lists: list[np.ndarray], depth: int = 100) -> np.ndarray
 class DatasetSearcher:
     """BM25 and dense search over dataset records, built once, queried many times."""
 
-    def __init__(self, records: list[DatasetRecord], embeddings: np.ndarray | None = None, encoder: EncoderName = "minilm"):
+    def __init__(
+        self, records: list[DatasetRecord], embeddings: np.ndarray | None = None, encoder: EncoderName = "minilm"
+    ):
         """`embeddings`: one unit row per record by `encoder` (from an index file); computed here when absent."""
         self.records = records
         self.encoder = get_encoder(encoder)
@@ -80,13 +80,23 @@ class DatasetSearcher:
         top = np.argpartition(-fused, k - 1)[:k]
         order = top[np.argsort(-fused[top], kind="stable")]
         return [
-            {"name": self.records[i].name, "score": round(float(fused[i]), 5), "similarity": round(float(dense[i]), 4), "bm25": round(float(lexical[i]), 3)}
+            {
+                "name": self.records[i].name,
+                "score": round(float(fused[i]), 5),
+                "similarity": round(float(dense[i]), 4),
+                "bm25": round(float(lexical[i]), 3),
+            }
             for i in order
         ]
 
 
-def rank_datasets(spec: PromptSpec, records: list[DatasetRecord], top_k: int, embeddings: np.ndarray | None = None,
-                  encoder: EncoderName = "minilm") -> list[dict]:
+def rank_datasets(
+    spec: PromptSpec,
+    records: list[DatasetRecord],
+    top_k: int,
+    embeddings: np.ndarray | None = None,
+    encoder: EncoderName = "minilm",
+) -> list[dict]:
     """Candidates for `spec` best first (see DatasetSearcher.search)."""
     return DatasetSearcher(records, embeddings, encoder).search(query_text(spec), top_k)
 
@@ -105,8 +115,15 @@ def collapse_near_duplicates(ranked: list[dict], by_name: dict[str, DatasetRecor
     dropped: list[dict] = []
     for cand in ranked:
         r = by_name[cand["name"]]
-        twin = next((k for k in kept if set(by_name[k["name"]].columns) == set(r.columns)
-                     and fuzz.token_set_ratio(by_name[k["name"]].description, r.description) >= NEAR_DUPLICATE_SCORE), None)
+        twin = next(
+            (
+                k
+                for k in kept
+                if set(by_name[k["name"]].columns) == set(r.columns)
+                and fuzz.token_set_ratio(by_name[k["name"]].description, r.description) >= NEAR_DUPLICATE_SCORE
+            ),
+            None,
+        )
         if twin is None:
             kept.append(cand)
             continue
@@ -117,8 +134,13 @@ def collapse_near_duplicates(ranked: list[dict], by_name: dict[str, DatasetRecor
     return kept, dropped
 
 
-def top_candidates(spec: PromptSpec, records: list[DatasetRecord], top_k: int,
-                   embeddings: np.ndarray | None = None, encoder: EncoderName = "minilm") -> tuple[list[dict], list[dict]]:
+def top_candidates(
+    spec: PromptSpec,
+    records: list[DatasetRecord],
+    top_k: int,
+    embeddings: np.ndarray | None = None,
+    encoder: EncoderName = "minilm",
+) -> tuple[list[dict], list[dict]]:
     """(the best `top_k` candidates after copies are collapsed, the copies dropped with reasons)."""
     by_name = {r.name: r for r in records}
     kept, dropped = collapse_near_duplicates(rank_datasets(spec, records, top_k * 2, embeddings, encoder), by_name)
@@ -135,7 +157,9 @@ def map_columns(columns: list[str]) -> dict | None:
     return {"input": inp, "output": out}
 
 
-def rerank_by_vote(spec: PromptSpec, ranked: list[dict], by_name: dict[str, DatasetRecord], cfg: RetrievalConfig, llm) -> tuple[list[dict], dict]:
+def rerank_by_vote(
+    spec: PromptSpec, ranked: list[dict], by_name: dict[str, DatasetRecord], cfg: RetrievalConfig, llm
+) -> tuple[list[dict], dict]:
     """The teacher picks the best of the top candidates, `cfg.rerank_votes` times; the majority wins.
 
     Returns (candidates reordered with the winner first, or emptied when the majority says none
@@ -143,13 +167,20 @@ def rerank_by_vote(spec: PromptSpec, ranked: list[dict], by_name: dict[str, Data
     """
     top = ranked[: cfg.rerank_candidates]
     listing = "\n".join(
-        f"- {c['name']}: {by_name[c['name']].description[:300]} (columns: {', '.join(by_name[c['name']].columns)})" for c in top
+        f"- {c['name']}: {by_name[c['name']].description[:300]} (columns: {', '.join(by_name[c['name']].columns)})"
+        for c in top
     )
     demo = spec.demonstrations[0] if spec.demonstrations else None
-    messages = chat("rerank", instruction=spec.instruction, candidates=listing,
-                    example=json_lines([demo.model_dump()]) if demo else "(none given)")
+    messages = chat(
+        "rerank",
+        instruction=spec.instruction,
+        candidates=listing,
+        example=json_lines([demo.model_dump()]) if demo else "(none given)",
+    )
     schema = json_schema("choice", {"dataset": {"type": "string", "enum": sorted(c["name"] for c in top) + ["none"]}})
-    replies = llm.complete(messages, temperature=0.7, max_tokens=64, n=cfg.rerank_votes, purpose="rerank", response_format=schema)
+    replies = llm.complete(
+        messages, temperature=0.7, max_tokens=64, n=cfg.rerank_votes, purpose="rerank", response_format=schema
+    )
     names = {c["name"] for c in top} | {"none"}
     votes = [v for v in ((extract_json_object(r) or {}).get("dataset") for r in replies) if v in names]
     counts = Counter(votes).most_common()
@@ -171,7 +202,12 @@ def llm_map_columns(spec: PromptSpec, record: DatasetRecord, llm) -> dict | None
     schema = json_schema("columns", {"input": column, "output": column})
     replies = llm.complete(messages, temperature=0, max_tokens=64, purpose="map_columns", response_format=schema)
     reply = extract_json_object(replies[0]) if replies else None
-    if not reply or reply.get("input") not in record.columns or reply.get("output") not in record.columns or reply["input"] == reply["output"]:
+    if (
+        not reply
+        or reply.get("input") not in record.columns
+        or reply.get("output") not in record.columns
+        or reply["input"] == reply["output"]
+    ):
         return None
     return {"input": reply["input"], "output": reply["output"]}
 
@@ -180,8 +216,11 @@ def column_mapping(spec: PromptSpec, record: DatasetRecord, cfg: RetrievalConfig
     """(mapping, how it was made): explicit settings, then column names, then the teacher."""
     if cfg.input_column and cfg.output_column:
         missing = {cfg.input_column, cfg.output_column} - set(record.columns)
-        return (None, f"columns {sorted(missing)} not in {record.columns}") if missing else (
-            {"input": cfg.input_column, "output": cfg.output_column}, "given")
+        return (
+            (None, f"columns {sorted(missing)} not in {record.columns}")
+            if missing
+            else ({"input": cfg.input_column, "output": cfg.output_column}, "given")
+        )
     mapping = map_columns(record.columns)
     if mapping:
         return mapping, "by column names"
@@ -223,7 +262,9 @@ def load_rows(record: DatasetRecord, mapping: dict, max_rows: int, seed: int) ->
     return pairs[:max_rows]
 
 
-def dataset_candidates(datasets_dir: Path | None, index_path: Path | None) -> tuple[list[DatasetRecord], np.ndarray | None, EncoderName]:
+def dataset_candidates(
+    datasets_dir: Path | None, index_path: Path | None
+) -> tuple[list[DatasetRecord], np.ndarray | None, EncoderName]:
     """The records to search (an index file when given, else the folders), their embeddings if
     known, and the encoder that made them (queries must use the same)."""
     if index_path:
@@ -236,8 +277,14 @@ def dataset_candidates(datasets_dir: Path | None, index_path: Path | None) -> tu
     return [], None, "minilm"
 
 
-def retrieve_dataset(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path | None, out_dir: Path,
-                     llm=None, index_path: Path | None = None) -> dict:
+def retrieve_dataset(
+    spec: PromptSpec,
+    cfg: RetrievalConfig,
+    datasets_dir: Path | None,
+    out_dir: Path,
+    llm=None,
+    index_path: Path | None = None,
+) -> dict:
     """Choose and load a dataset for `spec` into `out_dir/retrieved`; write `out_dir/retrieval.json`.
 
     Candidates that are gated, unreadable, unmappable or fail to load are passed over with the
@@ -246,15 +293,23 @@ def retrieve_dataset(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path 
     """
     records, embeddings, encoder = dataset_candidates(datasets_dir, index_path)
     by_name = {r.name: r for r in records}
-    record: dict = {"source": str(index_path or datasets_dir or ""), "candidates": [], "skipped": [], "chosen": None, "rows": 0}
+    record: dict = {
+        "source": str(index_path or datasets_dir or ""),
+        "candidates": [],
+        "skipped": [],
+        "chosen": None,
+        "rows": 0,
+    }
     forced = cfg.dataset
     if forced and forced.lower() == "none":
         record["reason"] = "--dataset none: generated data only"
         ranked = []
     elif forced:
         if forced not in by_name:
-            raise BadInputError(f"--dataset {forced}: no such dataset in {record['source'] or 'any source'}; "
-                                f"choose one of {sorted(by_name)[:20] or 'none (set --datasets-dir)'}")
+            raise BadInputError(
+                f"--dataset {forced}: no such dataset in {record['source'] or 'any source'}; "
+                f"choose one of {sorted(by_name)[:20] or 'none (set --datasets-dir)'}"
+            )
         ranked = [{"name": forced, "score": None, "similarity": None, "bm25": None}]
     else:
         ranked, record["skipped"] = top_candidates(spec, records, cfg.top_k, embeddings, encoder)
@@ -268,7 +323,10 @@ def retrieve_dataset(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path 
         r = by_name[cand["name"]]
         similarity = cand["similarity"] if forced or encoder == "minilm" else fit_similarity(spec, r)
         if not forced and similarity < cfg.min_dataset_score:
-            record["reason"] = f"no remaining candidate reaches the fit threshold (best left: {r.name}, {similarity} < {cfg.min_dataset_score})"
+            record["reason"] = (
+                "no remaining candidate reaches the fit threshold "
+                f"(best left: {r.name}, {similarity} < {cfg.min_dataset_score})"
+            )
             break
         why_not = unusable_reason(r)
         mapping, how = (None, "") if why_not else column_mapping(spec, r, cfg, llm)
@@ -280,8 +338,16 @@ def retrieve_dataset(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path 
         except Exception as e:  # malformed or unreachable data: move on, say why
             record["skipped"].append({"name": r.name, "reason": f"failed to load: {e.__class__.__name__}: {e}"[:300]})
             continue
-        record.update(chosen=r.name, columns=mapping, columns_mapped=how, rows=len(rows), license=r.license,
-                      reason="forced with --dataset" if forced else f"best fused rank with similarity {similarity} >= {cfg.min_dataset_score}")
+        record.update(
+            chosen=r.name,
+            columns=mapping,
+            columns_mapped=how,
+            rows=len(rows),
+            license=r.license,
+            reason="forced with --dataset"
+            if forced
+            else f"best fused rank with similarity {similarity} >= {cfg.min_dataset_score}",
+        )
         break
     else:
         record.setdefault("reason", "no candidate datasets" if not ranked else "every candidate was unusable")

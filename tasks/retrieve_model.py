@@ -11,14 +11,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-
 from p2m.tasks.bm25 import SparseBM25, tokenize
 from p2m.tasks.config import StudentConfig
 from p2m.tasks.errors import BadInputError
-from p2m.tasks.spec import PromptSpec
 from p2m.tasks.prompts import chat
 from p2m.tasks.registry import ModelRecord, scan_models
 from p2m.tasks.run_store import write_json
+from p2m.tasks.spec import PromptSpec
 
 
 def hypothetical_card(spec: PromptSpec, llm) -> str:
@@ -37,9 +36,15 @@ def rank_models(query: str, records: list[ModelRecord]) -> list[dict]:
     # A floor of 1 keeps a model with no word overlap rankable by popularity alone.
     lexical = bm25.get_scores(tokenize(query))
     scored = [
-        {"name": r.name, "score": round((1.0 + float(s)) * math.log(r.downloads + math.e), 4), "bm25": round(float(s), 4),
-         "downloads": r.downloads, "size_mb": round(r.size_bytes / 1e6, 1), "architecture": r.architecture}
-        for r, s in zip(records, lexical)
+        {
+            "name": r.name,
+            "score": round((1.0 + float(s)) * math.log(r.downloads + math.e), 4),
+            "bm25": round(float(s), 4),
+            "downloads": r.downloads,
+            "size_mb": round(r.size_bytes / 1e6, 1),
+            "architecture": r.architecture,
+        }
+        for r, s in zip(records, lexical, strict=True)
     ]
     return sorted(scored, key=lambda c: (-c["score"], c["size_mb"]))
 
@@ -55,25 +60,49 @@ def model_candidates(models_dir: Path | None, index_path: Path | None = None) ->
     return records
 
 
-def choose_model(spec: PromptSpec, cfg: StudentConfig, models_dir: Path | None, out_dir: Path, llm=None, index_path: Path | None = None) -> dict:
+def choose_model(
+    spec: PromptSpec,
+    cfg: StudentConfig,
+    models_dir: Path | None,
+    out_dir: Path,
+    llm=None,
+    index_path: Path | None = None,
+) -> dict:
     """Choose the student; write `out_dir/model_choice.json`; return that record."""
     records = model_candidates(models_dir, index_path)
     by_name = {r.name: r for r in records}
     cap = cfg.model_size_cap_gb * 1e9
     if cfg.model:
         if cfg.model not in by_name:
-            raise BadInputError(f"--model {cfg.model}: unknown; choose one of {sorted(by_name)} or add its folder to --models-dir")
+            raise BadInputError(
+                f"--model {cfg.model}: unknown; choose one of {sorted(by_name)} or add its folder to --models-dir"
+            )
         chosen, reason, ranked, card = by_name[cfg.model], "forced with --model", [], ""
     else:
         pool = [r for r in records if not r.test_only and r.size_bytes <= cap]
         if not pool:
-            raise BadInputError(f"no model under {cfg.model_size_cap_gb} GB is available; raise P2M_STUDENT__MODEL_SIZE_CAP_GB or add models")
+            raise BadInputError(
+                f"no model under {cfg.model_size_cap_gb} GB is available; "
+                "raise P2M_STUDENT__MODEL_SIZE_CAP_GB or add models"
+            )
         card = hypothetical_card(spec, llm)
         ranked = rank_models(f"{spec.instruction} {card}", pool)
         chosen = by_name[ranked[0]["name"]]
-        reason = f"highest BM25 x log(downloads) score ({ranked[0]['score']}) of {len(pool)} models under {cfg.model_size_cap_gb} GB"
-    record = {"name": chosen.name, "path": chosen.path, "architecture": chosen.architecture, "model_type": chosen.model_type,
-              "num_parameters": chosen.num_parameters, "size_mb": round(chosen.size_bytes / 1e6, 1), "license": chosen.license,
-              "reason": reason, "hypothetical_card": card, "candidates": ranked}
+        reason = (
+            f"highest BM25 x log(downloads) score ({ranked[0]['score']}) of {len(pool)} models under "
+            f"{cfg.model_size_cap_gb} GB"
+        )
+    record = {
+        "name": chosen.name,
+        "path": chosen.path,
+        "architecture": chosen.architecture,
+        "model_type": chosen.model_type,
+        "num_parameters": chosen.num_parameters,
+        "size_mb": round(chosen.size_bytes / 1e6, 1),
+        "license": chosen.license,
+        "reason": reason,
+        "hypothetical_card": card,
+        "candidates": ranked,
+    }
     write_json(out_dir / "model_choice.json", record)
     return record

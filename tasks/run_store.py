@@ -61,8 +61,14 @@ def content_hash(path: Path, exclude: tuple[str, ...] = ()) -> str:
     """
     path = Path(path)
     h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and p.name not in exclude and not fnmatch.fnmatch(p.name, "cache-*.arrow")
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and p.name not in exclude and not fnmatch.fnmatch(p.name, "cache-*.arrow")
+        )
     )
     for p in files:
         h.update(str(p.relative_to(path) if p != path else p.name).encode())
@@ -96,7 +102,9 @@ def check_run_dir(run_dir: Path, prompt_hash: str) -> bool:
         raise BadInputError(f"{run_dir} is not empty and is not a p2m run folder; pass another --out")
     existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise BadInputError(f"cannot create the run folder {run_dir}: {existing} is not a folder you can write to; pass another --out")
+        raise BadInputError(
+            f"cannot create the run folder {run_dir}: {existing} is not a folder you can write to; pass another --out"
+        )
     return False
 
 
@@ -110,7 +118,9 @@ def claim_run_dir(run_dir: Path, prompt_hash: str, prompt_file: str) -> None:
     try:
         write_json(Path(run_dir) / RUN_MARKER, {"prompt_hash": prompt_hash, "prompt_file": prompt_file})
     except OSError as e:
-        raise BadInputError(f"cannot write the run folder {run_dir} ({e.strerror or e}); pass an --out you can write to") from None
+        raise BadInputError(
+            f"cannot write the run folder {run_dir} ({e.strerror or e}); pass an --out you can write to"
+        ) from None
 
 
 def rows_to_dataset(rows: list[dict], columns: tuple[str, ...] = ("input", "output")):

@@ -25,7 +25,6 @@ import uuid
 from pathlib import Path
 
 from fastapi import Request  # at module level: FastAPI resolves the (string) annotations of the handlers here
-
 from p2m.tasks.config import ServeConfig
 from p2m.tasks.errors import BadInputError
 
@@ -63,7 +62,9 @@ def message_text(messages: list[dict]) -> str:
         if message.get("role") == "user":
             content = message.get("content")
             if isinstance(content, list):
-                return "".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
+                return "".join(
+                    part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
+                )
             return str(content or "")
     raise ValueError("the request has no user message: send the input as the last message with role 'user'")
 
@@ -107,7 +108,12 @@ def build_app(student, name: str, api_key: str | None = None, parallel: int = 8,
     @app.get("/v1/models/{model_id}")
     async def model(model_id: str):
         if model_id != name:
-            return openai_error(404, f"The model '{model_id}' does not exist; this server has '{name}'.", "invalid_request_error", "model_not_found")
+            return openai_error(
+                404,
+                f"The model '{model_id}' does not exist; this server has '{name}'.",
+                "invalid_request_error",
+                "model_not_found",
+            )
         return {"id": name, "object": "model", "created": created, "owned_by": "p2m"}
 
     @app.post("/v1/chat/completions")
@@ -117,8 +123,12 @@ def build_app(student, name: str, api_key: str | None = None, parallel: int = 8,
         except ValueError:
             return openai_error(400, "The body is not JSON.", "invalid_request_error")
         if body.get("model") != name:
-            return openai_error(404, f"The model '{body.get('model')}' does not exist; this server has '{name}'.",
-                                "invalid_request_error", "model_not_found")
+            return openai_error(
+                404,
+                f"The model '{body.get('model')}' does not exist; this server has '{name}'.",
+                "invalid_request_error",
+                "model_not_found",
+            )
         try:
             text = message_text(body.get("messages"))
         except ValueError as e:
@@ -129,21 +139,33 @@ def build_app(student, name: str, api_key: str | None = None, parallel: int = 8,
             except BadInputError as e:
                 return openai_error(400, str(e), "invalid_request_error", "context_length_exceeded")
         reply_id = f"chatcmpl-{uuid.uuid4().hex}"
-        usage = {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
-                 "total_tokens": answer.prompt_tokens + answer.completion_tokens}
+        usage = {
+            "prompt_tokens": answer.prompt_tokens,
+            "completion_tokens": answer.completion_tokens,
+            "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+        }
         now = int(time.time())
         if body.get("stream"):
             # The answer is short and made whole; it goes out as one content chunk, then the stop chunk.
             def events():
                 base = {"id": reply_id, "object": "chat.completion.chunk", "created": now, "model": name}
-                yield f"data: {json.dumps(base | {'choices': [{'index': 0, 'delta': {'role': 'assistant', 'content': answer.text}, 'finish_reason': None}]})}\n\n"
-                yield f"data: {json.dumps(base | {'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'stop'}]})}\n\n"
+                content = {"index": 0, "delta": {"role": "assistant", "content": answer.text}, "finish_reason": None}
+                yield f"data: {json.dumps(base | {'choices': [content]})}\n\n"
+                stop = {"index": 0, "delta": {}, "finish_reason": "stop"}
+                yield f"data: {json.dumps(base | {'choices': [stop]})}\n\n"
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
-        return {"id": reply_id, "object": "chat.completion", "created": now, "model": name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": "stop"}],
-                "usage": usage}
+        return {
+            "id": reply_id,
+            "object": "chat.completion",
+            "created": now,
+            "model": name,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": "stop"}
+            ],
+            "usage": usage,
+        }
 
     return app
 
@@ -155,8 +177,14 @@ def open_student(run_dir: Path, fmt: str | None, quantize: str | None, cfg: Serv
     run_dir = Path(run_dir).resolve()
     record = ensure_export(run_dir, fmt, quantize, cfg, cfg.max_tokens)
     info = check_run_for_export(run_dir, record["format"])
-    student = load_student(Path(record["path"]), info["choice"]["architecture"], info["spec"]["instruction"], cfg.max_tokens,
-                           parallel=cfg.parallel, threads=cfg.threads)
+    student = load_student(
+        Path(record["path"]),
+        info["choice"]["architecture"],
+        info["spec"]["instruction"],
+        cfg.max_tokens,
+        parallel=cfg.parallel,
+        threads=cfg.threads,
+    )
     return student, record
 
 
@@ -175,7 +203,9 @@ def check_serve_inputs(run_dir: Path, host: str, port: int) -> None:
             raise BadInputError(f"cannot serve on {host}:{port} ({e.strerror}); pass another --port") from None
 
 
-def serve_student(run_dir: Path, cfg: ServeConfig, fmt: str | None = None, quantize: str | None = None, on_ready=None) -> None:
+def serve_student(
+    run_dir: Path, cfg: ServeConfig, fmt: str | None = None, quantize: str | None = None, on_ready=None
+) -> None:
     """Serve the run's student on cfg.host:cfg.port until interrupted (blocks)."""
     import uvicorn
 
@@ -188,4 +218,3 @@ def serve_student(run_dir: Path, cfg: ServeConfig, fmt: str | None = None, quant
         uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
     finally:
         student.close()
-

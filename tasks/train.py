@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback
-
 from p2m.tasks.config import TrainConfig
 from p2m.tasks.inference import load_model, resolve_model_path
 from p2m.tasks.run_store import write_json
 from p2m.tasks.train_format import format_prompt
+from transformers import TrainerCallback
 
 
 def encode_example(tokenizer, architecture: str, prompt: str, output: str, max_length: int) -> dict:
@@ -34,8 +33,8 @@ def encode_example(tokenizer, architecture: str, prompt: str, output: str, max_l
         return {"input_ids": ids, "labels": labels}
     prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     target_ids = tokenizer(" " + output, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    target_ids = target_ids[:max_length // 2] if len(target_ids) > max_length // 2 else target_ids
-    prompt_ids = prompt_ids[-(max_length - len(target_ids)):]  # keep the end: it holds the input
+    target_ids = target_ids[: max_length // 2] if len(target_ids) > max_length // 2 else target_ids
+    prompt_ids = prompt_ids[-(max_length - len(target_ids)) :]  # keep the end: it holds the input
     return {"input_ids": prompt_ids + target_ids, "labels": [-100] * len(prompt_ids) + target_ids}
 
 
@@ -52,10 +51,18 @@ class ValidationMetrics(TrainerCallback):
 
         if metrics is None or model is None or not self.rows:
             return
-        predictions = generate_outputs(model, self.tokenizer, self.architecture, self.instruction, [r["input"] for r in self.rows],
-                                       max_new_tokens=self.max_new_tokens)
+        predictions = generate_outputs(
+            model,
+            self.tokenizer,
+            self.architecture,
+            self.instruction,
+            [r["input"] for r in self.rows],
+            max_new_tokens=self.max_new_tokens,
+        )
         metrics["eval_exact_match"] = round(exact_match(predictions, [r["output"] for r in self.rows]), 4)
-        state.log_history.append({"eval_exact_match": metrics["eval_exact_match"], "epoch": state.epoch, "step": state.global_step})
+        state.log_history.append(
+            {"eval_exact_match": metrics["eval_exact_match"], "epoch": state.epoch, "step": state.global_step}
+        )
 
 
 class TrainProgress(TrainerCallback):
@@ -68,7 +75,14 @@ class TrainProgress(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=state.max_steps,
+            initial=state.global_step,
+            desc="train",
+            unit="step",
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
 
     def on_step_end(self, args, state, control, **kwargs):
         self.bar.update(state.global_step - self.bar.n)
@@ -80,7 +94,9 @@ class TrainProgress(TrainerCallback):
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if self.bar is not None and metrics and "eval_exact_match" in metrics:
-            self.bar.set_postfix(epoch=round(state.epoch or 0, 1), eval_exact_match=metrics["eval_exact_match"], refresh=True)
+            self.bar.set_postfix(
+                epoch=round(state.epoch or 0, 1), eval_exact_match=metrics["eval_exact_match"], refresh=True
+            )
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:
@@ -137,7 +153,9 @@ def mixed_precision(cuda: bool, bf16_supported: bool) -> dict:
     return {"bf16": cuda and bf16_supported, "fp16": cuda and not bf16_supported}
 
 
-def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainConfig, out_dir: Path, home: Path) -> dict:
+def train_student(
+    splits_dir: Path, choice: dict, instruction: str, cfg: TrainConfig, out_dir: Path, home: Path
+) -> dict:
     """Fine-tune; write `out_dir/model` and `out_dir/train_log.jsonl`; return a training record."""
     import datasets
     from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
@@ -147,7 +165,10 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
     arch = choice["architecture"]
     model, tokenizer = load_model(resolve_model_path(choice["path"], home), arch)
     splits = datasets.load_from_disk(str(splits_dir))
-    raw_lengths = [len(tokenizer(format_prompt(instruction, r["input"]) + " " + r["output"])["input_ids"]) + 1 for r in splits["train"]]
+    raw_lengths = [
+        len(tokenizer(format_prompt(instruction, r["input"]) + " " + r["output"])["input_ids"]) + 1
+        for r in splits["train"]
+    ]
     max_length = choose_max_length(raw_lengths, cfg.max_length)
 
     def encode(row):
@@ -164,9 +185,13 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
         from peft import LoraConfig, get_peft_model
 
         task = "SEQ_2_SEQ_LM" if arch == "encoder-decoder" else "CAUSAL_LM"
-        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type=task))
+        model = get_peft_model(
+            model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type=task)
+        )
 
-    fingerprint = hashlib.sha256(json.dumps([choice["path"], cfg.model_dump(), len(train_ds), max_length], sort_keys=True, default=str).encode()).hexdigest()[:12]
+    fingerprint = hashlib.sha256(
+        json.dumps([choice["path"], cfg.model_dump(), len(train_ds), max_length], sort_keys=True, default=str).encode()
+    ).hexdigest()[:12]
     ckpt_dir = out_dir / "checkpoints" / fingerprint
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
@@ -191,11 +216,18 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
         disable_tqdm=True,  # TrainProgress is the stage's bar
     )
     trainer = Trainer(
-        model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-        data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        data_collator=PadCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
         # Validation metrics first: early stopping reads the exact match it adds.
-        callbacks=[ValidationMetrics(tokenizer, arch, instruction, list(splits["validation"]), max_new_tokens=32),
-                   EarlyStoppingCallback(early_stopping_patience=2), TrainProgress()],
+        callbacks=[
+            ValidationMetrics(tokenizer, arch, instruction, list(splits["validation"]), max_new_tokens=32),
+            EarlyStoppingCallback(early_stopping_patience=2),
+            TrainProgress(),
+        ],
     )
     trainer.remove_callback(PrinterCallback)  # it would print every log dict on the terminal
     resume = any(ckpt_dir.glob("checkpoint-*")) if ckpt_dir.exists() else False
@@ -212,10 +244,20 @@ def train_student(splits_dir: Path, choice: dict, instruction: str, cfg: TrainCo
         for entry in log:
             f.write(json.dumps(entry) + "\n")
     record = {
-        "base_model": choice["name"], "architecture": arch, "max_length": max_length, "train_examples": len(train_ds),
-        "epochs": cfg.epochs, "learning_rate": cfg.learning_rate, "batch_size": batch_size, "lora": cfg.lora,
-        "steps": trainer.state.global_step, "train_loss": round(result.training_loss, 4), "seconds": round(seconds, 1),
-        "best_eval_exact_match": trainer.state.best_metric, "resumed": bool(resume), "device": "cuda" if cuda else "cpu",
+        "base_model": choice["name"],
+        "architecture": arch,
+        "max_length": max_length,
+        "train_examples": len(train_ds),
+        "epochs": cfg.epochs,
+        "learning_rate": cfg.learning_rate,
+        "batch_size": batch_size,
+        "lora": cfg.lora,
+        "steps": trainer.state.global_step,
+        "train_loss": round(result.training_loss, 4),
+        "seconds": round(seconds, 1),
+        "best_eval_exact_match": trainer.state.best_metric,
+        "resumed": bool(resume),
+        "device": "cuda" if cuda else "cpu",
         "tokens_seen": int(sum(len(x) for x in train_ds["input_ids"]) * cfg.epochs),
     }
     write_json(out_dir / "train.json", record)

@@ -11,14 +11,21 @@ import tempfile
 from pathlib import Path
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="p2m-tests-"))
-os.environ.update({
-    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GRADIO_ANALYTICS_ENABLED": "False", "TOKENIZERS_PARALLELISM": "false",
-    "P2M_HOME": str(_SESSION_DIR / "p2m-home"),
-    "PREFECT_HOME": str(_SESSION_DIR / "prefect-home"),
-    "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(_SESSION_DIR / "prefect-results"),
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-})
+os.environ.update(
+    {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "TOKENIZERS_PARALLELISM": "false",
+        "P2M_HOME": str(_SESSION_DIR / "p2m-home"),
+        "PREFECT_HOME": str(_SESSION_DIR / "prefect-home"),
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(_SESSION_DIR / "prefect-results"),
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+)
 for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
     os.environ.pop(var, None)
 
@@ -59,17 +66,21 @@ def fast_limits():
 def run_folder(tmp_path):
     """A run folder whose tiny model has learned to answer "hello" (1 s of training)."""
     import datasets
-
     from p2m.tasks.config import Settings, TrainConfig
     from p2m.tasks.run_store import rows_to_dataset, write_json
     from p2m.tasks.train import train_student
 
     run = tmp_path / "run"
     rows = [{"input": f"x{i}", "output": "hello", "source": "generated"} for i in range(40)]
-    datasets.DatasetDict({k: rows_to_dataset(rows, ("input", "output", "source")) for k in ("train", "validation", "test")}).save_to_disk(
-        str(tmp_path / "splits"))
+    datasets.DatasetDict(
+        {k: rows_to_dataset(rows, ("input", "output", "source")) for k in ("train", "validation", "test")}
+    ).save_to_disk(str(tmp_path / "splits"))
     choice = {"name": "tiny-gpt2", "path": "embedded:tiny-gpt2", "architecture": "decoder-only"}
-    train_student(tmp_path / "splits", choice, "Say hello.", TrainConfig(epochs=15, learning_rate=3e-3), run, Settings().home)
-    write_json(run / "spec.json", {"instruction": "Say hello.", "demonstrations": [{"input": "abc", "output": "hello"}]})
+    train_student(
+        tmp_path / "splits", choice, "Say hello.", TrainConfig(epochs=15, learning_rate=3e-3), run, Settings().home
+    )
+    write_json(
+        run / "spec.json", {"instruction": "Say hello.", "demonstrations": [{"input": "abc", "output": "hello"}]}
+    )
     write_json(run / "model_choice.json", choice)
     return run

@@ -4,7 +4,8 @@
 `reply_fn(messages, request) -> str` writes each reply. Faults are queued per request:
 `server.faults.extend(["429", "500", "timeout"])` makes the next requests fail that way (also
 "401", "html": a web page with status 200, "badjson": a broken JSON body, "notopenai": JSON that
-is not a chat completion, "empty": no choices, "hang": no answer for 10 minutes); `server.fault_always = "500"` fails every request that way;
+is not a chat completion, "empty": no choices, "hang": no answer for 10 minutes);
+`server.fault_always = "500"` fails every request that way;
 `rate_limit_per_minute` enforces a real sliding-window limit with 429 + retry-after;
 `server.stall_if = predicate(body)` holds the matching requests unanswered until it is cleared.
 Every request is recorded in `server.requests` (time, messages, status).
@@ -28,8 +29,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 
 class FakeLLMServer:
-    def __init__(self, reply_fn=None, model: str = "fake-teacher", rate_limit_per_minute: float | None = None, latency_s: float = 0.0,
-                 port: int | None = None):
+    def __init__(
+        self,
+        reply_fn=None,
+        model: str = "fake-teacher",
+        rate_limit_per_minute: float | None = None,
+        latency_s: float = 0.0,
+        port: int | None = None,
+    ):
         self.reply_fn = reply_fn or (lambda messages, req: '{"input": "x", "output": "y"}')
         self.model = model
         self.rate_limit = rate_limit_per_minute
@@ -73,23 +80,43 @@ class FakeLLMServer:
                     if not limited:
                         self._window.append(now)
                 status = 429 if (fault == "429" or limited) else int(fault) if fault in ("500", "401") else 200
-                self.requests.append({"time": time.time(), "messages": body["messages"], "status": status, "n": body.get("n", 1),
-                                      "temperature": body.get("temperature")})
+                self.requests.append(
+                    {
+                        "time": time.time(),
+                        "messages": body["messages"],
+                        "status": status,
+                        "n": body.get("n", 1),
+                        "temperature": body.get("temperature"),
+                    }
+                )
             if status == 429:
                 wait = (60 - (now - self._window[0])) if limited else 0.05
-                return JSONResponse({"error": {"message": "rate limited", "type": "rate_limit"}}, status_code=429,
-                                    headers={"retry-after-ms": str(int(max(wait, 0.01) * 1000))})
+                return JSONResponse(
+                    {"error": {"message": "rate limited", "type": "rate_limit"}},
+                    status_code=429,
+                    headers={"retry-after-ms": str(int(max(wait, 0.01) * 1000))},
+                )
             if status in (500, 401):
-                return JSONResponse({"error": {"message": "boom" if status == 500 else "invalid api key"}}, status_code=status)
+                return JSONResponse(
+                    {"error": {"message": "boom" if status == 500 else "invalid api key"}}, status_code=status
+                )
             if fault == "html":
                 return HTMLResponse("<html><body><h1>Welcome to nginx!</h1></body></html>")
             if fault == "badjson":
-                return Response('{"id": "chatcmpl-x", "choices": [{"message": {"content": "hi', media_type="application/json")
+                return Response(
+                    '{"id": "chatcmpl-x", "choices": [{"message": {"content": "hi', media_type="application/json"
+                )
             if fault == "notopenai":
                 return {"status": "ok", "hello": "world"}
             if fault == "empty":
-                return {"id": "chatcmpl-x", "object": "chat.completion", "created": 0, "model": self.model, "choices": [],
-                        "usage": {"prompt_tokens": 10, "completion_tokens": 0, "total_tokens": 10}}
+                return {
+                    "id": "chatcmpl-x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": self.model,
+                    "choices": [],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 0, "total_tokens": 10},
+                }
             if fault == "timeout":
                 await asyncio.sleep(30)
             if fault == "hang":
@@ -99,14 +126,20 @@ class FakeLLMServer:
             n = int(body.get("n") or 1)
             texts = [self.reply_fn(body["messages"], body) for _ in range(n)]
             return {
-                "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": self.model,
-                "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"} for i, t in enumerate(texts)],
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": self.model,
+                "choices": [
+                    {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
+                    for i, t in enumerate(texts)
+                ],
                 "usage": {"prompt_tokens": 10, "completion_tokens": 5 * n, "total_tokens": 10 + 5 * n},
             }
 
         return app
 
-    def __enter__(self) -> "FakeLLMServer":
+    def __enter__(self) -> FakeLLMServer:
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:

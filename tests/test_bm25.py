@@ -1,9 +1,8 @@
 import random
 
 import numpy as np
-from rank_bm25 import BM25Okapi
-
 from p2m.tasks.bm25 import SparseBM25
+from rank_bm25 import BM25Okapi
 
 
 def test_scores_equal_rank_bm25():

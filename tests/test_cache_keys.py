@@ -2,10 +2,9 @@
 
 import shutil
 
-import pytest
-
 import p2m.tasks.cache_keys as cache_keys
 import p2m.tasks.prompts as prompts
+import pytest
 from p2m.tasks import stages
 
 # Each stage task and the module that does its work.
@@ -52,12 +51,15 @@ def test_editing_a_template_changes_the_key_of_every_stage_that_renders_prompts(
     assert changed == {"parse", "retrieve_datasets", "generate", "generate_batch", "retrieve_model", "evaluate"}
 
 
-@pytest.mark.parametrize("helper, users", [
-    ("p2m.tasks.inference", {"train", "evaluate", "publish_demo"}),  # lazily imported by train's callback too
-    ("p2m.tasks.dedup", {"generate", "generate_batch", "process"}),
-    ("p2m.tasks.index", {"retrieve_datasets", "retrieve_model"}),  # imported inside functions only
-    ("p2m.tasks.datafiles", {"retrieve_datasets", "retrieve_model", "evaluate"}),
-])
+@pytest.mark.parametrize(
+    "helper, users",
+    [
+        ("p2m.tasks.inference", {"train", "evaluate", "publish_demo"}),  # lazily imported by train's callback too
+        ("p2m.tasks.dedup", {"generate", "generate_batch", "process"}),
+        ("p2m.tasks.index", {"retrieve_datasets", "retrieve_model"}),  # imported inside functions only
+        ("p2m.tasks.datafiles", {"retrieve_datasets", "retrieve_model", "evaluate"}),
+    ],
+)
 def test_editing_a_helper_reruns_the_stages_that_use_it_and_no_other(edited, helper, users):
     before = code_hashes()
     edited(helper)

@@ -1,18 +1,24 @@
 from pathlib import Path
 
 import pytest
+from p2m.tasks.config import Settings
 from pydantic import ValidationError
 
-from p2m.tasks.config import Settings
 from tests.conftest import REPO
 
 
 def test_env_example_lists_every_setting():
     from p2m.tasks.config import env_example
 
-    assert (REPO / ".env.example").read_text() == env_example(), "regenerate .env.example (see p2m.tasks.config.env_example)"
+    assert (REPO / ".env.example").read_text() == env_example(), (
+        "regenerate .env.example (see p2m.tasks.config.env_example)"
+    )
     text = env_example()
-    assert "# OPENAI_API_KEY=" in text and "# P2M_GENERATION__NUM_EXAMPLES=200" in text and "# P2M_LIMITS__REQUESTS_PER_MINUTE=60" in text
+    assert (
+        "# OPENAI_API_KEY=" in text
+        and "# P2M_GENERATION__NUM_EXAMPLES=200" in text
+        and "# P2M_LIMITS__REQUESTS_PER_MINUTE=60" in text
+    )
 
 
 def test_flags_beat_environment_which_beats_defaults(monkeypatch):

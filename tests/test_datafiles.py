@@ -4,17 +4,29 @@ import csv
 import json
 
 import pytest
-
 from p2m.tasks.config import ProcessConfig, RetrievalConfig
 from p2m.tasks.datafiles import DataFileError, read_pairs, read_rows
 from p2m.tasks.parse import read_prompt_file
-from p2m.tasks.spec import PromptSpec
 from p2m.tasks.process import make_splits
 from p2m.tasks.registry import scan_datasets
 from p2m.tasks.retrieve_datasets import retrieve_dataset
 from p2m.tasks.run_store import dataset_rows
+from p2m.tasks.spec import PromptSpec
 
-AWKWARD = ["007", "1.50", "true", "2049-07-05", "NULL", "", " padded ", "1e3", "None", "nan", "日本語", 'say "hi", twice']
+AWKWARD = [
+    "007",
+    "1.50",
+    "true",
+    "2049-07-05",
+    "NULL",
+    "",
+    " padded ",
+    "1e3",
+    "None",
+    "nan",
+    "日本語",
+    'say "hi", twice',
+]
 ROWS = [{"input": f"date {i} July 5, 2049", "output": value} for i, value in enumerate(AWKWARD)]
 
 
@@ -42,7 +54,9 @@ def test_awkward_strings_reach_training_rows_and_test_sets_unchanged(tmp_path, s
     datasets_dir = tmp_path / "datasets"
     folder = datasets_dir / "dates"
     folder.mkdir(parents=True)
-    (folder / "README.md").write_text("---\ntags: dates\ndownloads: lots\n---\nDates written out, and their ISO form.\n")
+    (folder / "README.md").write_text(
+        "---\ntags: dates\ndownloads: lots\n---\nDates written out, and their ISO form.\n"
+    )
     write(folder / f"train{suffix}", ROWS * 3)  # enough rows for train, validation and test splits
     spec = PromptSpec(instruction="Rewrite the date in ISO form.")
 
@@ -68,18 +82,28 @@ def test_json_numbers_keep_their_digits_and_nested_values_stay_json(tmp_path):
 
 def test_yaml_demonstrations_are_kept_as_written(tmp_path):
     path = tmp_path / "p.yaml"
-    path.write_text("instruction: Normalise it.\ndemonstrations:\n  - input: July 5, 2049\n    output: 2049-07-05\n"
-                    "  - input: seven\n    output: 007\n  - input: nothing\n    output: NULL\n  - input: yes\n    output: 1.50\n")
+    path.write_text(
+        "instruction: Normalise it.\ndemonstrations:\n  - input: July 5, 2049\n    output: 2049-07-05\n"
+        "  - input: seven\n    output: 007\n  - input: nothing\n    output: NULL\n  - input: yes\n    output: 1.50\n"
+    )
     demos = read_prompt_file(path).spec.demonstrations
-    assert [(d.input, d.output) for d in demos] == [("July 5, 2049", "2049-07-05"), ("seven", "007"), ("nothing", "NULL"), ("yes", "1.50")]
+    assert [(d.input, d.output) for d in demos] == [
+        ("July 5, 2049", "2049-07-05"),
+        ("seven", "007"),
+        ("nothing", "NULL"),
+        ("yes", "1.50"),
+    ]
 
 
-@pytest.mark.parametrize("content, words", [
-    ('input,output\n"a,b\nc,d\n', "line"),
-    ("input,output\na,b,c\n", "3 fields"),
-    ('{"input": "a", "output": "b"}\n{"input": \n', "line 2"),
-    ("[1, 2]", "JSON object"),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ('input,output\n"a,b\nc,d\n', "line"),
+        ("input,output\na,b,c\n", "3 fields"),
+        ('{"input": "a", "output": "b"}\n{"input": \n', "line 2"),
+        ("[1, 2]", "JSON object"),
+    ],
+)
 def test_a_file_that_cannot_be_read_completely_is_an_error_naming_the_line(tmp_path, content, words):
     path = tmp_path / ("d.csv" if content.startswith("input,") else "d.jsonl" if content.startswith("{") else "d.json")
     path.write_text(content)
@@ -94,7 +118,9 @@ def test_a_dataset_with_a_broken_file_is_passed_over_with_the_reason(tmp_path):
     (folder / "train.csv").write_text('input,output\n"one,1\n')
     (record,) = scan_datasets(tmp_path / "datasets")
     assert record.problem and "line" in record.problem and not record.gated
-    result = retrieve_dataset(PromptSpec(instruction="Numbers."), RetrievalConfig(dataset="broken"), tmp_path / "datasets", tmp_path)
+    result = retrieve_dataset(
+        PromptSpec(instruction="Numbers."), RetrievalConfig(dataset="broken"), tmp_path / "datasets", tmp_path
+    )
     assert result["chosen"] is None and "line" in result["skipped"][0]["reason"]
 
 

@@ -7,7 +7,6 @@ installs them and runs this file; elsewhere it is skipped.
 import shutil
 
 import pytest
-
 from p2m.tasks.demo_service import publish_demo, stop_demo
 from p2m.tasks.processes import free_port
 
@@ -24,8 +23,16 @@ def test_page_loads_takes_input_and_shows_the_answer(run_folder, tmp_path):
     try:
         record = publish_demo(run_folder, home, port=port)
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
+            )
             page = browser.new_page()
             page.goto(record["url"])
             page.get_by_label("Input").fill("abc")

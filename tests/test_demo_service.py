@@ -3,7 +3,6 @@
 import os
 
 import pytest
-
 from p2m.tasks.demo_service import publish_demo, stop_demo
 from p2m.tasks.processes import free_port
 
@@ -40,4 +39,3 @@ def test_a_stale_state_file_never_stops_someone_elses_process(tmp_path):
         assert other.poll() is None and not state.exists()
     finally:
         other.kill()
-

@@ -6,7 +6,6 @@ import threading
 import time
 
 import pytest
-
 from p2m.flows.cli import main
 from p2m.tasks.config import ServeConfig
 from p2m.tasks.errors import P2MError
@@ -16,18 +15,22 @@ from p2m.tasks.run_store import read_json
 def make_run(folder, name: str):
     """A run folder whose tiny model has learned to answer "hello" (a few seconds of training)."""
     import datasets
-
     from p2m.tasks.config import Settings, TrainConfig
     from p2m.tasks.run_store import rows_to_dataset, write_json
     from p2m.tasks.train import train_student
 
     rows = [{"input": f"x{i}", "output": "hello", "source": "generated"} for i in range(40)]
-    datasets.DatasetDict({k: rows_to_dataset(rows, ("input", "output", "source")) for k in ("train", "validation", "test")}).save_to_disk(
-        str(folder / "splits"))
+    datasets.DatasetDict(
+        {k: rows_to_dataset(rows, ("input", "output", "source")) for k in ("train", "validation", "test")}
+    ).save_to_disk(str(folder / "splits"))
     arch = "decoder-only" if name == "tiny-gpt2" else "encoder-decoder"
     choice = {"name": name, "path": f"embedded:{name}", "architecture": arch}
-    train_student(folder / "splits", choice, "Say hello.", TrainConfig(epochs=15, learning_rate=3e-3), folder, Settings().home)
-    write_json(folder / "spec.json", {"instruction": "Say hello.", "demonstrations": [{"input": "abc", "output": "hello"}]})
+    train_student(
+        folder / "splits", choice, "Say hello.", TrainConfig(epochs=15, learning_rate=3e-3), folder, Settings().home
+    )
+    write_json(
+        folder / "spec.json", {"instruction": "Say hello.", "demonstrations": [{"input": "abc", "output": "hello"}]}
+    )
     write_json(folder / "model_choice.json", choice)
     return folder
 
@@ -47,12 +50,15 @@ CFG = ServeConfig(parallel=2, max_tokens=16)
 
 # The default run keeps one export per runtime (GGUF q8_0, ONNX int8); the encoder-decoder ONNX export
 # is also made, checked and served by the served-student test below.
-@pytest.mark.parametrize("fixture, fmt, quant, files", [
-    ("gpt2_run", "gguf", "q8_0", ["model-q8_0.gguf"]),
-    ("gpt2_run", "onnx", "int8", ["model.onnx"]),
-    pytest.param("gpt2_run", "gguf", None, ["model-f16.gguf"], marks=pytest.mark.slow),
-    pytest.param("t5_run", "onnx", None, ["decoder.onnx", "encoder.onnx"], marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "fixture, fmt, quant, files",
+    [
+        ("gpt2_run", "gguf", "q8_0", ["model-q8_0.gguf"]),
+        ("gpt2_run", "onnx", "int8", ["model.onnx"]),
+        pytest.param("gpt2_run", "gguf", None, ["model-f16.gguf"], marks=pytest.mark.slow),
+        pytest.param("t5_run", "onnx", None, ["decoder.onnx", "encoder.onnx"], marks=pytest.mark.slow),
+    ],
+)
 def test_export_round_trip_matches_the_original(request, fixture, fmt, quant, files):
     from p2m.tasks.export import export_student
 
@@ -70,7 +76,11 @@ def test_export_round_trip_matches_the_original(request, fixture, fmt, quant, fi
     assert read_json(run / "exports" / "reference.json")["model_hash"] == record["model_hash"]
     # The per-format report: the model card gains a row for this export beside the original's.
     card = (run / "model_card.md").read_text()
-    assert "## Formats (held-out split, CPU, batch 1)" in card and f"| {name} | {record['size_mb']} |" in card and "| safetensors |" in card
+    assert (
+        "## Formats (held-out split, CPU, batch 1)" in card
+        and f"| {name} | {record['size_mb']} |" in card
+        and "| safetensors |" in card
+    )
 
 
 def test_an_export_that_drifts_is_refused_with_both_numbers_and_nothing_is_kept(gpt2_run, monkeypatch):
@@ -87,7 +97,13 @@ def test_an_export_that_drifts_is_refused_with_both_numbers_and_nothing_is_kept(
             pass
 
     monkeypatch.setattr(export, "load_student", lambda *a, **k: Wrong())
-    with pytest.raises(P2MError, match=r"onnx-fp32 export scores 0\.0% exact match .* against \d+\.\d% for the original model \([\d.]+ points lower.*not kept"):
+    with pytest.raises(
+        P2MError,
+        match=(
+            r"onnx-fp32 export scores 0\.0% exact match .* "
+            r"against \d+\.\d% for the original model \([\d.]+ points lower.*not kept"
+        ),
+    ):
         export.export_student(gpt2_run, "onnx", None, CFG, CFG.max_tokens)
     assert sorted(p.name for p in (gpt2_run / "exports").iterdir()) == before  # no onnx-fp32, no temporary folder left
 
@@ -106,7 +122,6 @@ class ServerThread:
 
     def __init__(self, app):
         import uvicorn
-
         from p2m.tasks.processes import free_port
 
         self.port = free_port()
@@ -128,7 +143,6 @@ class ServerThread:
 @pytest.mark.parametrize("fixture", ["gpt2_run", "t5_run"])
 def test_served_student_answers_the_openai_client_as_evaluation_would(request, fixture):
     import openai
-
     from p2m.tasks.serve import build_app, model_name, open_student
     from p2m.tasks.student_runtime import TorchStudent
 
@@ -144,19 +158,31 @@ def test_served_student_answers_the_openai_client_as_evaluation_would(request, f
             client = openai.OpenAI(base_url=base_url, api_key="k3y", max_retries=0)
             assert [m.id for m in client.models.list()] == [name]
             # The app's teacher call, with base_url and model changed: system message and all.
-            reply = client.chat.completions.create(model=name, messages=[
-                {"role": "system", "content": "You convert things."}, {"role": "user", "content": "x7"}])
+            reply = client.chat.completions.create(
+                model=name,
+                messages=[{"role": "system", "content": "You convert things."}, {"role": "user", "content": "x7"}],
+            )
             assert reply.choices[0].message.content == original.predict("x7").text
             assert reply.choices[0].finish_reason == "stop" and reply.usage.prompt_tokens > 0
-            stream = client.chat.completions.create(model=name, messages=[{"role": "user", "content": "x7"}], stream=True)
+            stream = client.chat.completions.create(
+                model=name, messages=[{"role": "user", "content": "x7"}], stream=True
+            )
             assert "".join(c.choices[0].delta.content or "" for c in stream) == reply.choices[0].message.content
             # Concurrent clients get the same answers as one at a time.
             from concurrent.futures import ThreadPoolExecutor
 
             inputs = [f"x{i}" for i in range(8)]
             with ThreadPoolExecutor(4) as pool:
-                served = list(pool.map(lambda x: client.chat.completions.create(
-                    model=name, messages=[{"role": "user", "content": x}]).choices[0].message.content, inputs))
+                served = list(
+                    pool.map(
+                        lambda x: (
+                            client.chat.completions.create(model=name, messages=[{"role": "user", "content": x}])
+                            .choices[0]
+                            .message.content
+                        ),
+                        inputs,
+                    )
+                )
             assert served == [original.predict(x).text for x in inputs]
             with pytest.raises(openai.NotFoundError):
                 client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x7"}])
@@ -173,15 +199,21 @@ def test_publish_student_serves_in_its_own_process_and_replaces_it(gpt2_run, tmp
     import os
 
     import psutil
-
     from p2m.tasks.processes import free_port
     from p2m.tasks.serve_service import publish_student, running_server, stop_student_server
 
     home, cfg = tmp_path / "home", ServeConfig(port=free_port(), api_key="k3y", parallel=2, max_tokens=16)
     try:
         first = publish_student(gpt2_run, home, cfg)
-        assert first["base_url"] == f"http://127.0.0.1:{cfg.port}/v1" and first["api_key"] and not first["replaced_previous"]
-        assert first["sample_input"] == "abc" and first["sample_output"] == read_json(gpt2_run / "serve.json")["sample_output"]
+        assert (
+            first["base_url"] == f"http://127.0.0.1:{cfg.port}/v1"
+            and first["api_key"]
+            and not first["replaced_previous"]
+        )
+        assert (
+            first["sample_input"] == "abc"
+            and first["sample_output"] == read_json(gpt2_run / "serve.json")["sample_output"]
+        )
         assert "k3y" not in " ".join(psutil.Process(first["pid"]).cmdline())  # the key travels in the environment
         second = publish_student(gpt2_run, home, cfg)  # what a promotion does: the old server makes way
         assert second["replaced_previous"] and second["pid"] != first["pid"]

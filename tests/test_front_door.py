@@ -5,10 +5,10 @@ runs root), and the summary saying where the run is."""
 import json
 
 import pytest
-
 from p2m.tasks.errors import BadInputError
 from p2m.tasks.locations import run_name
 from p2m.tasks.parse import prompt_from_text
+
 from tests.conftest import DATASETS, EXAMPLE
 from tests.test_pipeline import QUICK, states
 from tests.test_storage import s3  # noqa: F401 (the moto fixture)
@@ -21,24 +21,30 @@ def upload_inputs() -> None:
     from p2m.tasks.storage import filesystem
 
     fs = filesystem()
-    fs.pipe("p2m/inputs/numbers_test.jsonl", "".join(json.dumps({"input": w, "output": d}) + "\n" for w, d in TEST_SET).encode())
+    fs.pipe(
+        "p2m/inputs/numbers_test.jsonl",
+        "".join(json.dumps({"input": w, "output": d}) + "\n" for w, d in TEST_SET).encode(),
+    )
     for path in DATASETS.rglob("*"):
         if path.is_file():
             fs.put_file(str(path), f"p2m/inputs/datasets/{path.relative_to(DATASETS).as_posix()}")
 
 
 def test_a_pasted_prompt_with_inputs_and_run_folder_on_s3(tmp_path, s3, prefect_harness, numbers_server, monkeypatch):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
     from p2m.flows.pipeline import pipeline
     from p2m.tasks.storage import filesystem
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     monkeypatch.setenv("OPENAI_BASE_URL", numbers_server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "test")
     upload_inputs()
-    form = dict(prompt=PASTED, eval_data="s3://p2m/inputs/numbers_test.jsonl", datasets_dir="s3://p2m/inputs/datasets",
-                overrides={**QUICK, "runs_root": "s3://p2m/team-runs"})
+    form = dict(
+        prompt=PASTED,
+        eval_data="s3://p2m/inputs/numbers_test.jsonl",
+        datasets_dir="s3://p2m/inputs/datasets",
+        overrides={**QUICK, "runs_root": "s3://p2m/team-runs"},
+    )
     state = pipeline(**form, return_state=True)
     summary = state.result()
     where = f"s3://p2m/team-runs/{run_name(prompt_from_text(PASTED))}"
@@ -51,7 +57,9 @@ def test_a_pasted_prompt_with_inputs_and_run_folder_on_s3(tmp_path, s3, prefect_
     metrics = json.loads(fs.cat_file(f"{bucket_path}/metrics.json"))
     assert metrics["student"]["eval_data"]["n"] == metrics["teacher"]["eval_data"]["n"] == len(TEST_SET)
     retrieval = json.loads(fs.cat_file(f"{bucket_path}/retrieval.json"))
-    assert retrieval["chosen"] in {p.name for p in DATASETS.iterdir()} and retrieval["rows"] > 0  # read from the S3 folder
+    assert (
+        retrieval["chosen"] in {p.name for p in DATASETS.iterdir()} and retrieval["rows"] > 0
+    )  # read from the S3 folder
     on_the_run = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
     with get_client(sync_client=True) as client:
         artifacts = {a.key: a for a in client.read_artifacts(artifact_filter=on_the_run)}
@@ -81,7 +89,9 @@ def test_the_nightly_form_takes_a_pasted_prompt_too(tmp_path, prefect_harness, n
 
     monkeypatch.setenv("OPENAI_BASE_URL", numbers_server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "test")
-    report = generate_flow(prompt=PASTED, num_examples=3, overrides={"runs_root": str(tmp_path / "runs"), "generation": {"votes": 1}})
+    report = generate_flow(
+        prompt=PASTED, num_examples=3, overrides={"runs_root": str(tmp_path / "runs"), "generation": {"votes": 1}}
+    )
     folder = tmp_path / "runs" / run_name(prompt_from_text(PASTED))
     assert report["accepted"] == 3 and len(dataset_rows(folder / "generated")) == 3
     assert (folder / "prompt.txt").read_text(encoding="utf-8").strip() == PASTED.strip()

@@ -1,13 +1,12 @@
 """The promotion gate on scripted per-example scores: promote, keep, tie."""
 
 import pytest
-
 from p2m.tasks.gate import paired_bootstrap
 
 
 def test_a_clearly_better_model_is_promoted():
-    serving = [1] * 60 + [0] * 40           # 60%
-    new = [1] * 60 + [1] * 30 + [0] * 10    # 90%: fixes 30 examples, breaks none
+    serving = [1] * 60 + [0] * 40  # 60%
+    new = [1] * 60 + [1] * 30 + [0] * 10  # 90%: fixes 30 examples, breaks none
     d = paired_bootstrap(serving, new, resamples=1000, seed=0)
     assert d.promote and d.difference == 30.0 and d.low > 15 and d.high <= 45
     assert (d.serving_exact_match, d.new_exact_match, d.n, d.resamples) == (60.0, 90.0, 100, 1000)
@@ -17,8 +16,8 @@ def test_a_clearly_better_model_is_promoted():
 def test_a_small_gain_within_noise_keeps_the_serving_model():
     serving = [1] * 50 + [0] * 50
     new = list(serving)
-    new[50:53] = [1, 1, 1]   # fixes 3 ...
-    new[0:2] = [0, 0]        # ... breaks 2: +1 point on 100 examples
+    new[50:53] = [1, 1, 1]  # fixes 3 ...
+    new[0:2] = [0, 0]  # ... breaks 2: +1 point on 100 examples
     d = paired_bootstrap(serving, new, resamples=1000, seed=0)
     assert not d.promote and d.difference == 1.0 and d.low < 0 < d.high
     assert "includes zero" in d.reason

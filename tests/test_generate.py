@@ -5,6 +5,7 @@ from p2m.tasks.config import GenerationConfig
 from p2m.tasks.generate import annealed_temperature, generate_examples, majority_vote, parse_examples
 from p2m.tasks.llm import Endpoint, LLMClient
 from p2m.tasks.parse import parse_prompt, read_prompt_file
+
 from tests.conftest import EXAMPLE
 from tests.fake_llm_server import FakeLLMServer, numbers_teacher
 
@@ -12,7 +13,12 @@ SPEC = parse_prompt(read_prompt_file(EXAMPLE))
 
 
 def make_llm(server, tmp_path, limits):
-    return LLMClient(Endpoint(server.base_url, "k", server.model), limits, tmp_path / "cache.sqlite", log_path=tmp_path / "generation.jsonl")
+    return LLMClient(
+        Endpoint(server.base_url, "k", server.model),
+        limits,
+        tmp_path / "cache.sqlite",
+        log_path=tmp_path / "generation.jsonl",
+    )
 
 
 def run(llm, cfg):
@@ -32,7 +38,10 @@ def test_temperature_anneals_from_low_to_high():
 
 def test_bad_replies_are_rejected_with_a_reason():
     assert parse_examples("not json") == ([], {"not_json": 1})
-    assert parse_examples('{"examples": [{"input": "x"}, {"input": "...", "output": "..."}]}') == ([], {"missing_fields": 1, "empty_field": 1})
+    assert parse_examples('{"examples": [{"input": "x"}, {"input": "...", "output": "..."}]}') == (
+        [],
+        {"missing_fields": 1, "empty_field": 1},
+    )
     assert parse_examples('Here: {"input": "a\nb", "output": 3}')[0] == [{"input": "a\nb", "output": "3"}]
     # A reply cut off mid-array keeps its complete items.
     cut = '{"examples": [{"input": "one", "output": "1"}, {"input": "two", "output": "2"}, {"input": "thr'
@@ -49,7 +58,9 @@ def test_reaches_n_distinct_examples_with_votes(tmp_path, fast_limits):
     assert all(e["output"].isdigit() for e in report.examples)
     votes = [r for r in server.requests if r["n"] == 2]  # votes - 1 extra outputs per input
     assert votes, "self-consistency votes were not requested"
-    generation = [r["messages"][-1]["content"] for r in server.requests if "new examples" in r["messages"][-1]["content"]]
+    generation = [
+        r["messages"][-1]["content"] for r in server.requests if "new examples" in r["messages"][-1]["content"]
+    ]
     # Diversity: later prompts show examples already written, and two aspects of the variety plan.
     assert any("one thousand" in g.split("Examples already written")[1] for g in generation)
     assert report.aspects and all("Let them differ from each other in:" in g for g in generation)
@@ -68,7 +79,9 @@ def test_a_teacher_that_repeats_itself_ends_with_a_reason(tmp_path, fast_limits)
 
 def test_request_cap_ends_generation(tmp_path, fast_limits):
     with FakeLLMServer(lambda m, r: "nonsense") as server:
-        cfg = GenerationConfig(num_examples=50, batch_size=4, votes=1, max_stale_batches=100, variety_aspects=0, max_api_calls=7)
+        cfg = GenerationConfig(
+            num_examples=50, batch_size=4, votes=1, max_stale_batches=100, variety_aspects=0, max_api_calls=7
+        )
         report = run(make_llm(server, tmp_path, fast_limits), cfg)
     assert "cap of 7 API requests" in report.stop_reason
     assert report.rejected == {"not_json": 7} and server.answered == 7  # the cap is exact, not per batch

@@ -14,6 +14,7 @@ from p2m.tasks.generate import generate_examples
 from p2m.tasks.llm import Endpoint, LLMClient
 from p2m.tasks.parse import parse_prompt, read_prompt_file
 from p2m.tasks.run_store import dataset_rows, read_jsonl
+
 from tests.conftest import EXAMPLE, REPO
 from tests.fake_llm_server import FakeLLMServer, request_kind, words_to_number
 
@@ -26,8 +27,10 @@ def hashed_teacher(messages, request):
 
     kind, value = request_kind(messages)
     if kind == "generate":
-        numbers = [int(hashlib.sha256(f"{messages}{request.get('temperature')}{i}".encode()).hexdigest(), 16) % 90_000 + 1000
-                   for i in range(value)]
+        numbers = [
+            int(hashlib.sha256(f"{messages}{request.get('temperature')}{i}".encode()).hexdigest(), 16) % 90_000 + 1000
+            for i in range(value)
+        ]
         return json.dumps({"examples": [{"input": number_to_words(n), "output": str(n)} for n in numbers]})
     if kind == "aspects":
         return json.dumps({"aspects": ["size", "round numbers"]})
@@ -38,11 +41,33 @@ def test_kill_9_then_resume(tmp_path, prefect_harness):
     from prefect.settings import PREFECT_API_URL
 
     with FakeLLMServer(hashed_teacher, latency_s=0.05) as server:
-        env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test", "P2M_HOME": str(tmp_path / "home"),
-               "PREFECT_API_URL": PREFECT_API_URL.value()}
-        cmd = [sys.executable, "-m", "p2m.flows.cli", "generate", str(EXAMPLE), "--out", str(tmp_path / "gen"), "--num-examples", "24",
-               "--votes", "2", "--max-concurrency", "4", "--requests-per-minute", "6000"]
-        proc = subprocess.Popen(cmd + ["--seed", "0"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = {
+            **os.environ,
+            "OPENAI_BASE_URL": server.base_url,
+            "OPENAI_API_KEY": "test",
+            "P2M_HOME": str(tmp_path / "home"),
+            "PREFECT_API_URL": PREFECT_API_URL.value(),
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "p2m.flows.cli",
+            "generate",
+            str(EXAMPLE),
+            "--out",
+            str(tmp_path / "gen"),
+            "--num-examples",
+            "24",
+            "--votes",
+            "2",
+            "--max-concurrency",
+            "4",
+            "--requests-per-minute",
+            "6000",
+        ]
+        proc = subprocess.Popen(
+            cmd + ["--seed", "0"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 120
         while server.answered < 12 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.01)
@@ -65,5 +90,7 @@ def test_kill_9_then_resume(tmp_path, prefect_harness):
         # Nothing accepted is lost: the result equals an uninterrupted run's.
         limits = LimitsConfig(requests_per_minute=6000, max_concurrency=4)
         llm = LLMClient(Endpoint(server.base_url, "test", server.model), limits, tmp_path / "fresh.sqlite")
-        reference = asyncio.run(generate_examples(llm, parse_prompt(read_prompt_file(EXAMPLE)), GenerationConfig(**CFG)))
+        reference = asyncio.run(
+            generate_examples(llm, parse_prompt(read_prompt_file(EXAMPLE)), GenerationConfig(**CFG))
+        )
     assert dataset_rows(tmp_path / "gen" / "generated") == reference.examples

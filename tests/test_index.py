@@ -4,9 +4,10 @@ import shutil
 from p2m.tasks.config import RetrievalConfig
 from p2m.tasks.index import build_dataset_index, hub_dataset_records, load_dataset_index, read_index, refresh_indexes
 from p2m.tasks.parse import parse_prompt, read_prompt_file
-from p2m.tasks.spec import PromptSpec
 from p2m.tasks.registry import scan_datasets
 from p2m.tasks.retrieve_datasets import fit_similarity, retrieve_dataset
+from p2m.tasks.spec import PromptSpec
+
 from tests.conftest import DATASETS, EXAMPLE, REPO
 
 SPEC = parse_prompt(read_prompt_file(EXAMPLE))
@@ -14,7 +15,6 @@ SPEC = parse_prompt(read_prompt_file(EXAMPLE))
 
 def test_index_build_reuses_embeddings_and_retrieval_reads_it(tmp_path):
     import numpy as np
-
     from p2m.tasks.encoders import get_encoder
 
     first = refresh_indexes(tmp_path, DATASETS, None)  # the static MiniLM by default
@@ -27,17 +27,23 @@ def test_index_build_reuses_embeddings_and_retrieval_reads_it(tmp_path):
     assert np.allclose(matrix, get_encoder("minilm-static").encode([r.description for r in records]), atol=2e-3)
     again = build_dataset_index(scan_datasets(DATASETS), tmp_path / "datasets.jsonl", ["x"])
     assert again["embedded"] == 0 and again["reused"] == 4  # only changed descriptions are embedded
-    record = retrieve_dataset(SPEC, RetrievalConfig(max_rows=10), None, tmp_path / "run", index_path=tmp_path / "datasets.jsonl")
+    record = retrieve_dataset(
+        SPEC, RetrievalConfig(max_rows=10), None, tmp_path / "run", index_path=tmp_path / "datasets.jsonl"
+    )
     # Ranked with static embeddings, but the fit threshold is checked on the transformer's similarity.
     chosen = next(r for r in records if r.name == "number_words")
-    assert record["chosen"] == "number_words" and f"with similarity {fit_similarity(SPEC, chosen)} >=" in record["reason"]
+    assert (
+        record["chosen"] == "number_words" and f"with similarity {fit_similarity(SPEC, chosen)} >=" in record["reason"]
+    )
     assert read_index(tmp_path / "models.jsonl")[1][0]["name"] == "smollm2-135m-instruct"
 
     # Another encoder: everything is embedded again, the old embeddings file is removed.
     full = build_dataset_index(scan_datasets(DATASETS), tmp_path / "datasets.jsonl", ["x"], encoder="minilm")
     assert full["embedded"] == 4 and load_dataset_index(tmp_path / "datasets.jsonl")[1].shape == (4, 384)
     assert len(list(tmp_path.glob("datasets.*.npy"))) == 1
-    record = retrieve_dataset(SPEC, RetrievalConfig(max_rows=10), None, tmp_path / "run2", index_path=tmp_path / "datasets.jsonl")
+    record = retrieve_dataset(
+        SPEC, RetrievalConfig(max_rows=10), None, tmp_path / "run2", index_path=tmp_path / "datasets.jsonl"
+    )
     assert record["chosen"] == "number_words"
 
 
@@ -62,7 +68,9 @@ def test_mirror_of_a_dataset_is_collapsed_and_unnamed_columns_are_mapped_by_the_
     assert record["chosen"] == "numerals" and record["columns"] == {"input": "a", "output": "b"}
     assert record["columns_mapped"] == "by the teacher LLM"
     record = retrieve_dataset(SPEC, RetrievalConfig(max_rows=5), root, tmp_path / "run2")
-    assert {"name": "number_words_mirror", "reason": "near-duplicate of number_words (fewer downloads)"} in record["skipped"]
+    assert {"name": "number_words_mirror", "reason": "near-duplicate of number_words (fewer downloads)"} in record[
+        "skipped"
+    ]
     assert record["chosen"] == "number_words"
 
 
@@ -92,5 +100,7 @@ def test_hub_builder_reads_the_hub_api(monkeypatch):
 
 def test_nothing_found_in_an_empty_index(tmp_path):
     build_dataset_index([], tmp_path / "d.jsonl", [])
-    record = retrieve_dataset(PromptSpec(instruction="x"), RetrievalConfig(), None, tmp_path / "run", index_path=tmp_path / "d.jsonl")
+    record = retrieve_dataset(
+        PromptSpec(instruction="x"), RetrievalConfig(), None, tmp_path / "run", index_path=tmp_path / "d.jsonl"
+    )
     assert record["chosen"] is None and record["reason"] == "no candidate datasets"

@@ -2,10 +2,10 @@ import asyncio
 import time
 
 import pytest
-
 from p2m.tasks.config import LimitsConfig
 from p2m.tasks.errors import P2MError
 from p2m.tasks.llm import Endpoint, LLMClient, RequestPacer, check_endpoint
+
 from tests.fake_llm_server import FakeLLMServer
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -13,7 +13,9 @@ MSG = [{"role": "user", "content": "hi"}]
 
 def client(server, tmp_path, limits=None):
     limits = limits or LimitsConfig(requests_per_minute=60_000, tokens_per_minute=10_000_000, request_timeout=2)
-    return LLMClient(Endpoint(server.base_url, "k", server.model), limits, tmp_path / "cache.sqlite", log_path=tmp_path / "log.jsonl")
+    return LLMClient(
+        Endpoint(server.base_url, "k", server.model), limits, tmp_path / "cache.sqlite", log_path=tmp_path / "log.jsonl"
+    )
 
 
 def test_answered_request_is_never_sent_twice(tmp_path):

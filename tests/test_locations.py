@@ -2,14 +2,15 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
-
 from p2m.tasks.errors import BadInputError, P2MError
 from p2m.tasks.inputs import read_run_prompt
 from p2m.tasks.locations import fetch, fetch_inputs, in_user_terms, pull_run, run_location, run_name
 from p2m.tasks.parse import prompt_from_text
 from p2m.tasks.spec import prompt_identity
+
 from tests.conftest import EXAMPLE
 from tests.test_storage import s3  # noqa: F401 (the moto fixture)
 
@@ -43,20 +44,29 @@ def test_a_fetched_folder_downloads_only_what_changed(tmp_path, s3):
 
 def test_fetch_inputs_replaces_urls_and_messages_name_them(tmp_path, s3):
     put("in/test.jsonl", b'{"input": "one", "output": "1"}\n')
-    overrides = {"evaluation": {"eval_data": "s3://p2m/in/test.jsonl", "max_new_tokens": 8}, "datasets_dir": "/a/local/folder"}
+    overrides = {
+        "evaluation": {"eval_data": "s3://p2m/in/test.jsonl", "max_new_tokens": 8},
+        "datasets_dir": "/a/local/folder",
+    }
     local, fetched = fetch_inputs(overrides, tmp_path)
     copy = local["evaluation"]["eval_data"]
-    assert copy.endswith("test.jsonl") and open(copy).read() == '{"input": "one", "output": "1"}\n'
+    assert copy.endswith("test.jsonl") and Path(copy).read_text() == '{"input": "one", "output": "1"}\n'
     assert local["datasets_dir"] == "/a/local/folder" and local["evaluation"]["max_new_tokens"] == 8
     assert overrides["evaluation"]["eval_data"] == "s3://p2m/in/test.jsonl"  # the caller's dict is left as it was
-    assert in_user_terms(f"--eval-data: {copy}, line 2: not valid JSON", fetched) == "--eval-data: s3://p2m/in/test.jsonl, line 2: not valid JSON"
+    assert (
+        in_user_terms(f"--eval-data: {copy}, line 2: not valid JSON", fetched)
+        == "--eval-data: s3://p2m/in/test.jsonl, line 2: not valid JSON"
+    )
 
 
-@pytest.mark.parametrize("url, error, words", [
-    ("s3://p2m/in/nothing-here.jsonl", BadInputError, "does not exist"),
-    ("s3://no-such-bucket/x.jsonl", P2MError, "s3://no-such-bucket/x.jsonl"),
-    ("nosuchscheme://x/y.jsonl", P2MError, "cannot open"),
-])
+@pytest.mark.parametrize(
+    "url, error, words",
+    [
+        ("s3://p2m/in/nothing-here.jsonl", BadInputError, "does not exist"),
+        ("s3://no-such-bucket/x.jsonl", P2MError, "s3://no-such-bucket/x.jsonl"),
+        ("nosuchscheme://x/y.jsonl", P2MError, "cannot open"),
+    ],
+)
 def test_a_bad_input_url_says_which(tmp_path, s3, url, error, words):
     with pytest.raises(error, match=words):
         fetch(url, tmp_path, "eval_data")
@@ -81,7 +91,9 @@ def test_the_prompt_is_pasted_or_a_file_or_a_url_exactly_one(tmp_path, s3):
 
 
 def test_pasted_text_gets_the_checks_a_prompt_file_gets(tmp_path):
-    assert prompt_from_text("Classify the ticket.\n\nInput: charged twice\nOutput: billing\n").spec is None  # free text: parsed later
+    assert (
+        prompt_from_text("Classify the ticket.\n\nInput: charged twice\nOutput: billing\n").spec is None
+    )  # free text: parsed later
     with pytest.raises(BadInputError, match="the pasted prompt is empty"):
         prompt_from_text(" \n\t ")
     with pytest.raises(BadInputError, match="P2M_PARSE__MAX_PROMPT_CHARS"):
@@ -103,11 +115,16 @@ def test_a_run_without_out_dir_is_named_from_its_prompt(tmp_path):
     assert run_name(prompt_from_text(YAML_PROMPT.replace("342", "343"))) != name  # another task, another folder
 
     local = run_location("", numbers, tmp_path / "home")
-    assert local.run_dir == tmp_path / "home" / "runs" / name and local.url is None and local.shown == str(local.run_dir)
+    assert (
+        local.run_dir == tmp_path / "home" / "runs" / name and local.url is None and local.shown == str(local.run_dir)
+    )
     shared = run_location("", numbers, tmp_path / "home", storage_url="s3://team/p2m")
     assert shared.run_dir == local.run_dir and shared.shown == f"s3://team/p2m/runs/{name}"  # mirrored there
     rooted = run_location("", numbers, tmp_path / "home", runs_root="s3://team/runs/")
-    assert rooted.url == rooted.remote == f"s3://team/runs/{name}" and rooted.run_dir.parent == tmp_path / "home" / "remote-runs"
+    assert (
+        rooted.url == rooted.remote == f"s3://team/runs/{name}"
+        and rooted.run_dir.parent == tmp_path / "home" / "remote-runs"
+    )
     given = run_location(str(tmp_path / "mine"), numbers, tmp_path / "home", runs_root="s3://team/runs")
     assert given.run_dir == tmp_path / "mine" and given.url is None
     with pytest.raises(BadInputError, match="no run folder given"):

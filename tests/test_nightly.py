@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from p2m.flows.cli import main
 from p2m.tasks.errors import BadInputError
 from p2m.tasks.run_store import content_hash, read_json, read_jsonl
+
 from tests.fake_llm_server import FakeLLMServer
 
 
@@ -29,8 +29,8 @@ BASE = {
     "generation": {"num_examples": 30, "batch_size": 10, "votes": 1},
     "evaluation": {"max_new_tokens": 8},
 }
-WEAK = {**BASE, "train": {"epochs": 1, "learning_rate": 1e-6}}       # round 1: learns nothing yet
-STRONG = {**BASE, "train": {"epochs": 15, "learning_rate": 3e-3}}    # later rounds: learns to say hello
+WEAK = {**BASE, "train": {"epochs": 1, "learning_rate": 1e-6}}  # round 1: learns nothing yet
+STRONG = {**BASE, "train": {"epochs": 15, "learning_rate": 3e-3}}  # later rounds: learns to say hello
 
 
 @pytest.mark.slow  # three rounds with training: 90 s on 2 quiet cores, 3 minutes on busy ones
@@ -41,27 +41,38 @@ def test_nightly_promotes_once_keeps_once_and_rolls_back(tmp_path, prefect_harne
     prompt = tmp_path / "hello.yaml"
     prompt.write_text("instruction: Say hello.\ndemonstrations:\n  - input: abc\n    output: hello\n")
     eval_data = tmp_path / "test.jsonl"
-    eval_data.write_text("".join(json.dumps({"input": f"gen{2 * i + 1}word", "output": "hello"}) + "\n" for i in range(20)))
+    eval_data.write_text(
+        "".join(json.dumps({"input": f"gen{2 * i + 1}word", "output": "hello"}) + "\n" for i in range(20))
+    )
     out = tmp_path / "serving"
     hello_teacher.counter = 0
     restarts = []
     with FakeLLMServer(hello_teacher) as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "test")
-        first = nightly_flow(prompt_file=str(prompt), out_dir=str(out), eval_data=str(eval_data), seed=1, overrides=WEAK)
+        first = nightly_flow(
+            prompt_file=str(prompt), out_dir=str(out), eval_data=str(eval_data), seed=1, overrides=WEAK
+        )
         assert first["promoted"] and first["number"] == 1 and (out / "promoted" / "1" / "model").exists()
         assert read_json(out / "nightly" / "test_set.json")["n"] == 20
         first_em = read_jsonl(out / "promotions.jsonl")[0]["exact_match"]
         # From now on a student server p2m started serves this folder: a promotion must restart it, keeping it must not.
         monkeypatch.setattr(serve_service, "running_server", lambda home, port: {"run_dir": str(out.resolve())})
-        monkeypatch.setattr(serve_service, "publish_student",
-                            lambda run_dir, home, cfg: restarts.append(str(run_dir)) or {"base_url": "http://127.0.0.1:8080/v1"})
+        monkeypatch.setattr(
+            serve_service,
+            "publish_student",
+            lambda run_dir, home, cfg: restarts.append(str(run_dir)) or {"base_url": "http://127.0.0.1:8080/v1"},
+        )
 
-        second = nightly_flow(prompt_file=str(prompt), out_dir=str(out), eval_data=str(eval_data), seed=2, overrides=STRONG)
+        second = nightly_flow(
+            prompt_file=str(prompt), out_dir=str(out), eval_data=str(eval_data), seed=2, overrides=STRONG
+        )
         assert second["promoted"] and second["number"] == 2, second["message"]
         assert second["gate"]["low"] > 0 and second["new_examples"] > 0
         assert content_hash(out / "model") == content_hash(out / "promoted" / "2" / "model")
-        assert read_json(out / "metrics.json")["student"]["eval_data"]["exact_match"] > first_em  # reports describe the new model
+        assert (
+            read_json(out / "metrics.json")["student"]["eval_data"]["exact_match"] > first_em
+        )  # reports describe the new model
         assert restarts == [str(out.resolve())]
 
         # Same seed again, through the command line: the teacher's answers replay from the request cache,
@@ -79,13 +90,17 @@ def test_nightly_promotes_once_keeps_once_and_rolls_back(tmp_path, prefect_harne
     assert [d["promoted"] for d in decisions] == [True, True, False]
     assert [e["number"] for e in read_jsonl(out / "promotions.jsonl")] == [1, 2]
     pool = read_jsonl(out / "nightly" / "pool.jsonl")
-    assert len({r["input"].lower() for r in pool}) == len(pool) and not {r["input"] for r in pool} & {f"gen{2 * i + 1}word" for i in range(20)}
+    assert len({r["input"].lower() for r in pool}) == len(pool) and not {r["input"] for r in pool} & {
+        f"gen{2 * i + 1}word" for i in range(20)
+    }
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["p2m-nightly-gate", "p2m-nightly-gate-chart"])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["p2m-nightly-gate", "p2m-nightly-gate-chart"]))
+        )
     assert {a.type for a in artifacts} >= {"table", "image"}
 
     # Rollback: model 1 is served again; there is nothing before model 1.
@@ -104,7 +119,10 @@ def test_merge_dedups_and_keeps_test_inputs_out():
     pool = [{"input": "One", "output": "1", "source": "retrieved"}]
     new = [{"input": "one ", "output": "2"}, {"input": "two", "output": "2"}, {"input": "Three", "output": "3"}]
     merged, added = merge_examples(pool, new, [{"input": "three", "output": "3"}])
-    assert merged == [{"input": "One", "output": "1", "source": "retrieved"}, {"input": "two", "output": "2", "source": "generated"}]
+    assert merged == [
+        {"input": "One", "output": "1", "source": "retrieved"},
+        {"input": "two", "output": "2", "source": "generated"},
+    ]
     assert added == 1
 
 
@@ -125,20 +143,35 @@ def test_promotions_are_kept_served_whole_and_rolled_back_in_order(tmp_path):
 
     run = tmp_path / "run"
     fake_model(run / "model", b"one")
-    scores = lambda folder: {"model_hash": content_hash(folder), "exact_match": 0.5, "n": 2, "correct": [1, 0]}
+
+    def scores(folder):
+        return {"model_hash": content_hash(folder), "exact_match": 0.5, "n": 2, "correct": [1, 0]}
+
     first = promotion.promote(run, run / "model", scores(run / "model"), None, "first model")
-    assert (first["number"], promotion.serving_number(run)) == (1, 1) and (run / "promoted" / "1" / "model" / "model.safetensors").exists()
+    assert (first["number"], promotion.serving_number(run)) == (1, 1) and (
+        run / "promoted" / "1" / "model" / "model.safetensors"
+    ).exists()
     candidate = fake_model(tmp_path / "round" / "model", b"two")
     (tmp_path / "round" / "train.json").write_text('{"epochs": 3}')
-    second = promotion.promote(run, candidate, scores(candidate), {"low": 10.0}, "better", {"train.json": tmp_path / "round" / "train.json"})
+    second = promotion.promote(
+        run, candidate, scores(candidate), {"low": 10.0}, "better", {"train.json": tmp_path / "round" / "train.json"}
+    )
     assert second["number"] == 2 and not candidate.exists()  # moved into the archive, not copied
-    assert (run / "model" / "model.safetensors").read_bytes() == b"two" and read_json(run / "train.json") == {"epochs": 3}
+    assert (run / "model" / "model.safetensors").read_bytes() == b"two" and read_json(run / "train.json") == {
+        "epochs": 3
+    }
     assert promotion.serving_scores(run, [{}, {}])["model_hash"] == second["model_hash"]  # reused, not recomputed
     assert not list(run.glob(".model.*"))  # the swap leaves nothing behind
     record = promotion.rollback(run)
     assert (record["number"], record["from"]) == (1, 2) and (run / "model" / "model.safetensors").read_bytes() == b"one"
-    assert [e["event"] for e in promotion.promotions(run)] == ["promote", "promote", "rollback"] and promotion.serving_number(run) == 1
-    third = promotion.promote(run, fake_model(tmp_path / "r3" / "model", b"three"), scores(tmp_path / "r3" / "model"), None, "better")
+    assert [e["event"] for e in promotion.promotions(run)] == [
+        "promote",
+        "promote",
+        "rollback",
+    ] and promotion.serving_number(run) == 1
+    third = promotion.promote(
+        run, fake_model(tmp_path / "r3" / "model", b"three"), scores(tmp_path / "r3" / "model"), None, "better"
+    )
     assert third["number"] == 3  # numbers are never reused after a rollback
     assert promotion.rollback(run)["number"] == 1  # 2 was rolled back already: before 3 came 1
     with pytest.raises(BadInputError, match="no earlier one"):
@@ -152,4 +185,7 @@ def test_the_test_set_is_frozen_at_the_first_round(tmp_path):
     data.write_text('{"input": "a", "output": "1"}\n{"input": "b", "output": "2"}\n')
     assert [r["input"] for r in freeze_test_set(tmp_path / "run", data)] == ["a", "b"]
     data.write_text('{"input": "c", "output": "3"}\n')
-    assert [r["input"] for r in freeze_test_set(tmp_path / "run", data)] == ["a", "b"]  # later changes do not move the goalposts
+    assert [r["input"] for r in freeze_test_set(tmp_path / "run", data)] == [
+        "a",
+        "b",
+    ]  # later changes do not move the goalposts

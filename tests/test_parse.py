@@ -1,9 +1,9 @@
 import json
 
 import pytest
-
 from p2m.tasks.errors import BadInputError
 from p2m.tasks.parse import parse_by_rules, parse_prompt, read_prompt_file, spec_from_llm_reply
+
 from tests.conftest import EXAMPLE
 
 
@@ -15,11 +15,14 @@ def test_yaml_prompt_becomes_spec_without_llm():
     assert spec.demonstrations[0].input == "three hundred forty-two" and spec.demonstrations[0].output == "342"
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "does not exist"),
-    ("   \n", "is empty"),
-    ("demonstrations:\n  - input: a\n    output: b\n", "no `instruction:`"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "does not exist"),
+        ("   \n", "is empty"),
+        ("demonstrations:\n  - input: a\n    output: b\n", "no `instruction:`"),
+    ],
+)
 def test_bad_prompt_files_say_what_to_do(tmp_path, content, message):
     path = tmp_path / "prompt.yaml"
     if content is not None:
@@ -37,8 +40,13 @@ def test_rules_parse_labelled_blocks():
 
 def test_llm_reply_keeps_only_demonstrations_from_the_prompt():
     prompt = "Traduis en anglais.\nEntrée: bonjour\nSortie: hello"
-    reply = "Sure! " + json.dumps({"instruction": "Translate to English.", "language": "fr",
-                                   "demonstrations": [{"input": "bonjour", "output": "hello"}, {"input": "merci", "output": "thanks"}]})
+    reply = "Sure! " + json.dumps(
+        {
+            "instruction": "Translate to English.",
+            "language": "fr",
+            "demonstrations": [{"input": "bonjour", "output": "hello"}, {"input": "merci", "output": "thanks"}],
+        }
+    )
     spec = spec_from_llm_reply(reply, prompt)
     assert spec.instruction == "Translate to English." and spec.language == "fr"
     assert [d.input for d in spec.demonstrations] == ["bonjour"]  # "merci" was invented

@@ -4,9 +4,9 @@ import base64
 import json
 
 import pytest
-
 from p2m.flows.cli import main
 from p2m.tasks.run_store import read_json
+
 from tests.conftest import DATASETS, EXAMPLE
 
 QUICK = {
@@ -24,19 +24,36 @@ def run_pipeline(out, server, monkeypatch, **extra):
 
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "test")
-    return pipeline(prompt_file=str(EXAMPLE), out_dir=str(out), overrides={**QUICK, "datasets_dir": str(DATASETS), **extra})
+    return pipeline(
+        prompt_file=str(EXAMPLE), out_dir=str(out), overrides={**QUICK, "datasets_dir": str(DATASETS), **extra}
+    )
 
 
 def states(summary):
     return {s["stage"]: s["state"] for s in summary["stages"]}
 
 
-def test_run_then_rerun_is_all_cached_and_a_failed_training_resumes(tmp_path, prefect_harness, numbers_server, monkeypatch):
+def test_run_then_rerun_is_all_cached_and_a_failed_training_resumes(
+    tmp_path, prefect_harness, numbers_server, monkeypatch
+):
     out = tmp_path / "run"
     summary = run_pipeline(out, numbers_server, monkeypatch)
     assert set(states(summary).values()) == {"Completed"}, summary["stages"]
-    for artifact in ("spec.json", "retrieval.json", "generated", "generation.jsonl", "model_choice.json", "splits", "model",
-                     "train_log.jsonl", "metrics.json", "predictions.jsonl", "loss_curve.png", "student_vs_teacher.png", "demo.json"):
+    for artifact in (
+        "spec.json",
+        "retrieval.json",
+        "generated",
+        "generation.jsonl",
+        "model_choice.json",
+        "splits",
+        "model",
+        "train_log.jsonl",
+        "metrics.json",
+        "predictions.jsonl",
+        "loss_curve.png",
+        "student_vs_teacher.png",
+        "demo.json",
+    ):
         assert (out / artifact).exists(), artifact
     metrics = read_json(out / "metrics.json")
     assert set(metrics["student"]["held_out"]) >= {"exact_match", "chrf", "bertscore_f1"}
@@ -48,9 +65,14 @@ def test_run_then_rerun_is_all_cached_and_a_failed_training_resumes(tmp_path, pr
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     with get_client(sync_client=True) as client:
-        plots = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["p2m-loss-curve", "p2m-student-vs-teacher"])))
+        plots = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["p2m-loss-curve", "p2m-student-vs-teacher"]))
+        )
     images = {a.key: a.data for a in plots if a.type == "image"}
-    assert images["p2m-student-vs-teacher"] == "data:image/png;base64," + base64.b64encode((out / "student_vs_teacher.png").read_bytes()).decode()
+    assert (
+        images["p2m-student-vs-teacher"]
+        == "data:image/png;base64," + base64.b64encode((out / "student_vs_teacher.png").read_bytes()).decode()
+    )
     assert images["p2m-loss-curve"].startswith("data:image/png;base64,")
 
     # Same command again: nothing runs, the teacher is not asked anything.
@@ -63,7 +85,9 @@ def test_run_then_rerun_is_all_cached_and_a_failed_training_resumes(tmp_path, pr
     import p2m.tasks.train
 
     real = p2m.tasks.train.train_student
-    monkeypatch.setattr(p2m.tasks.train, "train_student", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("GPU fell off")))
+    monkeypatch.setattr(
+        p2m.tasks.train, "train_student", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("GPU fell off"))
+    )
     changed = {**QUICK, "train": {**QUICK["train"], "learning_rate": 1e-4}}
     with pytest.raises(RuntimeError, match="GPU fell off"):
         run_pipeline(out, numbers_server, monkeypatch, **changed)
@@ -73,7 +97,9 @@ def test_run_then_rerun_is_all_cached_and_a_failed_training_resumes(tmp_path, pr
     assert failed_summary["finished"] is False and "GPU fell off" in failed_summary["error"]
     monkeypatch.setattr(p2m.tasks.train, "train_student", real)
     resumed = states(run_pipeline(out, numbers_server, monkeypatch, **changed))
-    assert [resumed[s] for s in ("parse", "retrieve_datasets", "generate", "retrieve_model", "process")] == ["Cached"] * 5
+    assert [resumed[s] for s in ("parse", "retrieve_datasets", "generate", "retrieve_model", "process")] == [
+        "Cached"
+    ] * 5
     assert [resumed[s] for s in ("train", "evaluate", "publish_demo")] == ["Completed"] * 3
 
     # The train+evaluate flow on the same folder and settings finds the pipeline's results cached;
@@ -83,7 +109,9 @@ def test_run_then_rerun_is_all_cached_and_a_failed_training_resumes(tmp_path, pr
     alone = train_evaluate_flow(run_dir=str(out), overrides={**changed, "datasets_dir": str(DATASETS)})
     assert states(alone) == {"train": "Cached", "evaluate": "Cached"}
     eval_file = tmp_path / "real.jsonl"
-    eval_file.write_text("\n".join(json.dumps({"input": w, "output": d}) for w, d in [("twelve", "12"), ("forty", "40")]))
+    eval_file.write_text(
+        "\n".join(json.dumps({"input": w, "output": d}) for w, d in [("twelve", "12"), ("forty", "40")])
+    )
     assert main(["evaluate", str(out), "--eval-data", str(eval_file)]) == 0
     assert states(read_json(out / "summary.json")) == {"evaluate": "Completed"}
     assert read_json(out / "metrics.json")["teacher"]["eval_data"]["n"] == 2
@@ -100,11 +128,14 @@ def test_deleted_artifact_is_rebuilt_not_trusted(tmp_path, prefect_harness, numb
     assert (out / "model").exists()
 
 
-@pytest.mark.parametrize("setup, args, message", [
-    (lambda d: None, ["missing.txt"], "does not exist"),
-    (lambda d: (d / "empty.txt").write_text(""), ["empty.txt"], "is empty"),
-    (lambda d: (d / "p.yaml").write_text("demonstrations: []\n"), ["p.yaml"], "instruction"),
-])
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        (lambda d: None, ["missing.txt"], "does not exist"),
+        (lambda d: (d / "empty.txt").write_text(""), ["empty.txt"], "is empty"),
+        (lambda d: (d / "p.yaml").write_text("demonstrations: []\n"), ["p.yaml"], "instruction"),
+    ],
+)
 def test_cli_bad_prompt_exits_2_with_one_line(tmp_path, capsys, setup, args, message, prefect_harness):
     setup(tmp_path)
     assert main(["run", str(tmp_path / args[0]), "--out", str(tmp_path / "out")]) == 2
@@ -130,18 +161,39 @@ def test_cli_refuses_a_folder_holding_another_prompts_run(tmp_path, capsys, pref
     assert (out / "run.json").exists()  # nothing was deleted
 
 
-def test_generate_command_writes_dataset_and_request_log(tmp_path, capsys, prefect_harness, numbers_server, monkeypatch):
+def test_generate_command_writes_dataset_and_request_log(
+    tmp_path, capsys, prefect_harness, numbers_server, monkeypatch
+):
     from p2m.tasks.run_store import dataset_rows, read_jsonl
 
     monkeypatch.setenv("OPENAI_BASE_URL", numbers_server.base_url)
     out = tmp_path / "gen"
-    assert main(["generate", str(EXAMPLE), "--out", str(out), "--num-examples", "5", "--votes", "1", "--requests-per-minute", "6000"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(EXAMPLE),
+                "--out",
+                str(out),
+                "--num-examples",
+                "5",
+                "--votes",
+                "1",
+                "--requests-per-minute",
+                "6000",
+            ]
+        )
+        == 0
+    )
     assert "5 examples" in capsys.readouterr().out
     rows = dataset_rows(out / "generated")
     assert len(rows) == 5 and all(r["output"].isdigit() for r in rows)
     log = read_jsonl(out / "generation.jsonl")
     # Every request is logged, answered by the server or (from earlier tests' runs) by the cache.
-    assert sum(not r["cached"] for r in log) == numbers_server.answered and {r["purpose"] for r in log} == {"aspects", "generate"}  # the variety plan, then the examples
+    assert sum(not r["cached"] for r in log) == numbers_server.answered and {r["purpose"] for r in log} == {
+        "aspects",
+        "generate",
+    }  # the variety plan, then the examples
 
 
 def test_a_person_chooses_the_dataset_in_the_prefect_ui(tmp_path, prefect_harness, numbers_server, monkeypatch):
@@ -168,10 +220,15 @@ def test_a_person_chooses_the_dataset_in_the_prefect_ui(tmp_path, prefect_harnes
     paused = FlowRunFilter(state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Paused"])))
     deadline = time.monotonic() + 120
     with get_client(sync_client=True) as client:
-        while not (runs := client.read_flow_runs(flow_run_filter=paused, limit=5, sort=FlowRunSort.START_TIME_DESC)) and time.monotonic() < deadline:
+        while (
+            not (runs := client.read_flow_runs(flow_run_filter=paused, limit=5, sort=FlowRunSort.START_TIME_DESC))
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.5)
     assert runs, "the run never paused for a choice"
-    resume_flow_run(runs[0].id, run_input={"dataset": "celsius_to_fahrenheit", "input_column": "input", "output_column": "output"})
+    resume_flow_run(
+        runs[0].id, run_input={"dataset": "celsius_to_fahrenheit", "input_column": "input", "output_column": "output"}
+    )
     thread.join(timeout=600)
     assert not errors, errors
     record = read_json(out / "retrieval.json")
@@ -193,15 +250,27 @@ def parsing_numbers_teacher(messages, request):
     from tests.fake_llm_server import numbers_teacher
 
     if messages[0]["content"].startswith("You split a task prompt"):
-        return json.dumps({"instruction": "Convert the number written in English words to digits.", "language": "ja",
-                           "demonstrations": [{"input": "three hundred forty-two", "output": "342"}, {"input": "seventeen", "output": "17"}]})
+        return json.dumps(
+            {
+                "instruction": "Convert the number written in English words to digits.",
+                "language": "ja",
+                "demonstrations": [
+                    {"input": "three hundred forty-two", "output": "342"},
+                    {"input": "seventeen", "output": "17"},
+                ],
+            }
+        )
     return numbers_teacher(messages, request)
 
 
-@pytest.mark.parametrize("text", [
-    "英語で書かれた数を数字に直してください。\n\nthree hundred forty-two => 342\nseventeen => 17\n",
-    "Convert the number written in English words to digits.\n\nInput: three hundred forty-two\nOutput: 342\n\nInput: seventeen\nOutput: 17\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "英語で書かれた数を数字に直してください。\n\nthree hundred forty-two => 342\nseventeen => 17\n",
+        "Convert the number written in English words to digits.\n\n"
+        "Input: three hundred forty-two\nOutput: 342\n\nInput: seventeen\nOutput: 17\n",
+    ],
+)
 def test_a_free_text_prompt_runs_on_a_fresh_folder(tmp_path, capsys, prefect_harness, monkeypatch, text):
     from tests.fake_llm_server import FakeLLMServer
 

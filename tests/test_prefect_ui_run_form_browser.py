@@ -17,19 +17,25 @@ import time
 
 import httpx
 import pytest
-
 from p2m.tasks.demo_service import stop_demo
 from p2m.tasks.processes import free_port, wait_until_serving
+
 from tests.conftest import DATASETS, EXAMPLE, REPO
 from tests.test_demo_browser import CHROMIUM
 from tests.test_pipeline import QUICK
 from tests.test_storage import s3  # noqa: F401 (the moto fixture)
 
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make test-browser installs it)")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make test-browser installs it)"),
+]
 
 PASTED = EXAMPLE.read_text(encoding="utf-8")
 TEST_SET = [("twelve", "12"), ("forty", "40"), ("three hundred one", "301")]
-DEPLOY = "from p2m.deployments.deploy import *; ensure_work_pools(); print(deploy_all(deployment_specs())['p2m-pipeline/pipeline'])"
+DEPLOY = (
+    "from p2m.deployments.deploy import *; ensure_work_pools(); "
+    "print(deploy_all(deployment_specs())['p2m-pipeline/pipeline'])"
+)
 
 
 def field(page, name: str):
@@ -57,44 +63,87 @@ def test_a_pasted_prompt_runs_from_the_form_and_its_page_shows_scores_and_the_de
 
     from p2m.tasks.storage import filesystem
 
-    filesystem().pipe("p2m/inputs/numbers_test.jsonl", "".join(json.dumps({"input": w, "output": d}) + "\n" for w, d in TEST_SET).encode())
+    filesystem().pipe(
+        "p2m/inputs/numbers_test.jsonl",
+        "".join(json.dumps({"input": w, "output": d}) + "\n" for w, d in TEST_SET).encode(),
+    )
     port, demo_port = free_port(), free_port()
     ui = f"http://127.0.0.1:{port}"
-    server_env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": f"{ui}/api",
-                  "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "true"}
+    server_env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_API_URL": f"{ui}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "true",
+    }
     # The worker's machine, as its admin set it up: teacher endpoint, S3 credentials, the datasets,
     # runs kept in S3, small settings for a one-minute run. The person at the UI sees none of it.
-    worker_env = {**server_env, "OPENAI_BASE_URL": numbers_server.base_url, "OPENAI_API_KEY": "test", "P2M_HOME": str(tmp_path / "home"),
-                  "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results"), "PREFECT_WORKER_QUERY_SECONDS": "1",
-                  "P2M_DATASETS_DIR": str(DATASETS), "P2M_RUNS_ROOT": "s3://p2m/runs", "P2M_DEMO_PORT": str(demo_port),
-                  **{f"P2M_{section.upper()}__{name.upper()}": str(value) for section, values in QUICK.items() for name, value in values.items()
-                     if (section, name) not in {("generation", "num_examples"), ("retrieval", "model")}}}
+    worker_env = {
+        **server_env,
+        "OPENAI_BASE_URL": numbers_server.base_url,
+        "OPENAI_API_KEY": "test",
+        "P2M_HOME": str(tmp_path / "home"),
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "P2M_DATASETS_DIR": str(DATASETS),
+        "P2M_RUNS_ROOT": "s3://p2m/runs",
+        "P2M_DEMO_PORT": str(demo_port),
+        **{
+            f"P2M_{section.upper()}__{name.upper()}": str(value)
+            for section, values in QUICK.items()
+            for name, value in values.items()
+            if (section, name) not in {("generation", "num_examples"), ("retrieval", "model")}
+        },
+    }
     with open(tmp_path / "server.log", "wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                  env=server_env, stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=server_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     worker = None
     try:
         wait_until_serving(server, f"{ui}/api/health", "Prefect server", 90, tmp_path / "server.log")
-        deployed = subprocess.run([sys.executable, "-c", DEPLOY], env=server_env, cwd=REPO, capture_output=True, text=True, timeout=180)
+        deployed = subprocess.run(
+            [sys.executable, "-c", DEPLOY], env=server_env, cwd=REPO, capture_output=True, text=True, timeout=180
+        )
         assert deployed.returncode == 0, deployed.stderr[-2000:]
         deployment_id = deployed.stdout.split()[-1]
         with open(tmp_path / "worker.log", "wb") as log:
-            worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "cpu"], cwd=REPO, env=worker_env,
-                                      stdout=log, stderr=subprocess.STDOUT)
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "prefect", "worker", "start", "--pool", "cpu"],
+                cwd=REPO,
+                env=worker_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
+            )
             page = browser.new_page(viewport={"width": 1300, "height": 1400})
             page.goto(f"{ui}/deployments/deployment/{deployment_id}/run")
             examples = field(page, "num_examples")
             examples.wait_for(timeout=60_000)
-            assert examples.get_attribute("type") == "number" and examples.input_value() == "100"  # the default, as a number
+            assert (
+                examples.get_attribute("type") == "number" and examples.input_value() == "100"
+            )  # the default, as a number
             page.screenshot(path=str(tmp_path / "1-form-defaults.png"))
 
             field(page, "prompt").fill(PASTED)
             examples.fill("-1")
             page.get_by_role("button", name="Submit").click()
-            page.get_by_text(re.compile("must be greater than or equal to 0|minimum", re.I)).first.wait_for(timeout=15_000)
+            page.get_by_text(re.compile("must be greater than or equal to 0|minimum", re.I)).first.wait_for(
+                timeout=15_000
+            )
             page.screenshot(path=str(tmp_path / "2-form-refuses.png"))
             assert httpx.post(f"{ui}/api/flow_runs/count", json={}).json() == 0  # refused before any run started
 
@@ -106,9 +155,15 @@ def test_a_pasted_prompt_runs_from_the_form_and_its_page_shows_scores_and_the_de
             page.screenshot(path=str(tmp_path / "3-form-prompt.png"))
             run_name = page.locator(".flow-run-name-input input").input_value()
             page.get_by_role("button", name="Submit").click()
-            page.wait_for_url(re.compile(r".*/deployments/deployment/.*"), timeout=30_000)  # Submit leads to the deployment's runs
+            page.wait_for_url(
+                re.compile(r".*/deployments/deployment/.*"), timeout=30_000
+            )  # Submit leads to the deployment's runs
             deadline = time.monotonic() + 30
-            while not (found := httpx.post(f"{ui}/api/flow_runs/filter", json={"flow_runs": {"name": {"any_": [run_name]}}}).json()):
+            while not (
+                found := httpx.post(
+                    f"{ui}/api/flow_runs/filter", json={"flow_runs": {"name": {"any_": [run_name]}}}
+                ).json()
+            ):
                 assert time.monotonic() < deadline, "Submit created no flow run"
                 time.sleep(0.5)
             [flow_run] = found
@@ -116,7 +171,11 @@ def test_a_pasted_prompt_runs_from_the_form_and_its_page_shows_scores_and_the_de
             flow_run_id = flow_run["id"]
 
             deadline = time.monotonic() + 600
-            while (state := httpx.get(f"{ui}/api/flow_runs/{flow_run_id}").json()["state"])["type"] not in ("COMPLETED", "FAILED", "CRASHED"):
+            while (state := httpx.get(f"{ui}/api/flow_runs/{flow_run_id}").json()["state"])["type"] not in (
+                "COMPLETED",
+                "FAILED",
+                "CRASHED",
+            ):
                 assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
                 time.sleep(2)
             assert state["type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-5000:]
@@ -127,7 +186,9 @@ def test_a_pasted_prompt_runs_from_the_form_and_its_page_shows_scores_and_the_de
             page.get_by_text("Artifacts", exact=True).first.click()
             page.get_by_text("p2m-summary").first.wait_for(timeout=30_000)
             page.screenshot(path=str(tmp_path / "5-run-artifacts.png"))
-            artifacts = httpx.post(f"{ui}/api/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}).json()
+            artifacts = httpx.post(
+                f"{ui}/api/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
+            ).json()
             by_key = {a["key"]: a for a in artifacts}
             assert {"p2m-summary", "p2m-loss-curve", "p2m-student-vs-teacher", "p2m-demo"} <= set(by_key)
 
@@ -146,7 +207,9 @@ def test_a_pasted_prompt_runs_from_the_form_and_its_page_shows_scores_and_the_de
             page.get_by_text("Convert the number written in English words to digits").first.wait_for(timeout=10_000)
             page.screenshot(path=str(tmp_path / "7-demo.png"))
             browser.close()
-        assert re.search(r"exact_match\s+[\d.]+\s+1\.0", summary_text), summary_text  # student and teacher (always right) scored
+        assert re.search(r"exact_match\s+[\d.]+\s+1\.0", summary_text), (
+            summary_text
+        )  # student and teacher (always right) scored
         assert "Run folder: s3://p2m/runs/convert-the-number-written-in-english" in summary_text
         assert f"http://127.0.0.1:{demo_port}/" in by_key["p2m-demo"]["data"]
     finally:

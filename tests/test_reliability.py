@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
-
 from p2m.tasks.config import LimitsConfig
 from p2m.tasks.errors import P2MError
 from p2m.tasks.llm import Endpoint, LLMClient
 from p2m.tasks.parse import read_prompt_file
 from p2m.tasks.spec import prompt_identity
+
 from tests.conftest import DATASETS, EXAMPLE, REPO
 from tests.fake_llm_server import FakeLLMServer
 
@@ -34,8 +34,14 @@ GOOD_YAML = "instruction: Reverse the text.\ndemonstrations:\n  - input: abc\n  
 def p2m(*args: str, cwd: Path, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
     """`p2m ARGS` as its own process (no network, this session's P2M and Prefect homes)."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "p2m.flows.cli", *args], cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "p2m.flows.cli", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def snapshot(folder: Path) -> dict:
@@ -50,9 +56,11 @@ def workdir(tmp_path_factory):
     (d / "binary.txt").write_bytes(os.urandom(2000) + b"\0")
     (d / "latin1.txt").write_bytes("Résumé: classe le ticket.\nInput: café\nOutput: boisson\n".encode("latin-1"))
     (d / "huge.txt").write_text("Classify.\n" + "Input: x\nOutput: y\n" * 20_000)
-    (d / "bomb.yaml").write_text('a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
-                                 "b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
-                                 "instruction: *c\n")
+    (d / "bomb.yaml").write_text(
+        'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+        "b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+        "instruction: *c\n"
+    )
     (d / "broken.yaml").write_text("instruction: Reverse it.\ndemonstrations:\n  - input: [abc\n")
     (d / "list.yaml").write_text("instruction:\n  - Reverse\n  - the text\n")
     (d / "nooutput.yaml").write_text("instruction: Reverse.\ndemonstrations:\n  - input: abc\n")
@@ -68,7 +76,9 @@ def workdir(tmp_path_factory):
     (d / "notadir" / "stray.txt").write_text("someone's file")
     made = d / "made"  # the example prompt's run folder, as if finished earlier
     made.mkdir()
-    (made / "run.json").write_text(json.dumps({"prompt_hash": prompt_identity(read_prompt_file(EXAMPLE)), "prompt_file": str(EXAMPLE)}))
+    (made / "run.json").write_text(
+        json.dumps({"prompt_hash": prompt_identity(read_prompt_file(EXAMPLE)), "prompt_file": str(EXAMPLE)})
+    )
     (made / "summary.json").write_text('{"finished": true, "metrics": {"student": {}}}')
     (made / "spec.json").write_text("{}")
     (made / "model").mkdir()
@@ -94,21 +104,61 @@ BAD_INPUTS = [
     ("--out holds other files", ["run", EX, "--out", "{d}/notadir"], {}, "not a p2m run folder"),
     ("--eval-data missing", ["run", EX, "--out", "{d}/made", "--eval-data", "{d}/nope.jsonl"], {}, "does not exist"),
     ("--eval-data empty", ["run", EX, "--out", "{d}/made", "--eval-data", "{d}/eval_empty.jsonl"], {}, "no rows"),
-    ("--eval-data partly broken", ["run", EX, "--out", "{d}/made", "--eval-data", "{d}/eval_broken.jsonl"], {}, "line 2"),
-    ("--eval-data row without output", ["run", EX, "--out", "{d}/made", "--eval-data", "{d}/eval_nooutput.jsonl"], {}, "row 2"),
-    ("--eval-data CSV quote left open", ["run", EX, "--out", "{d}/made", "--eval-data", "{d}/eval_quotes.csv"], {}, "line"),
+    (
+        "--eval-data partly broken",
+        ["run", EX, "--out", "{d}/made", "--eval-data", "{d}/eval_broken.jsonl"],
+        {},
+        "line 2",
+    ),
+    (
+        "--eval-data row without output",
+        ["run", EX, "--out", "{d}/made", "--eval-data", "{d}/eval_nooutput.jsonl"],
+        {},
+        "row 2",
+    ),
+    (
+        "--eval-data CSV quote left open",
+        ["run", EX, "--out", "{d}/made", "--eval-data", "{d}/eval_quotes.csv"],
+        {},
+        "line",
+    ),
     ("--datasets-dir is a file", ["run", EX, "--out", "{d}/made", "--datasets-dir", "{d}/a_file"], {}, "not a folder"),
-    ("--datasets-index not an index", ["run", EX, "--out", "{d}/made", "--datasets-index", "{d}/a_file"], {}, "not an index"),
-    ("--dataset unknown", ["run", EX, "--out", "{d}/made", "--datasets-dir", str(DATASETS), "--dataset", "nope"], {}, "no such dataset"),
+    (
+        "--datasets-index not an index",
+        ["run", EX, "--out", "{d}/made", "--datasets-index", "{d}/a_file"],
+        {},
+        "not an index",
+    ),
+    (
+        "--dataset unknown",
+        ["run", EX, "--out", "{d}/made", "--datasets-dir", str(DATASETS), "--dataset", "nope"],
+        {},
+        "no such dataset",
+    ),
     ("--model unknown", ["run", EX, "--out", "{d}/made", "--model", "gpt-17"], {}, "unknown"),
     ("--num-examples negative", ["run", EX, "--out", "{d}/made", "--num-examples", "-3"], {}, "num_examples"),
     ("--num-examples huge", ["run", EX, "--out", "{d}/made", "--num-examples", "1000000000"], {}, "num_examples"),
     ("--num-examples not a number", ["run", EX, "--num-examples", "many"], {}, "invalid int"),
     ("unknown flag", ["run", EX, "--epoch", "3"], {}, "unrecognized arguments"),
-    ("misspelt variable", ["run", EX, "--out", "{d}/made"], {"P2M_GENERATON__NUM_EXAMPLES": "5"}, "P2M_GENERATION__NUM_EXAMPLES"),
+    (
+        "misspelt variable",
+        ["run", EX, "--out", "{d}/made"],
+        {"P2M_GENERATON__NUM_EXAMPLES": "5"},
+        "P2M_GENERATION__NUM_EXAMPLES",
+    ),
     ("bad variable value", ["run", EX, "--out", "{d}/made"], {"P2M_TRAIN__EPOCHS": "three"}, "P2M_TRAIN__EPOCHS"),
-    ("OpenAI without a key", ["run", EX, "--out", "{d}/made"], {"OPENAI_BASE_URL": "https://api.openai.com/v1"}, "needs a key"),
-    ("endpoint that is no URL", ["run", EX, "--out", "{d}/made"], {"OPENAI_BASE_URL": "localhost:8000"}, "not an http(s) URL"),
+    (
+        "OpenAI without a key",
+        ["run", EX, "--out", "{d}/made"],
+        {"OPENAI_BASE_URL": "https://api.openai.com/v1"},
+        "needs a key",
+    ),
+    (
+        "endpoint that is no URL",
+        ["run", EX, "--out", "{d}/made"],
+        {"OPENAI_BASE_URL": "localhost:8000"},
+        "not an http(s) URL",
+    ),
     ("bad price table", ["run", EX, "--out", "{d}/made"], {"P2M_PRICES_FILE": "{d}/prices.json"}, "P2M_PRICES_FILE"),
     ("train without a run", ["train", "{d}/notadir"], {}, "p2m run PROMPT"),
     ("evaluate with broken test set", ["evaluate", "{d}/made", "--eval-data", "{d}/eval_broken.jsonl"], {}, "line 2"),
@@ -133,8 +183,20 @@ def test_bad_input_is_one_line_and_exit_2_and_changes_nothing(workdir, case, arg
 def test_an_unreachable_teacher_is_one_line_after_the_flow_started(workdir, tmp_path):
     """The teacher is contacted only when a stage needs it: the error comes from inside the flow,
     and Prefect's own error log and traceback stay off the terminal."""
-    result = p2m("run", EX, "--out", str(tmp_path / "run"), "--datasets-dir", str(DATASETS), "--model", "tiny-gpt2",
-                 "--num-examples", "4", cwd=REPO, env={"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
+    result = p2m(
+        "run",
+        EX,
+        "--out",
+        str(tmp_path / "run"),
+        "--datasets-dir",
+        str(DATASETS),
+        "--model",
+        "tiny-gpt2",
+        "--num-examples",
+        "4",
+        cwd=REPO,
+        env={"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"},
+    )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2
     assert lines[-1].startswith("p2m: error: cannot reach the LLM endpoint"), result.stderr
@@ -149,9 +211,18 @@ MSG = [{"role": "user", "content": "hi"}]
 
 
 def client(server, tmp_path, **limits) -> LLMClient:
-    settings = {"requests_per_minute": 60_000, "tokens_per_minute": 10_000_000, "request_timeout": 2, "give_up_after": 60} | limits
-    return LLMClient(Endpoint(server.base_url, "k", server.model), LimitsConfig(**settings), tmp_path / "cache.sqlite",
-                     log_path=tmp_path / "log.jsonl")
+    settings = {
+        "requests_per_minute": 60_000,
+        "tokens_per_minute": 10_000_000,
+        "request_timeout": 2,
+        "give_up_after": 60,
+    } | limits
+    return LLMClient(
+        Endpoint(server.base_url, "k", server.model),
+        LimitsConfig(**settings),
+        tmp_path / "cache.sqlite",
+        log_path=tmp_path / "log.jsonl",
+    )
 
 
 def test_a_429_storm_with_short_retry_after_slows_down_and_succeeds(tmp_path):
@@ -183,7 +254,9 @@ def test_a_teacher_that_hangs_ends_the_stage_within_its_give_up_time(tmp_path):
         results = asyncio.run(four())
         server.fault_always = None
     assert time.monotonic() - started < 20
-    assert all(isinstance(r, P2MError) and "has answered nothing" in str(r) and "timeouts" in str(r) for r in results), results
+    assert all(
+        isinstance(r, P2MError) and "has answered nothing" in str(r) and "timeouts" in str(r) for r in results
+    ), results
 
 
 def test_an_endpoint_that_is_not_an_openai_server_is_named(tmp_path):
@@ -245,7 +318,9 @@ def test_truncated_replies_are_rejected_and_counted(tmp_path, fast_limits):
     spec = parse_prompt(read_prompt_file(EXAMPLE))
     with FakeLLMServer(lambda m, r: '{"input": "forty-one", "outp') as server:
         llm = LLMClient(Endpoint(server.base_url, "k", server.model), fast_limits, tmp_path / "c.sqlite")
-        report = asyncio.run(generate_examples(llm, spec, GenerationConfig(num_examples=5, batch_size=2, max_stale_batches=2)))
+        report = asyncio.run(
+            generate_examples(llm, spec, GenerationConfig(num_examples=5, batch_size=2, max_stale_batches=2))
+        )
     assert report.examples == [] and report.rejected == {"not_json": 4} and "2 batches in a row" in report.stop_reason
 
 
@@ -258,7 +333,11 @@ def test_a_user_error_in_generation_is_not_retried_and_the_counts_are_written(tm
         server.fault_always = "401"
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         with pytest.raises(P2MError, match="rejected the API key"):
-            generate_flow(prompt_file=str(EXAMPLE), out_dir=str(tmp_path / "gen"), overrides={"generation": {"num_examples": 3, "batch_size": 1}})
+            generate_flow(
+                prompt_file=str(EXAMPLE),
+                out_dir=str(tmp_path / "gen"),
+                overrides={"generation": {"num_examples": 3, "batch_size": 1}},
+            )
         assert len(server.requests) == 1
     report = json.loads((tmp_path / "gen" / "generation.json").read_text())
     assert "rejected the API key" in report["failed"] and report["usage"]["sent"] == 1
@@ -270,17 +349,39 @@ def test_kill_9_leaves_no_process_behind(tmp_path):
 
     with FakeLLMServer(lambda m, r: "ok", latency_s=5) as server:
         env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "k"}
-        proc = subprocess.Popen([sys.executable, "-m", "p2m.flows.cli", "run", EX, "--out", str(tmp_path / "run"), "--model", "tiny-gpt2",
-                                 "--num-examples", "50", "--dataset", "none"], cwd=REPO, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "p2m.flows.cli",
+                "run",
+                EX,
+                "--out",
+                str(tmp_path / "run"),
+                "--model",
+                "tiny-gpt2",
+                "--num-examples",
+                "50",
+                "--dataset",
+                "none",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         # Not `p2m` as a console script but `python -m p2m.flows.cli`: main() gets no argv either way.
         deadline = time.monotonic() + 120
         children: list = []
         while time.monotonic() < deadline and not server.requests:
-            children = [c for c in psutil.Process(proc.pid).children(recursive=True) if "reaper" not in " ".join(c.cmdline())]
+            children = [
+                c for c in psutil.Process(proc.pid).children(recursive=True) if "reaper" not in " ".join(c.cmdline())
+            ]
             time.sleep(0.5)
         assert server.requests and children, "the run never reached generation"
-        children = [c for c in psutil.Process(proc.pid).children(recursive=True) if "reaper" not in " ".join(c.cmdline())]
+        children = [
+            c for c in psutil.Process(proc.pid).children(recursive=True) if "reaper" not in " ".join(c.cmdline())
+        ]
         proc.kill()
         proc.wait()
         _, alive = psutil.wait_procs(children, timeout=15)

@@ -1,5 +1,4 @@
 import pytest
-
 from p2m.tasks.config import RetrievalConfig, StudentConfig
 from p2m.tasks.errors import BadInputError
 from p2m.tasks.parse import parse_prompt, read_prompt_file
@@ -7,6 +6,7 @@ from p2m.tasks.registry import scan_datasets
 from p2m.tasks.retrieve_datasets import map_columns, retrieve_dataset, unusable_reason
 from p2m.tasks.retrieve_model import choose_model
 from p2m.tasks.run_store import dataset_rows, read_json
+
 from tests.conftest import DATASETS, EXAMPLE
 
 SPEC = parse_prompt(read_prompt_file(EXAMPLE))
@@ -73,11 +73,25 @@ def test_llm_reranker_majority_vote_can_overrule_or_reject(tmp_path):
             return self.replies
 
     cfg = RetrievalConfig(rerank="llm", max_rows=5, min_dataset_score=0.0)
-    picked = retrieve_dataset(SPEC, cfg, DATASETS, tmp_path / "a", llm=Voter(['{"dataset": "celsius_to_fahrenheit"}'] * 2 + ['{"dataset": "number_words"}']))
+    picked = retrieve_dataset(
+        SPEC,
+        cfg,
+        DATASETS,
+        tmp_path / "a",
+        llm=Voter(['{"dataset": "celsius_to_fahrenheit"}'] * 2 + ['{"dataset": "number_words"}']),
+    )
     assert picked["chosen"] == "celsius_to_fahrenheit" and picked["rerank"]["winner"] == "celsius_to_fahrenheit"
-    rejected = retrieve_dataset(SPEC, cfg, DATASETS, tmp_path / "b", llm=Voter(['{"dataset": "none"}', '{"dataset": "none"}', "garbage"]))
+    rejected = retrieve_dataset(
+        SPEC, cfg, DATASETS, tmp_path / "b", llm=Voter(['{"dataset": "none"}', '{"dataset": "none"}', "garbage"])
+    )
     assert rejected["chosen"] is None and "none of the candidates fits" in rejected["reason"]
-    tie = retrieve_dataset(SPEC, cfg, DATASETS, tmp_path / "c", llm=Voter(['{"dataset": "none"}', '{"dataset": "celsius_to_fahrenheit"}', "x"]))
+    tie = retrieve_dataset(
+        SPEC,
+        cfg,
+        DATASETS,
+        tmp_path / "c",
+        llm=Voter(['{"dataset": "none"}', '{"dataset": "celsius_to_fahrenheit"}', "x"]),
+    )
     assert tie["chosen"] == "number_words" and tie["rerank"]["winner"] is None
 
 

@@ -12,9 +12,9 @@ import sys
 import time
 
 import pytest
-
 from p2m.deployments.deploy import deploy_all, deployment_specs, ensure_work_pools
 from p2m.tasks.run_store import read_json
+
 from tests.conftest import DATASETS, EXAMPLE, REPO
 from tests.fake_llm_server import request_kind
 from tests.test_pipeline import QUICK, states
@@ -37,8 +37,14 @@ class Workers:
         from prefect.settings import PREFECT_API_URL
 
         self.log_path = log_path
-        self.env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "OPENAI_BASE_URL": llm_url, "OPENAI_API_KEY": "test",
-                    "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "WARNING"}
+        self.env = {
+            **os.environ,
+            "PREFECT_API_URL": PREFECT_API_URL.value(),
+            "OPENAI_BASE_URL": llm_url,
+            "OPENAI_API_KEY": "test",
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+        }
         self.started: list[subprocess.Popen] = []
 
     def start(self, pools, **extra_env) -> dict:
@@ -46,8 +52,15 @@ class Workers:
         env = {**self.env, **extra_env}
         for pool in pools:
             with open(self.log_path, "ab") as log:
-                self.started.append(subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool], cwd=REPO,
-                                                     env=env, stdout=log, stderr=subprocess.STDOUT))
+                self.started.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool],
+                        cwd=REPO,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
         return env
 
     def kill_hard(self) -> int:
@@ -101,20 +114,30 @@ def test_deployed_run_fails_in_training_and_retry_reruns_only_training_onward(tm
     (out / "checkpoints").write_text("a file where training wants its checkpoint folder")
     overrides = {**QUICK, "datasets_dir": str(DATASETS)}
     # publish_demo off: the deployment serves the demo by default (a long-running process these tests do not need).
-    flow_run = run_deployment("p2m-pipeline/pipeline", parameters={"prompt_file": str(EXAMPLE), "out_dir": str(out), "overrides": overrides,
-                                                                   "publish_demo": False}, timeout=0)
+    flow_run = run_deployment(
+        "p2m-pipeline/pipeline",
+        parameters={"prompt_file": str(EXAMPLE), "out_dir": str(out), "overrides": overrides, "publish_demo": False},
+        timeout=0,
+    )
     with get_client(sync_client=True) as client:
         assert wait_for_final_state(client, flow_run.id).is_failed(), workers.log_tail()
         failed = states(read_json(out / "summary.json"))
         assert failed["train"] == "Failed" and failed["process"] == "Completed"
 
         (out / "checkpoints").unlink()  # the cause, fixed
-        retry = subprocess.run([sys.executable, "-m", "prefect", "flow-run", "retry", str(flow_run.id)], env=env,
-                               capture_output=True, text=True, timeout=120)
+        retry = subprocess.run(
+            [sys.executable, "-m", "prefect", "flow-run", "retry", str(flow_run.id)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert retry.returncode == 0, retry.stdout + retry.stderr
         assert wait_for_final_state(client, flow_run.id).is_completed(), workers.log_tail()
     resumed = states(read_json(out / "summary.json"))
-    assert [resumed[s] for s in ("parse", "retrieve_datasets", "generate", "retrieve_model", "process")] == ["Cached"] * 5
+    assert [resumed[s] for s in ("parse", "retrieve_datasets", "generate", "retrieve_model", "process")] == [
+        "Cached"
+    ] * 5
     assert [resumed[s] for s in ("train", "evaluate", "publish_demo")] == ["Completed"] * 3
 
 
@@ -128,8 +151,16 @@ def test_training_runs_on_the_gpu_pool_as_a_subflow(tmp_path, workers):
     ensure_work_pools()
     deploy_all(deployment_specs())
     out = tmp_path / "run"
-    flow_run = run_deployment("p2m-pipeline/pipeline", timeout=0, parameters={
-        "prompt_file": str(EXAMPLE), "out_dir": str(out), "overrides": {**QUICK, "datasets_dir": str(DATASETS)}, "publish_demo": False})
+    flow_run = run_deployment(
+        "p2m-pipeline/pipeline",
+        timeout=0,
+        parameters={
+            "prompt_file": str(EXAMPLE),
+            "out_dir": str(out),
+            "overrides": {**QUICK, "datasets_dir": str(DATASETS)},
+            "publish_demo": False,
+        },
+    )
     with get_client(sync_client=True) as client:
         assert wait_for_final_state(client, flow_run.id).is_completed(), workers.log_tail()
         children = [r for r in client.read_flow_runs(limit=20) if r.parent_task_run_id and r.deployment_id]
@@ -137,7 +168,9 @@ def test_training_runs_on_the_gpu_pool_as_a_subflow(tmp_path, workers):
     assert any(r.deployment_id == gpu.id for r in children)
     stages = read_json(out / "summary.json")["stages"]
     assert [(s["stage"], s.get("via")) for s in stages if s["stage"] in ("train", "evaluate")] == [
-        ("train", "p2m-train-evaluate/gpu"), ("evaluate", "p2m-train-evaluate/gpu")]
+        ("train", "p2m-train-evaluate/gpu"),
+        ("evaluate", "p2m-train-evaluate/gpu"),
+    ]
     assert read_json(out / "metrics.json")["student"]["held_out"]["n"] > 0
 
 
@@ -145,9 +178,8 @@ def test_training_runs_on_the_gpu_pool_as_a_subflow(tmp_path, workers):
 def crash_detection(prefect_harness):
     """p2m's crash automation with a 60 s window, removed afterwards: it would mark the runs of
     later tests' workers (heartbeat every 180 s) as crashed."""
-    from prefect.client.orchestration import get_client
-
     from p2m.deployments.deploy import CRASH_AUTOMATION, ensure_crash_detection
+    from prefect.client.orchestration import get_client
 
     ensure_crash_detection(within_seconds=60)
     yield
@@ -156,7 +188,9 @@ def crash_detection(prefect_harness):
             client.delete_automation(automation.id)
 
 
-def test_worker_killed_mid_run_is_marked_crashed_and_retry_keeps_every_finished_stage(tmp_path, workers, numbers_server, crash_detection):
+def test_worker_killed_mid_run_is_marked_crashed_and_retry_keeps_every_finished_stage(
+    tmp_path, workers, numbers_server, crash_detection
+):
     """The machine running a deployed run dies during evaluation (worker and flow process SIGKILLed).
     Heartbeats stop, p2m's automation marks the run Crashed; `prefect flow-run retry` on a new
     worker serves every stage that had finished from the cache and runs evaluation onward."""
@@ -170,10 +204,21 @@ def test_worker_killed_mid_run_is_marked_crashed_and_retry_keeps_every_finished_
     ensure_work_pools()
     deploy_all(deployment_specs())
     # The teacher baseline (evaluation's temperature-0 answers) never returns: the run is mid-evaluation.
-    numbers_server.stall_if = lambda body: body.get("temperature") == 0 and request_kind(body["messages"])[0] == "answer"
+    numbers_server.stall_if = lambda body: (
+        body.get("temperature") == 0 and request_kind(body["messages"])[0] == "answer"
+    )
     out = tmp_path / "run"
-    flow_run = run_deployment("p2m-pipeline/pipeline", timeout=0, parameters={
-        "prompt_file": str(EXAMPLE), "out_dir": str(out), "datasets_dir": str(DATASETS), "overrides": QUICK, "publish_demo": False})
+    flow_run = run_deployment(
+        "p2m-pipeline/pipeline",
+        timeout=0,
+        parameters={
+            "prompt_file": str(EXAMPLE),
+            "out_dir": str(out),
+            "datasets_dir": str(DATASETS),
+            "overrides": QUICK,
+            "publish_demo": False,
+        },
+    )
     deadline = time.monotonic() + 300
     while not numbers_server.stalled:
         assert time.monotonic() < deadline, workers.log_tail()
@@ -188,11 +233,18 @@ def test_worker_killed_mid_run_is_marked_crashed_and_retry_keeps_every_finished_
         assert crashed.is_crashed(), crashed
         numbers_server.stall_if = None
         workers.start(["cpu"], **machine)
-        retry = subprocess.run([sys.executable, "-m", "prefect", "flow-run", "retry", str(flow_run.id)], env=env,
-                               capture_output=True, text=True, timeout=120)
+        retry = subprocess.run(
+            [sys.executable, "-m", "prefect", "flow-run", "retry", str(flow_run.id)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert retry.returncode == 0, retry.stdout + retry.stderr
         assert wait_for_final_state(client, flow_run.id).is_completed(), workers.log_tail()
     resumed = states(read_json(out / "summary.json"))
-    assert [resumed[s] for s in ("parse", "retrieve_datasets", "generate", "retrieve_model", "process", "train")] == ["Cached"] * 6
+    assert [resumed[s] for s in ("parse", "retrieve_datasets", "generate", "retrieve_model", "process", "train")] == [
+        "Cached"
+    ] * 6
     assert [resumed[s] for s in ("evaluate", "publish_demo")] == ["Completed"] * 2
     assert read_json(out / "metrics.json")["teacher"]["held_out"]["n"] > 0

@@ -16,27 +16,37 @@ from tests.test_pipeline import QUICK, states
 def s3(monkeypatch):
     import boto3
     from moto.server import ThreadedMotoServer
-
     from p2m.tasks.processes import free_port
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    for var, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-                       "AWS_ENDPOINT_URL": endpoint}.items():
+    for var, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }.items():
         monkeypatch.setenv(var, value)
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="p2m")  # s3fs mkdir fails on moto
     yield endpoint
     server.stop()
 
 
-def test_a_run_continues_from_s3_on_a_machine_without_its_folder(tmp_path, s3, prefect_harness, numbers_server, monkeypatch):
+def test_a_run_continues_from_s3_on_a_machine_without_its_folder(
+    tmp_path, s3, prefect_harness, numbers_server, monkeypatch
+):
     from p2m.flows.pipeline import pipeline
     from p2m.tasks.storage import filesystem
 
     monkeypatch.setenv("OPENAI_BASE_URL", numbers_server.base_url)
-    overrides = {**QUICK, "datasets_dir": str(DATASETS), "storage_url": "s3://p2m/team", "train": {"epochs": 1, "seed": 11}}
+    overrides = {
+        **QUICK,
+        "datasets_dir": str(DATASETS),
+        "storage_url": "s3://p2m/team",
+        "train": {"epochs": 1, "seed": 11},
+    }
     out = tmp_path / "runs" / "run"  # the same path on every machine (a deployment parameter)
     first = pipeline(prompt_file=str(EXAMPLE), out_dir=str(out), overrides=overrides)
     assert set(states(first).values()) == {"Completed"}

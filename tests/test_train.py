@@ -1,7 +1,6 @@
 """Training and evaluation on tiny models of both architectures (random weights: the code paths, not the quality)."""
 
 import pytest
-
 from p2m.tasks.config import EvalConfig, ProcessConfig, TrainConfig
 from p2m.tasks.evaluate_model import evaluate_run
 from p2m.tasks.inference import exact_match, normalise_answer
@@ -9,6 +8,7 @@ from p2m.tasks.parse import parse_prompt, read_prompt_file
 from p2m.tasks.process import make_splits
 from p2m.tasks.run_store import read_jsonl, rows_to_dataset
 from p2m.tasks.train import choose_max_length, encode_example, train_student
+
 from tests.conftest import EXAMPLE
 
 SPEC = parse_prompt(read_prompt_file(EXAMPLE))
@@ -34,23 +34,36 @@ def test_splits_are_deduplicated_and_disjoint(splits):
     assert not set(ds["test"]["input"]) & set(ds["train"]["input"])
 
 
-@pytest.mark.parametrize("model, architecture, lora", [("tiny-gpt2", "decoder-only", False), ("tiny-t5", "encoder-decoder", False),
-                                                       ("tiny-gpt2", "decoder-only", True)])
+@pytest.mark.parametrize(
+    "model, architecture, lora",
+    [("tiny-gpt2", "decoder-only", False), ("tiny-t5", "encoder-decoder", False), ("tiny-gpt2", "decoder-only", True)],
+)
 def test_train_then_evaluate_both_architectures(splits, tmp_path, model, architecture, lora):
     from p2m.tasks.config import Settings
 
     out, _ = splits
     choice = {"name": model, "path": f"embedded:{model}", "architecture": architecture}
-    record = train_student(out / "splits", choice, SPEC.instruction, TrainConfig(epochs=2, batch_size=8, lora=lora), tmp_path, Settings().home)
+    record = train_student(
+        out / "splits",
+        choice,
+        SPEC.instruction,
+        TrainConfig(epochs=2, batch_size=8, lora=lora),
+        tmp_path,
+        Settings().home,
+    )
     assert record["steps"] > 0 and record["architecture"] == architecture
     log = read_jsonl(tmp_path / "train_log.jsonl")
     assert sum("eval_loss" in e for e in log) == 2  # validation every epoch: loss and generation metrics
     assert sum("eval_exact_match" in e for e in log) == 2
     assert (tmp_path / "model" / "model.safetensors").exists() and not (tmp_path / "model" / "README.md").exists()
-    metrics = evaluate_run(SPEC, out / "splits", tmp_path / "model", architecture, EvalConfig(max_new_tokens=4), tmp_path)
+    metrics = evaluate_run(
+        SPEC, out / "splits", tmp_path / "model", architecture, EvalConfig(max_new_tokens=4), tmp_path
+    )
     assert set(metrics["student"]["held_out"]) >= {"exact_match", "chrf", "bertscore_f1", "ms_per_example"}
     assert len(read_jsonl(tmp_path / "predictions.jsonl")) == 4
-    assert "Scores: held_out" in (tmp_path / "model_card.md").read_text()  # the card is its own artifact, after evaluation
+    assert (
+        "Scores: held_out" in (tmp_path / "model_card.md").read_text()
+    )  # the card is its own artifact, after evaluation
 
 
 def test_training_resumes_from_its_last_checkpoint(splits, tmp_path):
@@ -83,8 +96,12 @@ def test_batch_size_follows_sequence_length_when_not_set(splits, tmp_path):
     assert choose_batch_size(32, 135_000_000, cuda=False) == 64 and choose_batch_size(512, 135_000_000, cuda=False) == 4
     out, _ = splits
     choice = {"name": "tiny-gpt2", "path": "embedded:tiny-gpt2", "architecture": "decoder-only"}
-    record = train_student(out / "splits", choice, SPEC.instruction, TrainConfig(epochs=1, batch_size=None), tmp_path, Settings().home)
-    assert record["batch_size"] == choose_batch_size(record["max_length"], 0, cuda=False, num_examples=record["train_examples"])
+    record = train_student(
+        out / "splits", choice, SPEC.instruction, TrainConfig(epochs=1, batch_size=None), tmp_path, Settings().home
+    )
+    assert record["batch_size"] == choose_batch_size(
+        record["max_length"], 0, cuda=False, num_examples=record["train_examples"]
+    )
     assert choose_batch_size(32, 135_000_000, cuda=False, num_examples=200) == 8  # 25 steps an epoch for a small set
 
 
@@ -96,7 +113,6 @@ def test_exact_match_normalises():
 def test_gpu_decisions_without_a_gpu(monkeypatch):
     """No GPU on these machines: the choices a GPU worker makes are checked on their inputs."""
     import torch
-
     from p2m.tasks.train import choose_batch_size, mixed_precision
 
     assert mixed_precision(cuda=True, bf16_supported=True) == {"bf16": True, "fp16": False}  # A100, H100, L4
