@@ -293,6 +293,9 @@ class Settings(BaseSettings):
     local_teacher_threads: int | None = Field(
         None, ge=1, description="CPU threads for the local teacher; None: every core."
     )
+    local_teacher_gpu_layers: int = Field(
+        -1, ge=-1, description="Local teacher layers on the GPU with a GPU build of xllamacpp: -1 all, 0 none."
+    )
     train_deployment: str | None = Field(
         None,
         description=(

@@ -10,64 +10,27 @@ the page's own API.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 from p2m.tasks.errors import P2MError
-from p2m.tasks.processes import wait_until_serving
-from p2m.tasks.run_store import read_json, write_json
+from p2m.tasks.processes import ServiceSlot, wait_until_serving
+from p2m.tasks.run_store import write_json
 
 HEALTH_TIMEOUT_S = 180
 
 
-def _state_file(home: Path, port: int) -> Path:
-    return Path(home) / "demos" / f"{port}.json"
-
-
-def started_demo(record: dict) -> bool:
-    """Whether the process in a state file is still the demo p2m started: same process id, same
-    start time, a `demo` command line. A stale file (the demo died, its id was reused) is not."""
-    import psutil
-
-    try:
-        proc = psutil.Process(int(record["pid"]))
-        same_start = abs(proc.create_time() - float(record["started"])) < 5
-        return same_start and "demo" in proc.cmdline() and os.getpgid(proc.pid) == proc.pid
-    except (psutil.Error, KeyError, TypeError, ValueError, ProcessLookupError):
-        return False
+def demo_slot(home: Path, port: int) -> ServiceSlot:
+    """The demo p2m runs on `port` (state in P2M_HOME/demos/PORT.json, log beside it)."""
+    return ServiceSlot(Path(home), "demos", "demo", port)
 
 
 def stop_demo(home: Path, port: int) -> bool:
     """Stop the demo p2m started on `port`, if any; returns whether one was running.
 
-    Only a process that `started_demo` recognises is stopped; a stale state file is just removed.
+    Only a process that the state file still describes is stopped; a stale file is just removed.
     """
-    state = _state_file(home, port)
-    if not state.exists():
-        return False
-    try:
-        record = read_json(state)
-    except ValueError:
-        record = {}
-    state.unlink()
-    if not started_demo(record):
-        return False
-    pid = int(record["pid"])
-    try:
-        os.killpg(pid, signal.SIGTERM)  # the demo leads its own process group
-    except ProcessLookupError:
-        return False
-    for _ in range(50):
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    os.killpg(pid, signal.SIGKILL)
-    return True
+    return demo_slot(home, port).stop(wait_s=5)
 
 
 def publish_demo(run_dir: Path, home: Path, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None) -> dict:
@@ -79,28 +42,13 @@ def publish_demo(run_dir: Path, home: Path, host: str = "127.0.0.1", port: int =
     run_dir = Path(run_dir).resolve()
     if not (run_dir / "model").exists():
         raise P2MError(f"{run_dir} has no trained model to publish; run `p2m run PROMPT --out {run_dir}` first")
-    replaced = stop_demo(home, port)
-    log_path = _state_file(home, port).with_suffix(".log")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "p2m.flows.cli", "demo", str(run_dir), "--host", host, "--port", str(port)]
+    slot = demo_slot(home, port)
+    replaced = slot.stop(wait_s=5)
     env = {k: v for k, v in os.environ.items() if k != "P2M_DEMO_AUTH"}
     if auth:
         env["P2M_DEMO_AUTH"] = auth  # in the environment, which only this user can read; a command line is public
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-            cwd=Path(__file__).resolve().parent.parent,
-        )
-    import psutil
-
-    write_json(
-        _state_file(home, port),
-        {"pid": proc.pid, "run_dir": str(run_dir), "started": psutil.Process(proc.pid).create_time()},
-    )
+    proc = slot.start(run_dir, ["--host", host, "--port", str(port)], env)
+    log_path = slot.log_path
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
     sample = check_health(url, proc, run_dir, auth, log_path)
     record = {

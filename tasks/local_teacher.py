@@ -42,8 +42,14 @@ class LocalTeacher:
     model: str
 
 
-def start_server(model_path: Path, port: int, api_key: str | None, slots: int, threads: int, alias: str):
-    """An `xllamacpp.Server` serving `model_path` on 127.0.0.1:`port` (it serves until dropped)."""
+def start_server(
+    model_path: Path, port: int, api_key: str | None, slots: int, threads: int, alias: str, gpu_layers: int = -1
+):
+    """An `xllamacpp.Server` serving `model_path` on 127.0.0.1:`port` (it serves until dropped).
+
+    `gpu_layers`: layers offloaded to a GPU, -1 all; it matters only with a GPU build of xllamacpp
+    (CUDA, ROCm, Vulkan); PyPI's CPU build has no GPU device and keeps every layer on the CPU.
+    """
     import xllamacpp
 
     params = xllamacpp.CommonParams()
@@ -52,6 +58,7 @@ def start_server(model_path: Path, port: int, api_key: str | None, slots: int, t
     params.port = port
     params.ui = False  # no web page: an API for p2m
     params.offline = True  # never download anything
+    params.n_gpu_layers = gpu_layers
     params.n_parallel = slots
     params.n_ctx = CONTEXT_PER_SLOT * slots  # shared by the slots
     params.cpuparams.n_threads = threads
@@ -70,7 +77,12 @@ def start_server(model_path: Path, port: int, api_key: str | None, slots: int, t
 
 @contextlib.contextmanager
 def running_local_teacher(
-    home: Path, model: str | None = None, port: int = 0, slots: int = 4, threads: int | None = None
+    home: Path,
+    model: str | None = None,
+    port: int = 0,
+    slots: int = 4,
+    threads: int | None = None,
+    gpu_layers: int = -1,
 ):
     """Start the local teacher in a child process; yields a LocalTeacher; stops it on exit.
 
@@ -97,6 +109,8 @@ def running_local_teacher(
         str(slots),
         "--threads",
         str(threads or os.cpu_count() or 1),
+        "--gpu-layers",
+        str(gpu_layers),
     ]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -125,11 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--gpu-layers", type=int, default=-1, help="layers on the GPU (GPU builds): -1 all, 0 none")
     args = parser.parse_args(argv)
     name, path = (
         (args.name or args.model_path.stem, args.model_path) if args.model_path else teacher_gguf(args.name, args.home)
     )
-    server = start_server(path, args.port, os.environ.get(KEY_VARIABLE), args.slots, args.threads, name)  # noqa: F841 (serves while referenced)
+    key = os.environ.get(KEY_VARIABLE)
+    server = start_server(path, args.port, key, args.slots, args.threads, name, args.gpu_layers)  # noqa: F841 (serves while referenced)
     print(f"local teacher {name} on http://127.0.0.1:{args.port}/v1", flush=True)
     # SIGTERM ends the process at once and the port is free; dropping the server object instead
     # would wait for any request still in flight (llama.cpp joins its HTTP threads).

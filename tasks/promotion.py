@@ -295,8 +295,7 @@ def republish(run_dir: Path, home: Path) -> list[str]:
     folder is left alone.
     """
     from p2m.tasks.config import load_settings
-    from p2m.tasks.demo_service import _state_file as demo_state
-    from p2m.tasks.demo_service import publish_demo, started_demo
+    from p2m.tasks.demo_service import demo_slot, publish_demo
     from p2m.tasks.serve_service import publish_student, running_server
 
     settings = load_settings()
@@ -306,9 +305,8 @@ def republish(run_dir: Path, home: Path) -> list[str]:
     if server and server.get("run_dir") == run_dir:
         record = publish_student(Path(run_dir), home, settings.serve)
         restarted.append(f"the student server at {record['base_url']}")
-    state = demo_state(home, settings.demo_port)
-    demo = read_json(state) if state.exists() else None
-    if demo and demo.get("run_dir") == run_dir and started_demo(demo):
+    demo = demo_slot(home, settings.demo_port).running()
+    if demo and demo.get("run_dir") == run_dir:
         record = publish_demo(Path(run_dir), home, settings.demo_host, settings.demo_port, settings.demo_auth)
         restarted.append(f"the demo at {record['url']}")
     return restarted

@@ -11,75 +11,30 @@ answers one demonstration through the OpenAI protocol. The API key travels in th
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from p2m.tasks.config import ServeConfig
 from p2m.tasks.errors import P2MError
-from p2m.tasks.processes import wait_until_serving
+from p2m.tasks.processes import ServiceSlot, wait_until_serving
 from p2m.tasks.run_store import read_json, write_json
 
 # A first start may export the model (GGUF conversion and the check on the held-out split).
 HEALTH_TIMEOUT_S = 900
 
 
-def _state_file(home: Path, port: int) -> Path:
-    return Path(home) / "students" / f"{port}.json"
-
-
-def started_server(record: dict) -> bool:
-    """Whether the process in a state file is still the server p2m started (same id, start time, command)."""
-    import psutil
-
-    try:
-        proc = psutil.Process(int(record["pid"]))
-        return (
-            abs(proc.create_time() - float(record["started"])) < 5
-            and "serve" in proc.cmdline()
-            and os.getpgid(proc.pid) == proc.pid
-        )
-    except (psutil.Error, KeyError, TypeError, ValueError, ProcessLookupError):
-        return False
+def student_slot(home: Path, port: int) -> ServiceSlot:
+    """The student server p2m runs on `port` (state in P2M_HOME/students/PORT.json, log beside it)."""
+    return ServiceSlot(Path(home), "students", "serve", port)
 
 
 def stop_student_server(home: Path, port: int) -> bool:
     """Stop the student server p2m started on `port`, if any; returns whether one was running."""
-    state = _state_file(home, port)
-    if not state.exists():
-        return False
-    try:
-        record = read_json(state)
-    except ValueError:
-        record = {}
-    state.unlink()
-    if not started_server(record):
-        return False
-    pid = int(record["pid"])
-    try:
-        os.killpg(pid, signal.SIGTERM)  # the server leads its own process group
-    except ProcessLookupError:
-        return False
-    for _ in range(100):
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    os.killpg(pid, signal.SIGKILL)
-    return True
+    return student_slot(home, port).stop()
 
 
 def running_server(home: Path, port: int) -> dict | None:
     """The record of the server p2m started on `port`, if it is still running."""
-    state = _state_file(home, port)
-    try:
-        record = read_json(state) if state.exists() else None
-    except ValueError:
-        return None
-    return record if record and started_server(record) else None
+    return student_slot(home, port).running()
 
 
 def publish_student(run_dir: Path, home: Path, cfg: ServeConfig) -> dict:
@@ -92,38 +47,13 @@ def publish_student(run_dir: Path, home: Path, cfg: ServeConfig) -> dict:
     run_dir = Path(run_dir).resolve()
     if not (run_dir / "model").exists():
         raise P2MError(f"{run_dir} has no trained model to serve; run `p2m run PROMPT --out {run_dir}` first")
-    replaced = stop_student_server(home, cfg.port)
-    log_path = _state_file(home, cfg.port).with_suffix(".log")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "p2m.flows.cli",
-        "serve",
-        str(run_dir),
-        "--host",
-        cfg.host,
-        "--port",
-        str(cfg.port),
-    ]
+    slot = student_slot(home, cfg.port)
+    replaced = slot.stop()
     env = {k: v for k, v in os.environ.items() if k != "P2M_SERVE__API_KEY"}
     if cfg.api_key:
         env["P2M_SERVE__API_KEY"] = cfg.api_key
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-            cwd=Path(__file__).resolve().parent.parent,
-        )
-    import psutil
-
-    write_json(
-        _state_file(home, cfg.port),
-        {"pid": proc.pid, "run_dir": str(run_dir), "started": psutil.Process(proc.pid).create_time()},
-    )
+    proc = slot.start(run_dir, ["--host", cfg.host, "--port", str(cfg.port)], env)
+    log_path = slot.log_path
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
     base_url = f"http://{host}:{cfg.port}/v1"
     wait_until_serving(proc, f"http://{host}:{cfg.port}/health", "student server", HEALTH_TIMEOUT_S, log_path)

@@ -50,6 +50,7 @@ class Teacher:
                             s.local_teacher_port,
                             s.local_teacher_slots,
                             s.local_teacher_threads,
+                            s.local_teacher_gpu_layers,
                         )
                     )
                     self._endpoint = Endpoint(local.base_url, local.api_key, local.model, "local")
