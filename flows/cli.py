@@ -118,6 +118,30 @@ def cmd_publish(args) -> int:
     return 0
 
 
+def cmd_teacher(args) -> int:
+    """`p2m teacher`: the local teacher on its own, with the same settings a run would give it."""
+    settings = _settings({})
+    from p2m.tasks.local_teacher import main as serve_teacher
+    from p2m.tasks.teacher_models import teacher_gguf
+
+    name, path = teacher_gguf(args.model or settings.teacher_model, settings.home)  # P2MError if unknown
+    threads = settings.local_teacher_threads or os.cpu_count() or 1
+    serve_teacher(
+        [
+            "--name",
+            name,
+            "--model-path",
+            str(path),
+            "--port",
+            str(args.port),
+            "--slots",
+            str(settings.local_teacher_slots),
+        ]
+        + ["--threads", str(threads), "--gpu-layers", str(settings.local_teacher_gpu_layers)]
+    )
+    return 0
+
+
 def cmd_generate(args) -> int:
     from p2m.tasks.inputs import check_run_inputs
 
@@ -441,9 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     teacher = sub.add_parser("teacher", help="serve the local teacher (OpenAI-compatible) on its own")
     teacher.add_argument("--port", type=int, default=8001)
-    teacher.set_defaults(
-        func=lambda a: __import__("p2m.tasks.local_teacher", fromlist=["main"]).main(["--port", str(a.port)]) or 0
-    )
+    teacher.add_argument("--model", help="an embedded teacher's name or a .gguf file (default: P2M_TEACHER_MODEL)")
+    teacher.set_defaults(func=cmd_teacher)
     for command in sub.choices.values():  # `p2m run ... --verbose` as well as `p2m --verbose run ...`
         command.add_argument(
             "--verbose", action="store_true", default=argparse.SUPPRESS, help="show Prefect's log lines and tracebacks"
