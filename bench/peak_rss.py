@@ -11,6 +11,7 @@ command, sums the RSS of its process tree every 0.5 s, and prints one table row.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import sys
 import time
@@ -22,10 +23,8 @@ def tree_rss_mb(root: psutil.Process) -> tuple[float, float]:
     """(sum of RSS over `root` and its descendants, the largest single RSS), in MB."""
     sizes = []
     for proc in [root, *root.children(recursive=True)]:
-        try:
+        with contextlib.suppress(psutil.Error):  # it ended between listing and reading
             sizes.append(proc.memory_info().rss / 1e6)
-        except psutil.Error:  # it ended between listing and reading
-            pass
     return sum(sizes), max(sizes, default=0.0)
 
 

@@ -15,6 +15,7 @@ from p2m.flows.tracking import flow_run, with_options
 from p2m.flows.train_evaluate import train_and_evaluate, train_and_evaluate_on_deployment
 from p2m.tasks.cache_keys import sources_fingerprint
 from p2m.tasks.registry import hf_cache_models_fingerprint
+from p2m.tasks.report import RATES
 from p2m.tasks.stages import (
     generate_task,
     parse_task,
@@ -154,6 +155,7 @@ def pipeline(
             generation_stop=generated.get("stop_reason"),
             generation_usage=generated.get("usage"),
             generation_bounds={k: generated.get(k) for k in ("request_cap", "cost_budget_usd")},
+            generation_rates={k: generated.get(k) for k in RATES},
             teacher=teacher.identity,
             teacher_title=teacher.title(),
             student_size_mb=choice.get("size_mb"),

@@ -30,6 +30,7 @@ import asyncio
 import json
 import random
 import re
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class BatchResult:
     candidates: list[dict] = field(default_factory=list)
     rejected: Counter = field(default_factory=Counter)
     duplicates: int = 0  # inputs already accepted or demonstrated (caught before paying for votes)
+    agreements: list[float] = field(default_factory=list)  # per voted example: votes matching the majority
 
 
 @dataclass
@@ -65,11 +67,24 @@ class GenerationReport:
     request_cap: int = 0
     cost_budget_usd: float | None = None
     aspects: list[str] = field(default_factory=list)  # the variety plan
+    agreements: list[float] = field(default_factory=list)
+    seconds: float = 0.0  # generating in this process (a resumed run counts from its restart)
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "examples"} | {
+        """The report for generation.json: counts, rejects by reason, and the rates below.
+
+        vote_agreement: the mean share of an example's outputs (written one + votes) that matched
+        the majority; low means the teacher is unsure of its own answers. teacher_tokens_per_s:
+        completion tokens the endpoint wrote (not the cache) per second of generation.
+        """
+        minutes = self.seconds / 60
+        tokens = self.usage.get("completion_tokens", 0)
+        return {k: v for k, v in self.__dict__.items() if k not in ("examples", "agreements")} | {
             "accepted": len(self.examples),
             "rejected": dict(self.rejected),
+            "vote_agreement": round(sum(self.agreements) / len(self.agreements), 3) if self.agreements else None,
+            "examples_per_minute": round(len(self.examples) / minutes, 1) if minutes else None,
+            "teacher_tokens_per_s": round(tokens / self.seconds, 1) if self.seconds and tokens else None,
         }
 
 
@@ -295,7 +310,9 @@ async def generate_batch(
             ]
         )
         for e, texts in zip(examples, votes, strict=True):
-            e["output"] = majority_vote([e["output"]] + [clean_answer(t) for t in texts])
+            outputs = [e["output"]] + [clean_answer(t) for t in texts]
+            e["output"] = majority_vote(outputs)
+            result.agreements.append(outputs.count(e["output"]) / len(outputs) if e["output"] else 0.0)
     result.candidates = examples
     return result
 
@@ -329,6 +346,7 @@ async def generate_examples(
     # Demonstrations count as seen: the teacher copying them back is not a new example.
     seen = SeenInputs(cfg.near_duplicate_threshold, [d.input for d in spec.demonstrations])
     stale = 0
+    started, seconds_before = time.monotonic(), report.seconds
     while not report.stop_reason:
         if len(accepted) >= target:
             report.stop_reason = f"reached the {target} examples asked for"
@@ -350,6 +368,7 @@ async def generate_examples(
         report.batches += 1
         report.rejected.update(result.rejected)
         report.duplicates_removed += result.duplicates
+        report.agreements.extend(result.agreements)
         new = 0
         for example in result.candidates:
             if seen.is_duplicate(example["input"]):
@@ -365,6 +384,7 @@ async def generate_examples(
                 break
         stale = 0 if new else stale + 1
         report.usage = llm.meter.as_dict()
+        report.seconds = round(seconds_before + time.monotonic() - started, 1)
         if on_progress:
             on_progress(len(accepted), report.usage)
     report.usage = llm.meter.as_dict()

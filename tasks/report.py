@@ -46,6 +46,14 @@ def format_rows(formats: dict) -> list[list[str]]:
     return rows
 
 
+# Generation's rates, as generation.json names them and the summary shows them.
+RATES = {
+    "examples_per_minute": "{} examples/min",
+    "teacher_tokens_per_s": "teacher {} tokens/s",
+    "vote_agreement": "vote agreement {:.0%}",
+}
+
+
 def facts(summary: dict) -> list[tuple[str, str]]:
     """(label, text) lines: who taught, what was generated at what cost, where the model is."""
     lines = []
@@ -68,6 +76,10 @@ def facts(summary: dict) -> list[tuple[str, str]]:
                 f"cost ${usage['cost_usd']:.4f}{budget}{price}",
             )
         )
+        rates = summary.get("generation_rates") or {}
+        shown = [fmt.format(rates[k]) for k, fmt in RATES.items() if rates.get(k) is not None]
+        if shown:
+            lines.append(("rate", ", ".join(shown)))
         lines.append(("stopped", str(summary.get("generation_stop"))))
     if summary.get("model"):
         lines += [

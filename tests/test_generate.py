@@ -64,6 +64,11 @@ def test_reaches_n_distinct_examples_with_votes(tmp_path, fast_limits):
     # Diversity: later prompts show examples already written, and two aspects of the variety plan.
     assert any("one thousand" in g.split("Examples already written")[1] for g in generation)
     assert report.aspects and all("Let them differ from each other in:" in g for g in generation)
+    # The rates generation.json reports: a teacher that knows the answers agrees with itself.
+    rates = report.as_dict()
+    assert rates["vote_agreement"] == 1.0 and len(report.agreements) >= 10
+    assert rates["seconds"] > 0 and rates["examples_per_minute"] == round(10 / (rates["seconds"] / 60), 1)
+    assert rates["teacher_tokens_per_s"] == round(rates["usage"]["completion_tokens"] / rates["seconds"], 1) > 0
 
 
 def test_a_teacher_that_repeats_itself_ends_with_a_reason(tmp_path, fast_limits):
