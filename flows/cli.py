@@ -199,6 +199,9 @@ def cmd_retrieve(args, kind: str) -> int:
 
 def cmd_index(args) -> int:
     _settings({})
+    from p2m.tasks.index import check_index_inputs
+
+    check_index_inputs(args.out, args.datasets_dir, args.models_dir)  # before the flow's server starts
     from p2m.flows.index_refresh import index_refresh_flow
 
     result = index_refresh_flow(
@@ -516,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
             "HF_HUB_DISABLE_PROGRESS_BARS": "1",
             "TRANSFORMERS_VERBOSITY": "error",
+            "TQDM_DISABLE": "1",  # other libraries' bars (model2vec's "Encoding tokens"); p2m's pass disable=False
         }.items():
             os.environ.setdefault(var, value)
     if getattr(args, "out", "unset") is None:

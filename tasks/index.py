@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 from p2m.tasks.encoders import EncoderName, get_encoder
+from p2m.tasks.errors import BadInputError
 from p2m.tasks.registry import DatasetRecord, ModelRecord, architecture_of, scan_datasets, scan_models
-from p2m.tasks.run_store import read_jsonl
+from p2m.tasks.run_store import check_writable_folder, read_jsonl
 
 
 def text_hash(text: str) -> str:
@@ -202,6 +203,14 @@ def hub_model_records(limit: int = 1000, search: str | None = None, endpoint: st
     return records
 
 
+def check_index_inputs(out_dir: Path, datasets_dir: Path | None, models_dir: Path | None) -> None:
+    """Raise BadInputError when `out_dir` cannot be written or a source folder is not a folder."""
+    check_writable_folder(out_dir, "the index files")
+    for flag, folder in (("--datasets-dir", datasets_dir), ("--models-dir", models_dir)):
+        if folder and not Path(folder).is_dir():
+            raise BadInputError(f"{flag} {folder} is not a folder; pass a folder of Hugging Face style repos")
+
+
 def refresh_indexes(
     out_dir: Path,
     datasets_dir: Path | None = None,
@@ -210,7 +219,11 @@ def refresh_indexes(
     embed: bool = True,
     encoder: EncoderName = "minilm-static",
 ) -> dict:
-    """Rebuild `datasets.jsonl` and `models.jsonl` under `out_dir` from local folders (and the Hub)."""
+    """Rebuild `datasets.jsonl` and `models.jsonl` under `out_dir` from local folders (and the Hub).
+
+    Raises BadInputError, before any work, when `out_dir` cannot be written or a source is no folder.
+    """
+    check_index_inputs(out_dir, datasets_dir, models_dir)
     datasets = scan_datasets(datasets_dir) if datasets_dir else []
     models = scan_models(models_dir)
     sources = [str(d) for d in (datasets_dir, models_dir) if d]

@@ -12,7 +12,7 @@ class GenerationProgress:
 
     def __init__(self, total: int):
         self.total = total
-        self.bar = tqdm(total=total, desc="generate", unit="ex", file=sys.stderr, dynamic_ncols=True)
+        self.bar = tqdm(total=total, desc="generate", unit="ex", file=sys.stderr, dynamic_ncols=True, disable=False)
         self.artifact_id = None
         try:
             from prefect.artifacts import create_progress_artifact

@@ -100,12 +100,20 @@ def check_run_dir(run_dir: Path, prompt_hash: str) -> bool:
         return True
     if run_dir.exists() and any(run_dir.iterdir()):
         raise BadInputError(f"{run_dir} is not empty and is not a p2m run folder; pass another --out")
-    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+    check_writable_folder(run_dir, "the run folder")
+    return False
+
+
+def check_writable_folder(folder: Path, what: str) -> None:
+    """Raise BadInputError unless `folder` is (or can be created as) a folder this user can write to."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise BadInputError(f"--out {folder} is a file, not a folder; pass a folder for {what}")
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise BadInputError(
-            f"cannot create the run folder {run_dir}: {existing} is not a folder you can write to; pass another --out"
+            f"cannot create {what} {folder}: {existing} is not a folder you can write to; pass another --out"
         )
-    return False
 
 
 def claim_run_dir(run_dir: Path, prompt_hash: str, prompt_file: str) -> None:

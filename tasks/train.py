@@ -82,6 +82,7 @@ class TrainProgress(TrainerCallback):
             unit="step",
             file=sys.stderr,
             dynamic_ncols=True,
+            disable=False,  # TQDM_DISABLE (set by the CLI) is for other libraries' bars, not this one
         )
 
     def on_step_end(self, args, state, control, **kwargs):
