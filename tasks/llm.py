@@ -585,6 +585,18 @@ class LLMClient:
             self.shared_limit.settle(permit, usage["prompt_tokens"] + usage["completion_tokens"] or permit.tokens)
         return texts, usage
 
+    def usage(self) -> dict:
+        """What this client spent (`UsageMeter`), with, when they apply, each replica's attempts and
+        failures (since the process started) and the shared limit's server calls."""
+        usage = self.meter.as_dict()
+        if self.endpoint.replicas:
+            from p2m.tasks.replicas import shared_replicas
+
+            usage["replicas"] = shared_replicas(self.endpoint.replicas, self.limits).stats()
+        if self.shared_limit is not None:
+            usage["shared_limit"] = self.shared_limit.stats()
+        return usage
+
     def _failed(self, est_tokens: int, **counts) -> None:
         self.pacer.settle(est_tokens, 0)
         self.meter.add(**counts)

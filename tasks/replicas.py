@@ -18,18 +18,21 @@ goes. That choice is made below the openai client, in an httpx transport
 
 from __future__ import annotations
 
+import importlib
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
 
-import httpx
+import openai
 from p2m.tasks.config import LimitsConfig, Settings
 from p2m.tasks.errors import P2MError
 from p2m.tasks.llm import retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
+WARN_EVERY_S = 60
 MAX_COOLDOWN_DOUBLINGS = 3  # a replica that keeps failing waits at most 8x the cooldown before it is tried again
 
 
@@ -44,6 +47,7 @@ class Replica:
     rate_limited: int = 0
     consecutive_failures: int = 0
     out_until: float = 0.0
+    warned_at: float = -math.inf
 
     def as_dict(self) -> dict:
         return {"url": self.url, "sent": self.sent, "failed": self.failed, "rate_limited": self.rate_limited}
@@ -86,8 +90,14 @@ class ReplicaSet:
                 replica.consecutive_failures += 1
                 wait = self.cooldown * 2 ** min(replica.consecutive_failures - 1, MAX_COOLDOWN_DOUBLINGS)
                 replica.out_until = max(replica.out_until, now + wait)
-                if replica.consecutive_failures == 1:
-                    logger.warning("p2m: teacher replica %s failed; left out for %.0f s", replica.url, wait)
+                if now - replica.warned_at > WARN_EVERY_S:  # a flaky replica is said once a minute, not per failure
+                    replica.warned_at = now
+                    logger.warning(
+                        "p2m: teacher replica %s failed (%d failures so far); left out for %.1f s",
+                        replica.url,
+                        replica.failed,
+                        wait,
+                    )
             elif outcome == "busy":
                 replica.rate_limited += 1
                 replica.out_until = max(replica.out_until, now + (retry_after or 1.0))
@@ -96,6 +106,15 @@ class ReplicaSet:
         """Per replica: its URL, attempts sent, failures, 429s."""
         with self._lock:
             return [r.as_dict() for r in self.replicas]
+
+
+def openai_httpx():
+    """The httpx package the openai client is built on: `httpx2` since openai 3, `httpx` before.
+    The transport below must speak its types (requests, responses, errors)."""
+    return importlib.import_module(openai.DefaultAsyncHttpxClient.__mro__[1].__module__.split(".")[0])
+
+
+httpx = openai_httpx()
 
 
 class ReplicaTransport(httpx.AsyncBaseTransport):
@@ -150,8 +169,6 @@ def shared_replicas(urls: tuple[str, ...], limits: LimitsConfig) -> ReplicaSet:
 
 def replica_http_client(urls: tuple[str, ...], limits: LimitsConfig) -> httpx.AsyncClient:
     """An httpx client for the openai client that spreads its requests over `urls` (the first is its base URL)."""
-    import openai
-
     return openai.DefaultAsyncHttpxClient(transport=ReplicaTransport(shared_replicas(urls, limits), urls[0]))
 
 
