@@ -148,3 +148,60 @@ def test_only_a_remote_teacher_under_a_prefect_server_shares(prefect_harness, mo
     assert Teacher(remote).shared_limit() is Teacher(remote).shared_limit()  # one per teacher in a process
     assert Teacher(Settings(openai_base_url="http://127.0.0.1:9/v1", limits={"shared": "off"})).shared_limit() is None
     assert Teacher(Settings()).shared_limit() is None  # the local teacher
+
+
+@pytest.mark.slow
+def test_two_generate_commands_at_once_keep_the_servers_limit(tmp_path, prefect_harness):
+    """Two `p2m generate` processes at once, each configured with the account's 120 requests a
+    minute, against a server that answers 429 beyond 120 in any 60 s: its busiest minute stays
+    within the limit (and near it), no 429s, and every example is accounted for. Without the shared
+    limit each process would send 120 a minute and the server would refuse half of them.
+    About 100 s: the limit is per minute, so the run has to last more than one."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    from p2m.tasks.run_store import dataset_rows, read_jsonl
+    from tests.conftest import EXAMPLE, REPO
+    from tests.fake_llm_server import FakeLLMServer, numbers_teacher
+
+    per_process, limit = 66, 120
+    numbers_teacher.counter = 0
+    with FakeLLMServer(numbers_teacher, rate_limit_per_minute=limit, latency_s=0.05) as server:
+        procs = []
+        for name in ("a", "b"):
+            env = {
+                **os.environ,
+                "OPENAI_BASE_URL": server.base_url,
+                "OPENAI_API_KEY": "test",
+                "P2M_HOME": str(tmp_path / f"home-{name}"),  # its own request cache: each pays for its requests
+                "PREFECT_API_URL": PREFECT_API_URL.value(),
+                "P2M_GENERATION__EXAMPLES_PER_REQUEST": "1",
+                "P2M_GENERATION__VARIETY_ASPECTS": "0",
+            }
+            cmd = [sys.executable, "-m", "p2m.flows.cli", "generate", str(EXAMPLE), "--out", str(tmp_path / name)]
+            cmd += ["--num-examples", str(per_process), "--votes", "1", "--requests-per-minute", str(limit)]
+            cmd += ["--tokens-per-minute", "10000000", "--seed", "1" if name == "a" else "2"]
+            procs.append(
+                subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            )
+        outputs = [p.communicate(timeout=400) for p in procs]
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    assert server.busiest_minute() <= limit
+    assert server.busiest_minute() >= 0.85 * limit, server.busiest_minute()  # the budget is used, not wasted
+    assert not [r for r in server.requests if r["status"] == 429]
+    answered = 0
+    spans = []
+    for name in ("a", "b"):
+        assert len(dataset_rows(tmp_path / name / "generated")) == per_process
+        report = json.loads((tmp_path / name / "generation.json").read_text())
+        assert report["usage"]["rate_limited"] == 0 and report["usage"]["shared_limit"]["grants"] > 0
+        sent = [r for r in read_jsonl(tmp_path / name / "generation.jsonl") if not r["cached"] and r["texts"]]
+        answered += len(sent)
+        spans.append((min(r["time"] for r in sent), max(r["time"] for r in sent)))
+    assert answered == server.answered  # every request the server answered is in one run's log
+    assert max(s for s, _ in spans) + 30 < min(e for _, e in spans), spans  # they really ran at the same time
