@@ -1,9 +1,9 @@
 """`p2m deploy --pool-type kubernetes`: the job templates, rendered as a worker renders them (no cluster here)."""
 
+import contextlib
 import json
 
 import pytest
-
 from p2m.deployments.kubernetes import GPU_RESOURCE, kubernetes_job_template, render_job
 
 # What a kubernetes worker fills in for every run (prefect-kubernetes: name, command, env, labels).
@@ -47,19 +47,18 @@ def test_p2m_deploy_makes_kubernetes_pools_and_module_deployments(prefect_harnes
     deployments importing their flows from the installed package (nothing to pull into the pod),
     and the remote teacher's shared rate limits created. The process pools other tests use are put
     back afterwards."""
+    from p2m.flows.cli import main
+    from p2m.tasks.shared_limits import limit_names
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 
-    from p2m.flows.cli import main
-    from p2m.tasks.shared_limits import limit_names
-
     def delete_pools():
+        from prefect.exceptions import ObjectNotFound
+
         with get_client(sync_client=True) as client:
             for pool in ("cpu", "gpu"):
-                try:
+                with contextlib.suppress(ObjectNotFound):
                     client.delete_work_pool(pool)
-                except Exception:  # not there
-                    pass
 
     monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # a remote teacher: it gets shared limits

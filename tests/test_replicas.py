@@ -3,7 +3,6 @@
 import asyncio
 
 import pytest
-
 from p2m.tasks.config import GenerationConfig, Settings
 from p2m.tasks.errors import P2MError
 from p2m.tasks.generate import generate_examples
@@ -11,6 +10,7 @@ from p2m.tasks.llm import check_teacher_settings
 from p2m.tasks.parse import parse_prompt, read_prompt_file
 from p2m.tasks.replicas import ReplicaSet
 from p2m.tasks.teacher import Teacher
+
 from tests.conftest import EXAMPLE
 from tests.fake_llm_server import FakeLLMServer, numbers_teacher
 

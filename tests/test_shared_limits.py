@@ -162,9 +162,9 @@ def test_two_generate_commands_at_once_keep_the_servers_limit(tmp_path, prefect_
     import subprocess
     import sys
 
+    from p2m.tasks.run_store import dataset_rows, read_jsonl
     from prefect.settings import PREFECT_API_URL
 
-    from p2m.tasks.run_store import dataset_rows, read_jsonl
     from tests.conftest import EXAMPLE, REPO
     from tests.fake_llm_server import FakeLLMServer, numbers_teacher
 
@@ -189,7 +189,7 @@ def test_two_generate_commands_at_once_keep_the_servers_limit(tmp_path, prefect_
                 subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             )
         outputs = [p.communicate(timeout=400) for p in procs]
-    for proc, (out, err) in zip(procs, outputs, strict=True):
+    for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err[-3000:]
     assert server.busiest_minute() <= limit
     assert server.busiest_minute() >= 0.85 * limit, server.busiest_minute()  # the budget is used, not wasted
