@@ -172,10 +172,13 @@ class TrainConfig(StageConfig):
     )
     max_length: int | None = Field(None, ge=8, description="Token cap per example; None: chosen from the data.")
     lora: bool = Field(False, description="Train LoRA adapters (peft) instead of all weights.")
+    # Where training runs, not what it learns (N processes follow one's optimisation): kept out of
+    # model_dump, so out of the stage's cache key and the checkpoint fingerprint.
     processes: int | None = Field(
         None,
         ge=1,
         le=64,
+        exclude=True,
         description=(
             "Training processes (DDP through accelerate, one per device); None: every GPU of the machine when it has "
             "several, else 1. 2 or more without a GPU: CPU processes (gloo)."
