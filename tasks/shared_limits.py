@@ -42,6 +42,7 @@ import math
 import re
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 
 from p2m.tasks.config import LimitsConfig
@@ -238,7 +239,9 @@ class SharedRateLimit:
         self._counts = {"reads": 0, "grants": 0, "races": 0, "slept_s": 0.0, "ask_s": 0.0}
         self._lock = threading.Lock()
         self._ensured = False
-        self._refill_locks: dict[int, asyncio.Lock] = {}
+        # One asyncio lock per event loop (a lock belongs to the loop it first waited in; keyed by
+        # the loop itself, not its id, which a later loop may reuse).
+        self._refill_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     async def acquire(self, est_tokens: int) -> Permit:
         """A request slot and `est_tokens` token slots (at most the tokens limit's capacity)."""
@@ -246,7 +249,8 @@ class SharedRateLimit:
         while True:
             if (permit := self._take(need)) is not None:
                 return permit
-            lock = self._refill_locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock())
+            with self._lock:
+                lock = self._refill_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
             async with lock:  # one coroutine of this loop asks the server; the others wait for its chunk
                 for kind, slots in self._missing(need).items():
                     await self._grant(kind, slots)
