@@ -5,10 +5,13 @@ A Kubernetes worker (`prefect worker start --pool cpu --type kubernetes`, from t
 into a Job made from the pool's base job template: the pool's variables (with their defaults),
 overridden by the deployment's job variables, filled into `job_configuration`.
 
-The templates here start from Prefect's own default for the kubernetes worker, the one its server
-ships for the UI's "new work pool" form (`aggregate-worker-metadata.json`, what `prefect work-pool
-get-default-base-job-template --type kubernetes` prints), so they track the Prefect version pinned.
-What p2m adds:
+The templates here start from the kubernetes worker's own default: `prefect-kubernetes`'s when it
+is installed where `p2m deploy` runs, else the copy Prefect's server ships for the UI's "new work
+pool" form (`aggregate-worker-metadata.json`; in Prefect 3.8.8 it lacks only the `annotations` and
+`backoff_limit` variables of prefect-kubernetes 0.8.0). A template made either way was rendered by
+prefect-kubernetes 0.8.0's own job configuration class (in a scratch environment: it is not a
+dependency) into a Job with the same resources, toleration and /dev/shm volume as `render_job`
+gives (the tests use `render_job`). What p2m adds:
 - `image`: defaults to p2m's image (docker/Dockerfile; the GPU build for the gpu pool), since
   Prefect's default image does not hold p2m. Deployments on these pools import their flows from
   the installed `p2m` package (module entrypoints), not from a folder on the deploying machine.
@@ -30,6 +33,12 @@ GPU_RESOURCE = "nvidia.com/gpu"
 
 @cache
 def _prefect_default_template() -> dict:
+    try:
+        from prefect_kubernetes.worker import KubernetesWorker
+    except ImportError:
+        pass
+    else:
+        return KubernetesWorker.get_default_base_job_template()
     import prefect
 
     views = Path(prefect.__file__).parent / "server" / "api" / "collections_data" / "views"
@@ -70,4 +79,7 @@ def render_job(template: dict, job_variables: dict | None = None) -> dict:
     properties = template["variables"]["properties"]
     values = {name: spec["default"] for name, spec in properties.items() if "default" in spec}
     values.update(job_variables or {})
+    # A variable whose value is None (prefect-kubernetes' defaults for cpu_request and the like) is
+    # left out of the manifest, as the worker leaves it.
+    values = {name: value for name, value in values.items() if value is not None}
     return apply_values(copy.deepcopy(template["job_configuration"]), values)
