@@ -11,9 +11,15 @@
 
 The tags let a team's UI filter p2m's deployments (and their runs, which carry them) from the rest.
 
-Both pools are `process` pools: a worker started on a machine runs the flows there
-(`prefect worker start --pool gpu` on the GPU machine). The deployments run the code from this
+Both pools are `process` pools by default: a worker started on a machine runs the flows there
+(`prefect worker start --pool gpu` on the GPU machine), and the deployments run the code from this
 folder (`from_source`), so workers need the same checkout (or the Docker images in docker/).
+`--pool-type kubernetes` makes them kubernetes pools instead (`p2m.deployments.kubernetes`): each
+run a Job from p2m's image, GPUs requested for the gpu pool, flows imported from the installed
+package.
+
+`p2m deploy` also creates the shared rate limits of the teacher its settings name (a remote one:
+`p2m.tasks.shared_limits`), so they are on the server before the first run.
 The nightly deployments need to know which prompt and folders to use: without them they are
 registered paused, and say so.
 
@@ -115,38 +121,101 @@ def deployment_specs(
     ]
 
 
-def ensure_work_pools(names: tuple[str, ...] = POOLS) -> list[str]:
-    """Create the process work pools that do not exist yet; returns the ones created."""
+@dataclass
+class PoolOptions:
+    """What kind of work pools `p2m deploy` makes: `type` "process" or "kubernetes"; for
+    kubernetes, the images the cpu and gpu pools' jobs run and the GPUs a gpu job requests."""
+
+    type: str = "process"
+    image: str = "p2m:latest"
+    gpu_image: str = "p2m-gpu:latest"
+    gpus: int = 1
+
+    def template(self, pool: str) -> dict | None:
+        """The base job template for `pool` (None: Prefect's default for a process pool)."""
+        if self.type != "kubernetes":
+            return None
+        from p2m.deployments.kubernetes import kubernetes_job_template
+
+        if pool == "gpu":
+            return kubernetes_job_template(self.gpu_image, self.gpus)
+        return kubernetes_job_template(self.image)
+
+
+def ensure_work_pools(names: tuple[str, ...] = POOLS, options: PoolOptions | None = None) -> list[str]:
+    """Create the work pools that do not exist yet, of `options.type` (process by default); a
+    kubernetes pool that exists gets the template again (new images, GPU count). Returns the ones
+    created. Raises P2MError for a pool that exists with another type (Prefect cannot change it)."""
+    from p2m.tasks.errors import P2MError
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectNotFound
 
+    options = options or PoolOptions()
     created = []
     with get_client(sync_client=True) as client:
         for name in names:
+            template = options.template(name)
             try:
-                client.read_work_pool(name)
+                pool = client.read_work_pool(name)
             except ObjectNotFound:
-                client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+                extra = {"base_job_template": template} if template is not None else {}
+                client.create_work_pool(WorkPoolCreate(name=name, type=options.type, **extra))
                 created.append(name)
+                continue
+            if pool.type != options.type:
+                raise P2MError(
+                    f"work pool {name!r} exists as a {pool.type} pool; delete it "
+                    f"(`prefect work-pool delete {name}`) to make it a {options.type} pool"
+                )
+            if template is not None:
+                client.update_work_pool(name, WorkPoolUpdate(base_job_template=template))
     return created
 
 
-def deploy_all(specs: list[DeploymentSpec], source: Path = ROOT, settings=None) -> dict[str, str]:
+def ensure_teacher_limits(settings) -> dict[str, str]:
+    """The shared rate limits of the teacher `settings` name, created or set to its limits (name ->
+    "created", "updated" or "ok"); none for the local teacher or with P2M_LIMITS__SHARED=off."""
+    from p2m.tasks.shared_limits import ensure_limits
+    from p2m.tasks.teacher import Teacher
+
+    if settings.teacher_kind() == "local" or settings.limits.shared == "off":
+        return {}
+    teacher = Teacher(settings)
+    return ensure_limits(teacher.identity, teacher.limits())
+
+
+def module_flow(entrypoint: str):
+    """The flow object an entrypoint of this folder names, imported from the installed package
+    ("flows/pipeline.py:pipeline" -> p2m.flows.pipeline's `pipeline`)."""
+    import importlib
+
+    path, name = entrypoint.split(":")
+    return getattr(importlib.import_module("p2m." + path.removesuffix(".py").replace("/", ".")), name)
+
+
+def deploy_all(
+    specs: list[DeploymentSpec], source: Path = ROOT, settings=None, pool_type: str = "process"
+) -> dict[str, str]:
     """Register every deployment (paused when its schedule lacks parameters); returns name -> id.
 
     The Run forms show the value `settings` (default: the settings here, P2M_* variables and
-    .env) give for each field that sets a setting, with its bounds (`p2m.flows.form`).
+    .env) give for each field that sets a setting, with its bounds (`p2m.flows.form`). On
+    kubernetes pools the flows are imported from the `p2m` package installed in the job's image
+    (a module entrypoint: nothing to pull); on process pools they run from `source`.
     """
     from p2m.flows.form import show_settings
     from p2m.tasks.config import load_settings
     from prefect import Flow
-    from prefect.deployments.runner import deploy
+    from prefect.deployments.runner import EntrypointType, deploy
 
     settings = settings or load_settings()
     ids = {}
     for spec in specs:
-        flow = Flow.from_source(source=str(source), entrypoint=spec.entrypoint)
+        if pool_type == "kubernetes":
+            flow, how = module_flow(spec.entrypoint), {"entrypoint_type": EntrypointType.MODULE_PATH}
+        else:
+            flow, how = Flow.from_source(source=str(source), entrypoint=spec.entrypoint), {}
         incomplete = spec.cron is not None and not spec.parameters
         deployment = flow.to_deployment(
             name=spec.name,
@@ -158,6 +227,7 @@ def deploy_all(specs: list[DeploymentSpec], source: Path = ROOT, settings=None) 
             + (" Paused: deploy again with its parameters to schedule it." if incomplete else ""),
             paused=incomplete or None,
             concurrency_limit=spec.concurrency_limit,
+            **how,
         )
         # The schema Prefect made from the signature, before it is sent (a private attribute in
         # Prefect 3.8, pinned below 3.9; test_deploy checks what the server ends up holding).

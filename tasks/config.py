@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_HOME = Path.home() / ".cache" / "p2m"
@@ -50,6 +50,30 @@ class LimitsConfig(StageConfig):
         gt=0,
         description=(
             "Seconds without one answer from the endpoint, while requests keep failing, before the stage stops."
+        ),
+    )
+    shared: Literal["auto", "off"] = Field(
+        "auto",
+        description=(
+            "auto: with a Prefect server (PREFECT_API_URL) and a remote teacher, the two limits above hold across "
+            "every process and machine using the same teacher (Prefect global concurrency limits); off: this process "
+            "alone."
+        ),
+    )
+    shared_chunk_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=30,
+        description=(
+            "Seconds of the shared limit a process takes from the Prefect server at once (larger: fewer server calls, "
+            "a busiest minute further below the limit)."
+        ),
+    )
+    replica_cooldown: float = Field(
+        5.0,
+        gt=0,
+        description=(
+            "Seconds a teacher replica that failed stays out of rotation (doubling while it keeps failing, at most 8x)."
         ),
     )
 
@@ -148,6 +172,18 @@ class TrainConfig(StageConfig):
     )
     max_length: int | None = Field(None, ge=8, description="Token cap per example; None: chosen from the data.")
     lora: bool = Field(False, description="Train LoRA adapters (peft) instead of all weights.")
+    # Where training runs, not what it learns (N processes follow one's optimisation): kept out of
+    # model_dump, so out of the stage's cache key and the checkpoint fingerprint.
+    processes: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        exclude=True,
+        description=(
+            "Training processes (DDP through accelerate, one per device); None: every GPU of the machine when it has "
+            "several, else 1. 2 or more without a GPU: CPU processes (gloo)."
+        ),
+    )
     seed: int = 42
 
 
@@ -241,6 +277,13 @@ class Settings(BaseSettings):
         None,
         validation_alias=AliasChoices("openai_api_key", "OPENAI_API_KEY", "P2M_OPENAI_API_KEY"),
         description="API key for the endpoint; required for api.openai.com.",
+    )
+    teacher_urls: str | None = Field(
+        None,
+        description=(
+            "Several replicas of one teacher, comma-separated (OPENAI_BASE_URL may also be a list): requests go where "
+            "there is free capacity, a failing replica is left out for a while; one cache and one limit cover them all."
+        ),
     )
     teacher_model: str | None = Field(
         None,
@@ -338,6 +381,18 @@ class Settings(BaseSettings):
     @property
     def results_path(self) -> Path:
         return self.results_dir or self.home / "prefect-results"
+
+    @model_validator(mode="after")
+    def _teacher_urls_are_the_endpoint(self) -> Settings:
+        # One field holds the endpoint (every check, cache key and limit name reads it): the
+        # replicas, comma-separated, when P2M_TEACHER_URLS gives them.
+        if self.teacher_urls:
+            self.openai_base_url = self.teacher_urls
+        return self
+
+    def teacher_base_urls(self) -> list[str]:
+        """The teacher's endpoint URLs: one, or several replicas of one model ([] for the local teacher or OpenAI)."""
+        return [u.strip().rstrip("/") for u in (self.openai_base_url or "").split(",") if u.strip()]
 
     def teacher_kind(self) -> Literal["local", "openai", "custom"]:
         """Which teacher the settings select: our own local server, OpenAI, or another endpoint."""

@@ -383,9 +383,9 @@ async def generate_examples(
             if len(accepted) >= target:
                 break
         stale = 0 if new else stale + 1
-        report.usage = llm.meter.as_dict()
+        report.usage = llm.usage()
         report.seconds = round(seconds_before + time.monotonic() - started, 1)
         if on_progress:
             on_progress(len(accepted), report.usage)
-    report.usage = llm.meter.as_dict()
+    report.usage = llm.usage()
     return report

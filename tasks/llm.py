@@ -3,7 +3,11 @@
 - Pacing (`RequestPacer`) holds requests AND tokens per minute across the whole process: every
   client for the same endpoint shares one pacer, so separate batches (separate Prefect tasks)
   cannot add up to more than the limit. A 429 pauses everyone for its `retry-after` and lowers
-  the pace; successes raise it back towards the configured limit.
+  the pace; successes raise it back towards the configured limit. Across processes and machines
+  (a Prefect server configured), each attempt also takes a slot from the teacher's shared limit
+  (`p2m.tasks.shared_limits`).
+- Several replicas of one teacher (`Endpoint.replicas`) are one endpoint here: an httpx transport
+  picks the replica for each attempt (`p2m.tasks.replicas`); pacing, cache and limits cover all.
 - Retries are ours alone (the openai client's own are switched off) so that every attempt is
   paced and counted, and they are bounded by time, not by count: 429s honour `retry-after-ms` /
   `retry-after` (stretched by backoff when very short); 5xx, timeouts, dropped connections and
@@ -31,12 +35,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import openai
 from p2m.tasks.config import LimitsConfig, Settings
 from p2m.tasks.errors import P2MError
 from p2m.tasks.run_store import append_jsonl
+
+if TYPE_CHECKING:
+    from p2m.tasks.shared_limits import SharedRateLimit
 
 OPENAI_URL = "https://api.openai.com/v1"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
@@ -61,6 +69,8 @@ class Endpoint:
     api_key: str
     model: str
     kind: str = "custom"
+    # Several servers of this model (p2m.tasks.replicas): requests are spread over them; base_url is the first.
+    replicas: tuple[str, ...] = ()
 
     @property
     def identity(self) -> str:
@@ -76,6 +86,11 @@ def resolve_endpoint(settings: Settings) -> Endpoint:
     check_teacher_settings(settings)
     base_url = (settings.openai_base_url or OPENAI_URL).rstrip("/")
     api_key = settings.openai_api_key or "none"
+    if len(settings.teacher_base_urls()) > 1:
+        from p2m.tasks.replicas import resolve_replicas
+
+        urls, model = resolve_replicas(settings, api_key, check_endpoint)
+        return Endpoint(urls[0], api_key, model, kind, replicas=tuple(urls))
     served = check_endpoint(base_url, api_key)
     model = settings.teacher_model or (DEFAULT_OPENAI_MODEL if kind == "openai" or "api.openai.com" in base_url else "")
     if not model and not served:
@@ -88,8 +103,9 @@ def check_teacher_settings(settings: Settings) -> None:
     base_url = settings.openai_base_url or (OPENAI_URL if settings.openai_api_key else "")
     if "api.openai.com" in base_url and not settings.openai_api_key:
         raise P2MError("api.openai.com needs a key: set OPENAI_API_KEY in .env or the environment")
-    if base_url and not base_url.startswith(("http://", "https://")):
-        raise P2MError(f"OPENAI_BASE_URL {base_url!r} is not an http(s) URL; write it like http://127.0.0.1:8000/v1")
+    for url in settings.teacher_base_urls() or [base_url]:  # one URL, or replicas separated by commas
+        if url and not url.startswith(("http://", "https://")):
+            raise P2MError(f"OPENAI_BASE_URL {url!r} is not an http(s) URL; write it like http://127.0.0.1:8000/v1")
 
 
 def check_endpoint(base_url: str, api_key: str, timeout: float = 10.0) -> list[str]:
@@ -380,9 +396,13 @@ class LLMClient:
         prices: dict[str, tuple[float, float]] | None = None,
         remote_cache_url: str | None = None,
         structured_output: bool = True,
+        shared_limit: SharedRateLimit | None = None,
     ):
         """`structured_output`: send the JSON schemas callers give (`response_format`); off for
-        servers that refuse them (the prompts ask for JSON in words too)."""
+        servers that refuse them (the prompts ask for JSON in words too). `shared_limit`: the
+        requests and tokens per minute every process using this teacher shares
+        (`p2m.tasks.shared_limits`); each attempt takes its slot there after the in-process pacer."""
+        self.shared_limit = shared_limit
         self.endpoint = endpoint
         self.limits = limits
         self.cache = RequestCache(cache_path, remote_cache_url)
@@ -402,13 +422,19 @@ class LLMClient:
         # httpx async clients and semaphores belong to one event loop; Prefect may use several.
         loop = asyncio.get_running_loop()
         if id(loop) not in self._per_loop:
+            replicas = self.endpoint.replicas
+            if replicas:  # imported here: p2m.tasks.replicas reads this module's retry-after parsing
+                from p2m.tasks.replicas import replica_http_client
             client = openai.AsyncOpenAI(
                 base_url=self.endpoint.base_url,
                 api_key=self.endpoint.api_key,
                 max_retries=0,  # ours, paced and counted
                 timeout=httpx.Timeout(self.limits.request_timeout, connect=10.0),
+                http_client=replica_http_client(replicas, self.limits) if replicas else None,
             )
-            self._per_loop[id(loop)] = (client, asyncio.Semaphore(self.limits.max_concurrency))
+            # With replicas, max_concurrency is per replica: the transport fills the freest one.
+            in_flight = self.limits.max_concurrency * max(1, len(replicas))
+            self._per_loop[id(loop)] = (client, asyncio.Semaphore(in_flight))
         return self._per_loop[id(loop)]
 
     async def acomplete(
@@ -502,6 +528,8 @@ class LLMClient:
         how long to wait; P2MError when retrying cannot help."""
         async with semaphore:
             await asyncio.sleep(self.pacer.reserve(est_tokens))
+            # Other processes' requests to this teacher count too: a slot from the shared limit.
+            permit = await self.shared_limit.acquire(est_tokens) if self.shared_limit else None
             self.health.attempt_started()
             self.meter.add(sent=1)
             try:
@@ -553,7 +581,21 @@ class LLMClient:
                 "prompt_tokens": resp.usage.prompt_tokens or 0,
                 "completion_tokens": resp.usage.completion_tokens or 0,
             }
+        if permit is not None:  # a server that reports no usage keeps the whole estimate spent
+            self.shared_limit.settle(permit, usage["prompt_tokens"] + usage["completion_tokens"] or permit.tokens)
         return texts, usage
+
+    def usage(self) -> dict:
+        """What this client spent (`UsageMeter`), with, when they apply, each replica's attempts and
+        failures (since the process started) and the shared limit's server calls."""
+        usage = self.meter.as_dict()
+        if self.endpoint.replicas:
+            from p2m.tasks.replicas import shared_replicas
+
+            usage["replicas"] = shared_replicas(self.endpoint.replicas, self.limits).stats()
+        if self.shared_limit is not None:
+            usage["shared_limit"] = self.shared_limit.stats()
+        return usage
 
     def _failed(self, est_tokens: int, **counts) -> None:
         self.pacer.settle(est_tokens, 0)

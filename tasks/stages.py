@@ -138,7 +138,7 @@ def generate_task(spec: PromptSpec, cfg: GenerationConfig, run_dir: Path, teache
                     )
                 )
         except BaseException as e:  # the counts so far are kept; the answered requests are in the request cache
-            report.usage = llm.meter.as_dict()
+            report.usage = llm.usage()
             write_json(run_dir / "generation.json", report.as_dict() | {"failed": str(e) or e.__class__.__name__})
             raise
         rows, report_dict = report.examples, report.as_dict()

@@ -10,11 +10,15 @@ from __future__ import annotations
 import contextlib
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from p2m.tasks.config import LimitsConfig, Settings
 from p2m.tasks.llm import DEFAULT_OPENAI_MODEL, Endpoint, LLMClient, load_prices, resolve_endpoint
 from p2m.tasks.local_teacher import running_local_teacher
 from p2m.tasks.teacher_models import DEFAULT_TEACHER, TEACHER_MODELS, teacher_title
+
+if TYPE_CHECKING:
+    from p2m.tasks.shared_limits import SharedRateLimit
 
 
 class Teacher:
@@ -95,7 +99,18 @@ class Teacher:
             prices=load_prices(s.prices_file),
             remote_cache_url=remote,
             structured_output=s.teacher_json_schema,
+            shared_limit=self.shared_limit(),
         )
+
+    def shared_limit(self) -> SharedRateLimit | None:
+        """The requests and tokens per minute every process using this teacher shares
+        (`p2m.tasks.shared_limits`): for a remote teacher when a Prefect server is configured; None
+        otherwise (the local teacher is this process's own, with no account to protect)."""
+        from p2m.tasks.shared_limits import limits_are_shared, shared_limit
+
+        if self.settings.teacher_kind() == "local" or not limits_are_shared(self.settings.limits):
+            return None
+        return shared_limit(self.identity, self.limits())
 
     def lazy_client(self, log_path: Path | None = None) -> LazyClient:
         """A client that contacts (or starts) the teacher only if a request is actually made."""

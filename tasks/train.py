@@ -5,7 +5,8 @@ only; encoder-decoder models map prompt -> output. Every example is textualised 
 instruction (`format_prompt`), exactly as evaluation and the demo will present it. The paper's
 defaults (AdamW, lr 5e-5, 3 epochs) are the config's defaults. Validation loss every epoch, the best
 epoch kept, early stopping; checkpoints under `checkpoints/<fingerprint>` so an interrupted run
-resumes where it stopped (and a changed config never resumes from a stale checkpoint).
+resumes where it stopped (and a changed config never resumes from a stale checkpoint). Several GPUs
+(or P2M_TRAIN__PROCESSES): one process per device, DDP, the same code (`p2m.tasks.train_launch`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from p2m.tasks.config import TrainConfig
 from p2m.tasks.inference import load_model, resolve_model_path
 from p2m.tasks.run_store import write_json
 from p2m.tasks.train_format import format_prompt
+from p2m.tasks.train_launch import distributed_world, train_distributed, training_processes
 from transformers import TrainerCallback
 
 
@@ -75,6 +77,8 @@ class TrainProgress(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         from tqdm import tqdm
 
+        if not state.is_world_process_zero:  # one bar for the stage, however many processes train
+            return
         self.bar = tqdm(
             total=state.max_steps,
             initial=state.global_step,
@@ -86,7 +90,8 @@ class TrainProgress(TrainerCallback):
         )
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.bar.update(state.global_step - self.bar.n)
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         shown = {k: logs[k] for k in ("loss", "eval_exact_match") if k in (logs or {})}
@@ -157,14 +162,24 @@ def mixed_precision(cuda: bool, bf16_supported: bool) -> dict:
 def train_student(
     splits_dir: Path, choice: dict, instruction: str, cfg: TrainConfig, out_dir: Path, home: Path
 ) -> dict:
-    """Fine-tune; write `out_dir/model` and `out_dir/train_log.jsonl`; return a training record."""
+    """Fine-tune; write `out_dir/model` and `out_dir/train_log.jsonl`; return a training record.
+
+    On several devices (`p2m.tasks.train_launch`): called in the stage's process, it starts one
+    process per device running this same function, and returns the record they wrote.
+    """
     import datasets
     from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback
 
+    # Made (an embedded model built or converted) before any launch: N processes would race to it.
+    model_path = resolve_model_path(choice["path"], home)
+    world = distributed_world()
+    if world == 1 and (processes := training_processes(cfg)) > 1:
+        return train_distributed(splits_dir, choice, instruction, cfg, out_dir, home, processes)
+
     set_seed(cfg.seed)
     arch = choice["architecture"]
-    model, tokenizer = load_model(resolve_model_path(choice["path"], home), arch)
+    model, tokenizer = load_model(model_path, arch)
     splits = datasets.load_from_disk(str(splits_dir))
     raw_lengths = [
         len(tokenizer(format_prompt(instruction, r["input"]) + " " + r["output"])["input_ids"]) + 1
@@ -181,6 +196,10 @@ def train_student(
 
     cuda = torch.cuda.is_available()
     batch_size = cfg.batch_size or choose_batch_size(max_length, model.num_parameters(), cuda, len(train_ds))
+    # The batch is the whole step's: the loader makes the batches one process would, and each of
+    # the `world` processes takes its slice of every one (split_batches), so more devices make a
+    # step faster without changing what it learns. Slices must be equal: a multiple of `world`.
+    batch_size = max(world, batch_size // world * world)
     total_steps = math.ceil(math.ceil(len(train_ds) / batch_size) * cfg.epochs)
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
@@ -200,6 +219,8 @@ def train_student(
         learning_rate=cfg.learning_rate,
         per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=batch_size,
+        accelerator_config={"split_batches": world > 1},
+        ddp_find_unused_parameters=False,  # every weight (or LoRA adapter) takes part in every step
         eval_strategy="epoch",
         save_strategy="epoch",
         save_total_limit=2,
@@ -236,14 +257,6 @@ def train_student(
     result = trainer.train(resume_from_checkpoint=resume or None)
     seconds = time.monotonic() - started
 
-    model_dir = out_dir / "model"
-    final = trainer.model.merge_and_unload() if cfg.lora else trainer.model
-    final.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    log = trainer.state.log_history
-    with open(out_dir / "train_log.jsonl", "w", encoding="utf-8") as f:
-        for entry in log:
-            f.write(json.dumps(entry) + "\n")
     record = {
         "base_model": choice["name"],
         "architecture": arch,
@@ -252,6 +265,7 @@ def train_student(
         "epochs": cfg.epochs,
         "learning_rate": cfg.learning_rate,
         "batch_size": batch_size,
+        "processes": world,
         "lora": cfg.lora,
         "steps": trainer.state.global_step,
         "train_loss": round(result.training_loss, 4),
@@ -261,5 +275,13 @@ def train_student(
         "device": "cuda" if cuda else "cpu",
         "tokens_seen": int(sum(len(x) for x in train_ds["input_ids"]) * cfg.epochs),
     }
-    write_json(out_dir / "train.json", record)
+    if trainer.is_world_process_zero():  # one writer; every process holds the same weights
+        model_dir = out_dir / "model"
+        final = trainer.model.merge_and_unload() if cfg.lora else trainer.model
+        final.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        with open(out_dir / "train_log.jsonl", "w", encoding="utf-8") as f:
+            for entry in trainer.state.log_history:
+                f.write(json.dumps(entry) + "\n")
+        write_json(out_dir / "train.json", record)
     return record

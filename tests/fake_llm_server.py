@@ -5,15 +5,18 @@
 `server.faults.extend(["429", "500", "timeout"])` makes the next requests fail that way (also
 "401", "html": a web page with status 200, "badjson": a broken JSON body, "notopenai": JSON that
 is not a chat completion, "empty": no choices, "hang": no answer for 10 minutes);
-`server.fault_always = "500"` fails every request that way;
+`server.fault_always = "500"` fails every request that way; `fail_every=k` answers every k-th
+request with a 500 (a flaky replica);
 `rate_limit_per_minute` enforces a real sliding-window limit with 429 + retry-after;
 `server.stall_if = predicate(body)` holds the matching requests unanswered until it is cleared.
-Every request is recorded in `server.requests` (time, messages, status).
+Every request is recorded in `server.requests` (time, messages, status); `busiest_minute()`
+counts the most requests the server let through in any 60 seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import functools
@@ -36,6 +39,7 @@ class FakeLLMServer:
         rate_limit_per_minute: float | None = None,
         latency_s: float = 0.0,
         port: int | None = None,
+        fail_every: int | None = None,
     ):
         self.reply_fn = reply_fn or (lambda messages, req: '{"input": "x", "output": "y"}')
         self.model = model
@@ -43,6 +47,7 @@ class FakeLLMServer:
         self.latency_s = latency_s
         self.faults: collections.deque[str] = collections.deque()
         self.fault_always: str | None = None
+        self.fail_every = fail_every
         self.stall_if = None
         self.stalled = 0
         self.requests: list[dict] = []
@@ -72,6 +77,8 @@ class FakeLLMServer:
             now = time.monotonic()
             with self._lock:
                 fault = self.faults.popleft() if self.faults else self.fault_always
+                if self.fail_every and (len(self.requests) + 1) % self.fail_every == 0:
+                    fault = "500"
                 limited = False
                 if self.rate_limit:
                     while self._window and now - self._window[0] >= 60:
@@ -151,6 +158,11 @@ class FakeLLMServer:
     def __exit__(self, *exc) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=5)
+
+    def busiest_minute(self) -> int:
+        """The most requests let through (not answered 429) in any 60 s window."""
+        times = sorted(r["time"] for r in self.requests if r["status"] != 429)
+        return max((bisect.bisect_left(times, t + 60) - i for i, t in enumerate(times)), default=0)
 
     @property
     def answered(self) -> int:
