@@ -165,8 +165,13 @@ class StudentConfig(StageConfig):
 
 
 class TrainConfig(StageConfig):
-    epochs: float = Field(3, gt=0, description="Training epochs (paper: 3).")
-    learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate (paper: 5e-5).")
+    # Measured on a task outside the repository (12-hour to 24-hour times, 200 generated examples,
+    # SmolLM2-135M): 3 epochs at 5e-5 (the paper's T5 setting) 86% exact match on 100 real inputs,
+    # with validation still rising; 6 epochs at 2e-4, 90%. Early stopping keeps easy tasks short.
+    epochs: float = Field(
+        6, gt=0, description="Training epochs at most; validation exact match picks the best and stops early."
+    )
+    learning_rate: float = Field(2e-4, gt=0, description="AdamW learning rate (paper: 5e-5, for T5 students).")
     batch_size: int | None = Field(
         None, ge=1, description="Examples per step; None: chosen from the sequence length and the device's memory."
     )

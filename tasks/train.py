@@ -42,7 +42,8 @@ def encode_example(tokenizer, architecture: str, prompt: str, output: str, max_l
 
 class ValidationMetrics(TrainerCallback):
     """After each evaluation, generates on (up to 64) validation examples and adds
-    `eval_exact_match` to the metrics, which then picks the best epoch and drives early stopping."""
+    `eval_exact_match` to the metrics, which then picks the best epoch and drives early stopping
+    (two epochs without improvement, or a perfect score, end training)."""
 
     def __init__(self, tokenizer, architecture: str, instruction: str, rows: list[dict], max_new_tokens: int):
         self.tokenizer, self.architecture, self.instruction = tokenizer, architecture, instruction
@@ -65,6 +66,8 @@ class ValidationMetrics(TrainerCallback):
         state.log_history.append(
             {"eval_exact_match": metrics["eval_exact_match"], "epoch": state.epoch, "step": state.global_step}
         )
+        if metrics["eval_exact_match"] >= 1.0:
+            control.should_training_stop = True  # nothing left to gain on validation: later epochs only cost time
 
 
 class TrainProgress(TrainerCallback):
