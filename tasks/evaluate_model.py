@@ -127,13 +127,15 @@ def evaluate_run(
         metrics["student"][name] = score(student, refs, cfg) | {"ms_per_example": round(ms, 1), "size_mb": size_mb}
         teacher = [None] * len(rows)
         if llm is not None:
-            started = time.perf_counter()
+            started, cached_before = time.perf_counter(), llm.meter.cached
             teacher = run_sync(predict_teacher(llm, spec, inputs, cfg.max_new_tokens, cfg.teacher_demos))
             ms = (time.perf_counter() - started) * 1000 / len(rows)
-            metrics["teacher"][name] = score(teacher, refs, cfg) | {
-                "ms_per_example": round(ms, 1),
-                "model": llm.endpoint.model,
-            }
+            from_cache = llm.meter.cached - cached_before
+            # Answers replayed from the request cache say nothing of the teacher's speed: no timing then.
+            timing = {} if from_cache == len(rows) else {"ms_per_example": round(ms, 1)}
+            metrics["teacher"][name] = (
+                score(teacher, refs, cfg) | timing | {"model": llm.endpoint.model, "answers_from_cache": from_cache}
+            )
         predictions += [
             {"test_set": name, "input": x, "reference": y, "student": s, "teacher": t}
             for x, y, s, t in zip(inputs, refs, student, teacher, strict=True)

@@ -101,6 +101,9 @@ def test_run_then_rerun_is_all_cached_and_a_failed_training_resumes(
         "Cached"
     ] * 5
     assert [resumed[s] for s in ("train", "evaluate", "publish_demo")] == ["Completed"] * 3
+    # The teacher's answers on the held-out split came from the request cache: no speed is claimed.
+    teacher_scores = read_json(out / "metrics.json")["teacher"]["held_out"]
+    assert teacher_scores["answers_from_cache"] == teacher_scores["n"] and "ms_per_example" not in teacher_scores
 
     # The train+evaluate flow on the same folder and settings finds the pipeline's results cached;
     # `p2m evaluate --eval-data` scores a real test set without training again.
