@@ -78,12 +78,13 @@ class GenerationReport:
         completion tokens the endpoint wrote (not the cache) per second of generation.
         """
         minutes = self.seconds / 60
-        tokens = self.usage.get("completion_tokens", 0)
+        tokens, sent = self.usage.get("completion_tokens", 0), self.usage.get("sent", 0)
         return {k: v for k, v in self.__dict__.items() if k not in ("examples", "agreements")} | {
             "accepted": len(self.examples),
             "rejected": dict(self.rejected),
             "vote_agreement": round(sum(self.agreements) / len(self.agreements), 3) if self.agreements else None,
-            "examples_per_minute": round(len(self.examples) / minutes, 1) if minutes else None,
+            # Only when the teacher was asked: replaying the request cache says nothing about speed.
+            "examples_per_minute": round(len(self.examples) / minutes, 1) if minutes and sent else None,
             "teacher_tokens_per_s": round(tokens / self.seconds, 1) if self.seconds and tokens else None,
         }
 

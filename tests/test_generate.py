@@ -69,6 +69,11 @@ def test_reaches_n_distinct_examples_with_votes(tmp_path, fast_limits):
     assert rates["vote_agreement"] == 1.0 and len(report.agreements) >= 10
     assert rates["seconds"] > 0 and rates["examples_per_minute"] == round(10 / (rates["seconds"] / 60), 1)
     assert rates["teacher_tokens_per_s"] == round(rates["usage"]["completion_tokens"] / rates["seconds"], 1) > 0
+    # The same run again is replayed from the request cache: no speed is claimed for it.
+    with FakeLLMServer(numbers_teacher) as server:
+        replayed = run(make_llm(server, tmp_path, fast_limits), cfg).as_dict()
+    assert replayed["usage"]["sent"] == 0 and replayed["accepted"] == 10
+    assert replayed["examples_per_minute"] is None and replayed["teacher_tokens_per_s"] is None
 
 
 def test_a_teacher_that_repeats_itself_ends_with_a_reason(tmp_path, fast_limits):
