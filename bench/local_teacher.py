@@ -22,7 +22,6 @@ import random
 import resource
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -35,6 +34,8 @@ from p2m.tasks.generate import example_prompt, parse_examples  # noqa: E402
 from p2m.tasks.local_teacher import running_local_teacher  # noqa: E402
 from p2m.tasks.parse import parse_by_rules, read_prompt_file  # noqa: E402
 from p2m.tasks.prompts import examples_schema  # noqa: E402
+
+from bench.peak_rss import MemoryWatch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CFG = GenerationConfig()
@@ -61,30 +62,6 @@ def usable(replies: list[str]) -> tuple[int, float]:
         good += bool(examples)
         seen.update((e["input"], e["output"]) for e in examples)
     return len(seen), good / max(1, len(replies))
-
-
-class PeakRSS:
-    """Samples a process's RSS every 0.2 s in a thread; `.peak` in MB."""
-
-    def __init__(self, pid: int):
-        self.proc, self.peak, self._stop = psutil.Process(pid), 0.0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, self.proc.memory_info().rss / 1e6)
-            except psutil.Error:
-                return
-            time.sleep(0.2)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def transformers_row(messages: list[list[dict]], max_tokens: int) -> dict:
@@ -147,12 +124,12 @@ def llama_row(model: str, slots: int, messages: list[list[dict]], max_tokens: in
                     )
 
             await ask(-1, messages[0])  # warm-up: loading and the first prompt are not measured
-            with PeakRSS(server.pid) as rss:
+            with MemoryWatch([server.pid]) as rss:
                 started = time.perf_counter()
                 responses = await asyncio.gather(*[ask(i, m) for i, m in enumerate(messages)])
                 seconds = time.perf_counter() - started
             await client.close()
-            return responses, seconds, rss.peak
+            return responses, seconds, rss.peak_sum / 1e6
 
         responses, seconds, peak = asyncio.run(measure())
     return {

@@ -25,48 +25,15 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.peak_rss import MemoryWatch  # noqa: E402
 from tests.fake_llm_server import FakeLLMServer, numbers_teacher  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "numbers_to_digits.yaml"
-
-
-class MemoryWatch:
-    """Samples the resident memory of processes (with their children) every half second."""
-
-    def __init__(self, pids: list[int]):
-        self.pids, self.peak_each, self.peak_sum = pids, {p: 0 for p in pids}, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        import psutil
-
-        while not self._stop.is_set():
-            total = 0
-            for pid in self.pids:
-                try:
-                    proc = psutil.Process(pid)
-                    rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
-                except psutil.Error:
-                    continue
-                self.peak_each[pid] = max(self.peak_each[pid], rss)
-                total += rss
-            self.peak_sum = max(self.peak_sum, total)
-            self._stop.wait(0.5)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def run_generators(api_url: str, runs: int, rpm: float, examples_each: int, shared: bool, server_limit: float | None):

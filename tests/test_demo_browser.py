@@ -11,6 +11,22 @@ from p2m.tasks.demo_service import publish_demo, stop_demo
 from p2m.tasks.processes import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def launch_chromium(playwright):
+    """Debian's headless chromium, with nothing that would reach the network or need a GPU."""
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+    )
+
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make test-browser installs it)"),
@@ -23,16 +39,7 @@ def test_page_loads_takes_input_and_shows_the_answer(run_folder, tmp_path):
     try:
         record = publish_demo(run_folder, home, port=port)
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=CHROMIUM,
-                args=[
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                ],
-            )
+            browser = launch_chromium(p)
             page = browser.new_page()
             page.goto(record["url"])
             page.get_by_label("Input").fill("abc")

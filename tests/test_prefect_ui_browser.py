@@ -14,7 +14,7 @@ import pytest
 from p2m.tasks.processes import free_port, wait_until_serving
 
 from tests.conftest import REPO
-from tests.test_demo_browser import CHROMIUM
+from tests.test_demo_browser import CHROMIUM, launch_chromium
 
 pytestmark = [
     pytest.mark.browser,
@@ -72,16 +72,7 @@ def test_plot_artifact_renders_in_the_prefect_ui(tmp_path):
         )
         assert made.returncode == 0 and "p2m-loss-curve" in made.stdout, made.stderr[-2000:]
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=CHROMIUM,
-                args=[
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                ],
-            )
+            browser = launch_chromium(p)
             page = browser.new_page()
             found = httpx.post(
                 f"http://127.0.0.1:{port}/api/artifacts/filter",

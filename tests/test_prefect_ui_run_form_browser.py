@@ -21,7 +21,7 @@ from p2m.tasks.demo_service import stop_demo
 from p2m.tasks.processes import free_port, wait_until_serving
 
 from tests.conftest import DATASETS, EXAMPLE, REPO
-from tests.test_demo_browser import CHROMIUM
+from tests.test_demo_browser import CHROMIUM, launch_chromium
 from tests.test_pipeline import QUICK
 from tests.test_storage import s3  # noqa: F401 (the moto fixture)
 
@@ -119,16 +119,7 @@ def test_a_pasted_prompt_runs_from_the_form_and_its_page_shows_scores_and_the_de
                 stderr=subprocess.STDOUT,
             )
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=CHROMIUM,
-                args=[
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                ],
-            )
+            browser = launch_chromium(p)
             page = browser.new_page(viewport={"width": 1300, "height": 1400})
             page.goto(f"{ui}/deployments/deployment/{deployment_id}/run")
             examples = field(page, "num_examples")
