@@ -150,8 +150,9 @@ def summary_markdown(summary: dict) -> str:
     head = f"# p2m run\n\nRun folder: `{where}`\n\n"
     if where != summary["run_dir"]:
         head += f"The worker's copy: `{summary['run_dir']}`\n\n"
-    markdown = as_markdown(report_sections(summary))
-    if summary.get("demo_url"):  # a link people can click, not a table cell
+    # The demo's link goes below the tables, once, as a link people click (not also in a table cell).
+    markdown = as_markdown(report_sections({**summary, "demo_url": None}))
+    if summary.get("demo_url"):
         markdown += f"\n\nTry the model: [{summary['demo_url']}]({summary['demo_url']})"
     return head + markdown
 

@@ -17,6 +17,7 @@ import time
 
 import httpx
 import pytest
+from p2m.tasks.config import GenerationConfig
 from p2m.tasks.demo_service import stop_demo
 from p2m.tasks.processes import free_port, wait_until_serving
 
@@ -124,8 +125,8 @@ def test_a_pasted_prompt_runs_from_the_form_and_its_page_shows_scores_and_the_de
             page.goto(f"{ui}/deployments/deployment/{deployment_id}/run")
             examples = field(page, "num_examples")
             examples.wait_for(timeout=60_000)
-            assert (
-                examples.get_attribute("type") == "number" and examples.input_value() == "100"
+            assert examples.get_attribute("type") == "number" and examples.input_value() == str(
+                GenerationConfig().num_examples
             )  # the default, as a number
             page.screenshot(path=str(tmp_path / "1-form-defaults.png"))
 
