@@ -165,6 +165,17 @@ BAD_INPUTS = [
     ("demo without a model", ["demo", "{d}/notadir"], {}, "no trained model"),
     ("demo login without a password", ["demo", "{d}/made", "--auth", "dana"], {}, "user:password"),
     ("generate into a file", ["generate", EX, "--out", "{d}/a_file"], {}, "is a file"),
+    ("index into a file", ["index", "--out", "{d}/a_file"], {}, "is a file"),
+    ("serve without a model", ["serve", "{d}/notadir"], {}, "no trained model"),
+    ("export without a run", ["export", "{d}/notadir", "--format", "gguf"], {}, "p2m run PROMPT"),
+    (
+        "export with the other format's quantization",
+        ["export", "{d}/made", "--format", "onnx", "--quantize", "q8_0"],
+        {},
+        "not a onnx option",
+    ),
+    ("rollback of a folder that is no nightly run", ["rollback", "{d}/made"], {}, "promotions.jsonl"),
+    ("unknown teacher model", ["teacher", "--model", "gpt-17"], {}, "neither an embedded teacher"),
 ]
 
 
