@@ -20,6 +20,18 @@ from tests.fake_llm_server import request_kind
 from tests.test_pipeline import QUICK, states
 
 
+def retry_from_the_cli(flow_run_id, env: dict) -> None:
+    """`prefect flow-run retry ID`, as a person re-running only what failed would; must succeed."""
+    retry = subprocess.run(
+        [sys.executable, "-m", "prefect", "flow-run", "retry", str(flow_run_id)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert retry.returncode == 0, retry.stdout + retry.stderr
+
+
 def wait_for_final_state(client, flow_run_id, timeout: float = 300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -125,14 +137,7 @@ def test_deployed_run_fails_in_training_and_retry_reruns_only_training_onward(tm
         assert failed["train"] == "Failed" and failed["process"] == "Completed"
 
         (out / "checkpoints").unlink()  # the cause, fixed
-        retry = subprocess.run(
-            [sys.executable, "-m", "prefect", "flow-run", "retry", str(flow_run.id)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert retry.returncode == 0, retry.stdout + retry.stderr
+        retry_from_the_cli(flow_run.id, env)
         assert wait_for_final_state(client, flow_run.id).is_completed(), workers.log_tail()
     resumed = states(read_json(out / "summary.json"))
     assert [resumed[s] for s in ("parse", "retrieve_datasets", "generate", "retrieve_model", "process")] == [
@@ -233,14 +238,7 @@ def test_worker_killed_mid_run_is_marked_crashed_and_retry_keeps_every_finished_
         assert crashed.is_crashed(), crashed
         numbers_server.stall_if = None
         workers.start(["cpu"], **machine)
-        retry = subprocess.run(
-            [sys.executable, "-m", "prefect", "flow-run", "retry", str(flow_run.id)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert retry.returncode == 0, retry.stdout + retry.stderr
+        retry_from_the_cli(flow_run.id, env)
         assert wait_for_final_state(client, flow_run.id).is_completed(), workers.log_tail()
     resumed = states(read_json(out / "summary.json"))
     assert [resumed[s] for s in ("parse", "retrieve_datasets", "generate", "retrieve_model", "process", "train")] == [
