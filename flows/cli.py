@@ -568,16 +568,18 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"p2m: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:
-        if e.errno not in USER_OS_ERRORS:
+    except Exception as e:
+        from p2m.tasks.run_store import disk_full_error
+
+        # A full disk, also when a library wrapped the OS error (torch, safetensors, pyarrow).
+        full = disk_full_error(e, Path(getattr(e, "filename", None) or getattr(args, "out", None) or "."))
+        if full is None and not (isinstance(e, OSError) and e.errno in USER_OS_ERRORS):
             raise
         if verbose:
             traceback.print_exc()
-        where = f" ({e.filename})" if e.filename else ""
-        print(
-            f"p2m: error: {e.strerror}{where}; fix that and run the same command again (finished stages are kept)",
-            file=sys.stderr,
-        )
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        what = full or f"{e.strerror}{where}; fix that and run the same command again (finished stages are kept)"
+        print(f"p2m: error: {what}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

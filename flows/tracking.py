@@ -16,7 +16,7 @@ from p2m.tasks.errors import BadInputError
 from p2m.tasks.inputs import check_settings_paths, read_run_prompt
 from p2m.tasks.locations import RunLocation, fetch_inputs, in_user_terms, pull_run, run_location
 from p2m.tasks.report import summary_markdown
-from p2m.tasks.run_store import check_run_dir, claim_run_dir, write_json
+from p2m.tasks.run_store import check_run_dir, claim_run_dir, write_json, write_text
 from p2m.tasks.spec import PromptFile, prompt_identity
 from p2m.tasks.teacher import Teacher
 
@@ -195,7 +195,7 @@ def flow_run(prompt_file: str | None, out_dir: str | None, overrides: dict | Non
             # Claimed before anything is written: a folder holding another prompt's run is left untouched.
             claim_run_dir(run_dir, prompt_identity(prompt), str(prompt_file) if prompt_file else "(pasted prompt)")
             if not prompt_file:  # the pasted text is kept with the run, as a prompt file would be
-                (run_dir / "prompt.txt").write_text(prompt.text + "\n", encoding="utf-8")
+                write_text(run_dir / "prompt.txt", prompt.text + "\n")
         else:
             check_settings_paths(settings)
     except BadInputError as e:  # named as the person gave them: URLs, not this machine's copies

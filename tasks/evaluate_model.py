@@ -11,7 +11,6 @@ ones: `metrics.json` says which backbone was used). Output: `metrics.json`
 from __future__ import annotations
 
 import functools
-import json
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from p2m.tasks.datafiles import read_pairs
 from p2m.tasks.inference import exact_match, generate_outputs, load_model
 from p2m.tasks.prompts import answer_messages, clean_answer
 from p2m.tasks.report import write_model_card
-from p2m.tasks.run_store import read_jsonl, write_json
+from p2m.tasks.run_store import atomic_path, read_jsonl, write_json, write_jsonl
 from p2m.tasks.spec import PromptSpec
 
 
@@ -146,12 +145,20 @@ def evaluate_run(
             "BERTScore from a MiniLM backbone is not comparable with published roberta-large scores"
         )
     write_json(out_dir / "metrics.json", metrics)
-    with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
-        for p in predictions:
-            f.write(json.dumps(p, ensure_ascii=False) + "\n")
+    write_jsonl(out_dir / "predictions.jsonl", predictions)
     plot_results(out_dir, metrics)
     write_model_card(out_dir, instruction=spec.instruction)
     return metrics
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write a matplotlib figure as a PNG at `path`, atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
 
 
 def plot_results(out_dir: Path, metrics: dict) -> list[Path]:
@@ -171,7 +178,7 @@ def plot_results(out_dir: Path, metrics: dict) -> list[Path]:
         if val:
             ax.plot(*zip(*val, strict=True), marker="o", label="validation loss")
         ax.set_xlabel("step"), ax.set_ylabel("loss"), ax.legend(), ax.set_title("Training")
-        fig.tight_layout(), fig.savefig(out_dir / "loss_curve.png", dpi=100), plt.close(fig)
+        save_figure(fig, out_dir / "loss_curve.png")
         made.append(out_dir / "loss_curve.png")
     held = metrics["student"].get("held_out")
     if held:
@@ -189,6 +196,6 @@ def plot_results(out_dir: Path, metrics: dict) -> list[Path]:
             )
         ax.set_xticks(list(xs), ["exact match %", "chrF++", "BERTScore F1 %"]), ax.set_ylim(0, 100), ax.legend()
         ax.set_title("Held-out examples: student vs teacher")
-        fig.tight_layout(), fig.savefig(out_dir / "student_vs_teacher.png", dpi=100), plt.close(fig)
+        save_figure(fig, out_dir / "student_vs_teacher.png")
         made.append(out_dir / "student_vs_teacher.png")
     return made

@@ -13,7 +13,7 @@ from pathlib import Path
 from p2m.tasks.config import ProcessConfig
 from p2m.tasks.dedup import normalise
 from p2m.tasks.errors import BadInputError
-from p2m.tasks.run_store import dataset_rows, rows_to_dataset, write_json
+from p2m.tasks.run_store import dataset_rows, rows_to_dataset, save_dataset, write_json
 from p2m.tasks.spec import PromptSpec
 
 MIN_EXAMPLES = 10
@@ -57,7 +57,7 @@ def make_splits(
             for name, part in (("train", train), ("validation", val or train[:1]), ("test", test))
         }
     )
-    splits.save_to_disk(str(out_dir / "splits"))
+    save_dataset(splits, out_dir / "splits")
     sizes = {name: len(ds) for name, ds in splits.items()}
     counts = {s: sum(r["source"] == s for r in train) for s in ("retrieved", "generated", "demonstration")}
     record = {"sizes": sizes, "train_sources": counts, "deduplicated_pool": len(rows), "seed": cfg.seed}

@@ -21,7 +21,15 @@ import shutil
 from pathlib import Path
 
 from p2m.tasks.errors import BadInputError
-from p2m.tasks.run_store import append_jsonl, content_hash, read_json, read_jsonl, rows_to_dataset, write_json
+from p2m.tasks.run_store import (
+    append_jsonl,
+    content_hash,
+    read_json,
+    read_jsonl,
+    rows_to_dataset,
+    save_dataset,
+    write_json,
+)
 
 NIGHTLY = "nightly"
 
@@ -132,7 +140,7 @@ def write_round_splits(rows: list[dict], test_rows: list[dict], out_dir: Path, v
             "test": rows_to_dataset([r | {"source": "test"} for r in test_rows], ("input", "output", "source")),
         }
     )
-    splits.save_to_disk(str(out_dir / "splits"))
+    save_dataset(splits, out_dir / "splits")
     return {name: len(ds) for name, ds in splits.items()}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from p2m.tasks.run_store import read_json
+from p2m.tasks.run_store import read_json, write_text
 from p2m.tasks.train_format import format_prompt
 
 SCORES = ("exact_match", "chrf", "bertscore_f1", "ms_per_example")
@@ -216,5 +216,4 @@ def write_model_card(run_dir: Path, formats: dict | None = None, instruction: st
         ((metrics or {}).get("info") or {}).get("teacher"),
     )
     path = run_dir / "model_card.md"
-    path.write_text(card, encoding="utf-8")
-    return path
+    return write_text(path, card)

@@ -25,7 +25,7 @@ from p2m.tasks.errors import BadInputError
 from p2m.tasks.jsonreply import extract_json_object
 from p2m.tasks.prompts import chat, json_lines, json_schema
 from p2m.tasks.registry import DatasetRecord, scan_datasets
-from p2m.tasks.run_store import rows_to_dataset, write_json
+from p2m.tasks.run_store import rows_to_dataset, save_dataset, write_json
 from p2m.tasks.spec import PromptSpec
 from rapidfuzz import fuzz
 from threadpoolctl import threadpool_limits
@@ -351,6 +351,6 @@ def retrieve_dataset(
         break
     else:
         record.setdefault("reason", "no candidate datasets" if not ranked else "every candidate was unusable")
-    rows_to_dataset(rows or []).save_to_disk(str(out_dir / "retrieved"))
+    save_dataset(rows_to_dataset(rows or []), out_dir / "retrieved")
     write_json(out_dir / "retrieval.json", record)
     return record

@@ -1,29 +1,127 @@
-"""The run folder: every stage's artifact, written atomically, plus content hashes for cache keys."""
+"""The run folder: every stage's artifact, written atomically, plus content hashes for cache keys.
+
+Every artifact is written under a temporary name beside its final one and renamed into place
+when it is whole (`atomic_path`, `atomic_folder`): a full disk or a kill mid-write leaves the
+previous artifact (or none), never half of one that a later run would trust.
+"""
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from p2m.tasks.errors import BadInputError
+from p2m.tasks.errors import BadInputError, P2MError
 
 RUN_MARKER = "run.json"
 
 
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary file path beside `path` (same suffix, so writers that go by it still
+    work); when the block ends without error it is renamed to `path`, otherwise removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-", suffix=path.suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; artifacts are as readable as any file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_folder(folder: Path) -> Iterator[Path]:
+    """Yield a new empty folder beside `folder`; when the block ends without error it replaces
+    `folder` (the old one is removed), otherwise it is removed and `folder` is left as it was."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        old = None
+        if folder.exists():  # a folder cannot be renamed over a non-empty one: move it aside first
+            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
+            os.replace(folder, old / folder.name)
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write `text` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
 def write_json(path: Path, data: Any) -> Path:
     """Write `data` as pretty JSON to `path` atomically (a crash never leaves half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    """Write `records` as JSON Lines to `path` atomically."""
+    return write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
+
+
+# What a full disk looks like once libraries have wrapped the OS error: torch's writer says "file
+# write failed", safetensors "StorageFull", pyarrow and others the OS's own words without an errno.
+_DISK_FULL_WORDS = ("No space left on device", "Disk quota exceeded", "StorageFull", "file write failed")
+
+
+def disk_full_error(error: BaseException, folder: Path) -> P2MError | None:
+    """A P2MError saying the disk holding `folder` is full, when `error` (or an error it was raised
+    from) is one; None otherwise. Torch's vague "file write failed" counts only when the disk
+    really is nearly full (under 100 MB free)."""
+    seen: set[int] = set()
+    full = False
+    while error is not None and id(error) not in seen and not full:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            full = True
+        elif any(words in str(error) for words in _DISK_FULL_WORDS):
+            full = "file write failed" not in str(error) or _free_bytes(folder) < 100e6
+        error = error.__cause__ or error.__context__
+    if not full:
+        return None
+    return P2MError(
+        f"the disk holding {folder} is full ({_free_bytes(folder) / 1e6:.1f} MB free); free some space and run "
+        "the same command again: finished stages are kept, and training resumes from its last complete checkpoint"
+    )
+
+
+@contextmanager
+def full_disk_explained(folder: Path) -> Iterator[None]:
+    """Inside the block, an error that means the disk holding `folder` is full becomes a P2MError
+    that says so (the CLI prints it as one line); other errors pass through unchanged."""
+    try:
+        yield
+    except Exception as e:
+        full = disk_full_error(e, folder)
+        if full is None:
+            raise
+        raise full from e
+
+
+def _free_bytes(folder: Path) -> float:
+    existing = next((p for p in (Path(folder), *Path(folder).parents) if p.exists()), Path("/"))
+    return shutil.disk_usage(existing).free
 
 
 def read_json(path: Path) -> Any:
@@ -129,6 +227,13 @@ def claim_run_dir(run_dir: Path, prompt_hash: str, prompt_file: str) -> None:
         raise BadInputError(
             f"cannot write the run folder {run_dir} ({e.strerror or e}); pass an --out you can write to"
         ) from None
+
+
+def save_dataset(dataset, folder: Path) -> Path:
+    """`dataset.save_to_disk(folder)`, atomically (the whole folder appears, or the old one stays)."""
+    with atomic_folder(folder) as tmp:
+        dataset.save_to_disk(str(tmp))
+    return Path(folder)
 
 
 def rows_to_dataset(rows: list[dict], columns: tuple[str, ...] = ("input", "output")):

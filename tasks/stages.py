@@ -12,7 +12,7 @@ from p2m.tasks.cache_keys import stage_cache_key
 from p2m.tasks.config import EvalConfig, GenerationConfig, ProcessConfig, RetrievalConfig, StudentConfig, TrainConfig
 from p2m.tasks.errors import P2MError
 from p2m.tasks.llm import run_sync
-from p2m.tasks.run_store import artifact_ref, rows_to_dataset, write_json
+from p2m.tasks.run_store import artifact_ref, disk_full_error, rows_to_dataset, save_dataset, write_json
 from p2m.tasks.spec import PromptFile, PromptSpec
 from p2m.tasks.teacher import Teacher
 from prefect import task
@@ -23,10 +23,11 @@ def retry_unless_user_error(task, task_run, state) -> bool:
     """Retrying cannot fix bad input, a bad config or a missing key: fail at once with the message.
 
     P2MError covers those, and a teacher that stayed down past its own time budget (the LLM
-    client has retried by then). `_sync=True`: called from an async task's engine, `result()`
-    would otherwise hand back a coroutine and every error would look retryable.
+    client has retried by then); nor can it fix a full disk. `_sync=True`: called from an async
+    task's engine, `result()` would otherwise hand back a coroutine and every error would look retryable.
     """
-    return not isinstance(state.result(raise_on_failure=False, _sync=True), P2MError)
+    error = state.result(raise_on_failure=False, _sync=True)
+    return not isinstance(error, P2MError) and disk_full_error(error, Path.cwd()) is None
 
 
 def stage(work_module, retries: int = 2, **kwargs):
@@ -142,7 +143,7 @@ def generate_task(spec: PromptSpec, cfg: GenerationConfig, run_dir: Path, teache
             write_json(run_dir / "generation.json", report.as_dict() | {"failed": str(e) or e.__class__.__name__})
             raise
         rows, report_dict = report.examples, report.as_dict()
-    rows_to_dataset(rows).save_to_disk(str(run_dir / "generated"))
+    save_dataset(rows_to_dataset(rows), run_dir / "generated")
     write_json(run_dir / "generation.json", report_dict)
     return {**report_dict, **artifact_ref(run_dir / "generated")}
 

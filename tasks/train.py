@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,7 +23,7 @@ from pathlib import Path
 import torch
 from p2m.tasks.config import TrainConfig
 from p2m.tasks.inference import load_model, resolve_model_path
-from p2m.tasks.run_store import write_json
+from p2m.tasks.run_store import atomic_folder, full_disk_explained, write_json, write_jsonl
 from p2m.tasks.train_format import format_prompt
 from p2m.tasks.train_launch import distributed_world, train_distributed, training_processes
 from transformers import TrainerCallback
@@ -255,9 +257,10 @@ def train_student(
         ],
     )
     trainer.remove_callback(PrinterCallback)  # it would print every log dict on the terminal
-    resume = any(ckpt_dir.glob("checkpoint-*")) if ckpt_dir.exists() else False
+    resume = last_complete_checkpoint(ckpt_dir)
     started = time.monotonic()
-    result = trainer.train(resume_from_checkpoint=resume or None)
+    with full_disk_explained(out_dir):  # torch and safetensors wrap a full disk in errors of their own
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.monotonic() - started
 
     record = {
@@ -279,12 +282,31 @@ def train_student(
         "tokens_seen": int(sum(len(x) for x in train_ds["input_ids"]) * cfg.epochs),
     }
     if trainer.is_world_process_zero():  # one writer; every process holds the same weights
-        model_dir = out_dir / "model"
         final = trainer.model.merge_and_unload() if cfg.lora else trainer.model
-        final.save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
-        with open(out_dir / "train_log.jsonl", "w", encoding="utf-8") as f:
-            for entry in trainer.state.log_history:
-                f.write(json.dumps(entry) + "\n")
+        with full_disk_explained(out_dir), atomic_folder(out_dir / "model") as model_dir:
+            final.save_pretrained(model_dir)
+            tokenizer.save_pretrained(model_dir)
+        write_jsonl(out_dir / "train_log.jsonl", trainer.state.log_history)
         write_json(out_dir / "train.json", record)
     return record
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest checkpoint the Trainer finished writing, or None (train from the start).
+
+    The Trainer writes `trainer_state.json` last: a checkpoint without a readable one for its own
+    step was cut short (a full disk, a kill mid-save) and would fail to load, so it is skipped and
+    removed (by the one process that writes; several DDP processes all skip it).
+    """
+    complete = []
+    for folder in ckpt_dir.glob("checkpoint-*") if ckpt_dir.is_dir() else []:
+        try:
+            step = int(folder.name.removeprefix("checkpoint-"))
+            if json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))["global_step"] == step:
+                complete.append((step, folder))
+                continue
+        except (ValueError, OSError, KeyError, TypeError):
+            pass
+        if distributed_world() == 1 or int(os.environ.get("RANK", "0")) == 0:
+            shutil.rmtree(folder, ignore_errors=True)
+    return max(complete)[1] if complete else None
