@@ -13,9 +13,10 @@
   `retry-after` (stretched by backoff when very short); 5xx, timeouts, dropped connections and
   replies that are not a chat completion back off exponentially with jitter, each request for
   at most `retry_budget` seconds; a bad key or an unknown model (other 4xx) is never retried.
-  An endpoint that answers nothing at all for `give_up_after` seconds stops the stage with the
-  counts (`EndpointHealth`); one that answers like no OpenAI server does (a web page) stops it
-  after three such replies.
+  A reply without any choice is retried like a broken body (and never cached). An endpoint that
+  answers nothing at all for `give_up_after` seconds stops the stage with the counts
+  (`EndpointHealth`); one whose first three replies are like no OpenAI server's (a web page, JSON
+  of another shape, completions without choices) stops it then.
 - Every answered request is stored in a SQLite cache keyed by a hash of model, messages and
   sampling settings (plus a caller-chosen `salt` to ask for distinct samples). A run killed at
   any moment and started again replays answered requests from disk: no request is paid twice.
@@ -304,6 +305,7 @@ class EndpointHealth:
     def __init__(self, give_up_after: float):
         self.give_up_after = give_up_after
         self.answered = False  # has it ever sent a real chat completion?
+        self._foreign = 0  # replies like no OpenAI server sends, while it has never answered
         self._last_success: float | None = None
         self._lock = threading.Lock()
 
@@ -316,6 +318,12 @@ class EndpointHealth:
         with self._lock:
             self.answered = True
             self._last_success = time.monotonic()
+
+    def foreign_reply(self) -> int:
+        """Count a reply that no OpenAI server would send; returns how many there were."""
+        with self._lock:
+            self._foreign += 1
+            return self._foreign
 
     def silent_for(self) -> float:
         """Seconds since the last success (or the first attempt)."""
@@ -507,11 +515,10 @@ class LLMClient:
             completion_tokens=usage["completion_tokens"],
             cost_usd=(usage["prompt_tokens"] * self._price[0] + usage["completion_tokens"] * self._price[1]) / 1e6,
         )
-        if texts:  # an answer without choices is not worth keeping: asked again, the endpoint may do better
-            if self.cache.remote:
-                await asyncio.to_thread(self.cache.put, key, {"texts": texts, "usage": usage})
-            else:
-                self.cache.put(key, {"texts": texts, "usage": usage})
+        if self.cache.remote:
+            await asyncio.to_thread(self.cache.put, key, {"texts": texts, "usage": usage})
+        else:
+            self.cache.put(key, {"texts": texts, "usage": usage})
         self._log(
             purpose,
             key,
@@ -564,17 +571,15 @@ class LLMClient:
             ):  # a body that is not JSON (JSONDecodeError is a ValueError)
                 resp = None
         choices = getattr(resp, "choices", None)
-        if not isinstance(choices, list):
-            self._failed(est_tokens, bad_replies=1)
-            if not self.health.answered and self.meter.bad_replies >= BAD_REPLIES_BEFORE_GIVING_UP:
-                shown = resp if isinstance(resp, str) else "a body that is not a chat completion"
-                raise P2MError(
-                    f"{self.endpoint.base_url} does not answer like an OpenAI chat-completions server "
-                    f"({str(shown)[:80]!r}); check OPENAI_BASE_URL (it usually ends in /v1)"
-                )
-            raise _Retry("a reply that is not a chat completion", backoff_seconds(attempt))
+        answers = choices if isinstance(choices, list) else []
+        texts = [(c.message.content or "") for c in answers if getattr(c, "message", None) is not None]
+        if not texts:
+            self._bad_reply(resp, est_tokens)
+            raise _Retry(
+                "a reply without choices" if isinstance(choices, list) else "a reply that is not a chat completion",
+                backoff_seconds(attempt),
+            )
         self.health.succeeded()
-        texts = [(c.message.content or "") for c in choices if getattr(c, "message", None) is not None]
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         if getattr(resp, "usage", None) is not None:
             usage = {
@@ -596,6 +601,27 @@ class LLMClient:
         if self.shared_limit is not None:
             usage["shared_limit"] = self.shared_limit.stats()
         return usage
+
+    def _bad_reply(self, resp, est_tokens: int) -> None:
+        """Count a reply that holds no answer; raise P2MError when the endpoint has never answered
+        like an OpenAI server: its first replies were all web pages, JSON of another shape, or
+        completions without choices. A broken body (`resp` None: JSON cut off in transit) never
+        counts towards that: a working server sends those too, and a retry gets a whole one."""
+        self._failed(est_tokens, bad_replies=1)
+        if resp is None or self.health.answered:
+            return
+        if isinstance(resp, str):
+            kind = f"a page that is not JSON ({resp[:80]!r})"
+        elif isinstance(getattr(resp, "choices", None), list):
+            kind = "chat completions without any choice"
+        else:
+            kind = f"JSON that is not a chat completion ({str(resp)[:80]!r})"
+        if self.health.foreign_reply() >= BAD_REPLIES_BEFORE_GIVING_UP:
+            raise P2MError(
+                f"{self.endpoint.base_url} does not answer like an OpenAI chat-completions server "
+                f"({BAD_REPLIES_BEFORE_GIVING_UP} replies, none with an answer: {kind}); check OPENAI_BASE_URL "
+                "(it usually ends in /v1) and P2M_TEACHER_MODEL"
+            )
 
     def _failed(self, est_tokens: int, **counts) -> None:
         self.pacer.settle(est_tokens, 0)

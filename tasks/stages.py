@@ -143,6 +143,14 @@ def generate_task(spec: PromptSpec, cfg: GenerationConfig, run_dir: Path, teache
             write_json(run_dir / "generation.json", report.as_dict() | {"failed": str(e) or e.__class__.__name__})
             raise
         rows, report_dict = report.examples, report.as_dict()
+        if not rows:  # nothing to cache: a re-run, once the teacher answers, must ask it again
+            failure = (
+                f"the teacher gave no usable example ({report.stop_reason}; rejected: "
+                f"{dict(report.rejected) or 'none'}; {llm.meter.failures()}); see {run_dir / 'generation.jsonl'}, "
+                "fix the teacher or the prompt and run the same command again"
+            )
+            write_json(run_dir / "generation.json", report_dict | {"failed": failure})
+            raise P2MError(failure)
     save_dataset(rows_to_dataset(rows), run_dir / "generated")
     write_json(run_dir / "generation.json", report_dict)
     return {**report_dict, **artifact_ref(run_dir / "generated")}

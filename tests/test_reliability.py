@@ -24,7 +24,7 @@ from p2m.tasks.parse import read_prompt_file
 from p2m.tasks.spec import prompt_identity
 
 from tests.conftest import DATASETS, EXAMPLE, REPO
-from tests.fake_llm_server import FakeLLMServer
+from tests.fake_llm_server import FakeLLMServer, numbers_teacher
 
 pytestmark = pytest.mark.reliability
 
@@ -288,11 +288,67 @@ def test_a_broken_body_from_a_working_server_is_retried_and_counted(tmp_path, fa
         assert c.complete(MSG, salt="second") == ["ok"] and c.meter.bad_replies == 1
 
 
-def test_empty_choices_are_not_cached(tmp_path):
+def test_truncated_bodies_before_the_first_answer_are_retried(tmp_path):
+    """A teacher whose first replies are JSON cut off in transit, then whole: every request is answered
+    (it used to stop the stage after three, as if the endpoint were no OpenAI server)."""
     with FakeLLMServer(lambda m, r: "ok") as server:
+        server.faults.extend(["badjson"] * 4)
+        c = client(server, tmp_path)
+
+        async def four():
+            return await asyncio.gather(*[c.acomplete(MSG, salt=str(i)) for i in range(4)])
+
+        assert asyncio.run(four()) == [["ok"]] * 4
+    assert c.meter.bad_replies == 4
+
+
+def test_a_reply_without_choices_is_retried_and_never_cached(tmp_path):
+    with FakeLLMServer(lambda m, r: "ok") as server:
+        c = client(server, tmp_path)
+        assert c.complete(MSG, salt="first") == ["ok"]
         server.faults.append("empty")
-        assert client(server, tmp_path).complete(MSG) == []
-        assert client(server, tmp_path).complete(MSG) == ["ok"]  # asked again, not replayed from the cache
+        assert c.complete(MSG) == ["ok"] and c.meter.bad_replies == 1
+        assert [r["status"] for r in server.requests] == [200, 200, 200]
+
+
+def test_a_teacher_that_only_sends_empty_choices_stops_with_the_reason(tmp_path):
+    with FakeLLMServer(lambda m, r: "ok") as server:
+        server.fault_always = "empty"
+        with pytest.raises(P2MError, match="without any choice"):
+            client(server, tmp_path).complete(MSG)
+        server.fault_always = None
+        assert client(server, tmp_path).complete(MSG) == ["ok"]  # nothing was cached
+
+
+def test_generation_without_a_single_example_fails_and_is_not_cached(tmp_path, prefect_harness, monkeypatch):
+    """Every reply empty: generation fails with the reason; once the teacher is fixed, the same
+    command generates (the empty stage result was not cached)."""
+    from p2m.flows.generate import generate_flow
+
+    overrides = {"generation": {"num_examples": 3, "batch_size": 1}}
+    with FakeLLMServer(numbers_teacher) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        server.fault_always = "empty"
+        with pytest.raises(P2MError, match="without any choice"):
+            generate_flow(prompt_file=str(EXAMPLE), out_dir=str(tmp_path / "gen"), overrides=overrides)
+        assert "without any choice" in json.loads((tmp_path / "gen" / "generation.json").read_text())["failed"]
+        server.fault_always = None
+        result = generate_flow(prompt_file=str(EXAMPLE), out_dir=str(tmp_path / "gen"), overrides=overrides)
+    assert json.loads((tmp_path / "gen" / "generation.json").read_text())["accepted"] >= 3, result
+
+
+def test_generation_that_accepts_nothing_fails_with_the_rejects(tmp_path, prefect_harness, monkeypatch):
+    from p2m.flows.generate import generate_flow
+
+    with FakeLLMServer(lambda m, r: "not json at all", model="teacher-without-json") as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("P2M_TEACHER_MODEL", server.model)  # its own request cache keys
+        with pytest.raises(P2MError, match="no usable example.*not_json"):
+            generate_flow(
+                prompt_file=str(EXAMPLE),
+                out_dir=str(tmp_path / "gen"),
+                overrides={"generation": {"num_examples": 3, "batch_size": 1, "max_stale_batches": 2}},
+            )
 
 
 def test_a_rejected_key_is_never_retried(tmp_path):
