@@ -99,13 +99,22 @@ def cmd_demo(args) -> int:
 
     run_dir, host, port = Path(args.run_dir), args.host or settings.demo_host, args.port or settings.demo_port
     # The password comes from P2M_DEMO_AUTH when `p2m publish` starts this: never on a command line, which `ps` shows.
-    auth = check_demo_inputs(run_dir, host, port, args.auth or settings.demo_auth)
+    auth = check_demo_inputs(
+        run_dir, host, port, args.auth or settings.demo_auth, args.insecure_no_auth or settings.demo_insecure_no_auth
+    )
     print(f"serving the demo for {run_dir} on http://{host}:{port}", file=sys.stderr)
     serve_demo(run_dir, host=host, port=port, auth=auth)
     return 0
 
 
+def insecure_no_auth(args, variable: str) -> None:
+    """--insecure-no-auth as the setting `variable`, which the flows and the service they start read."""
+    if args.insecure_no_auth:
+        os.environ[variable] = "true"
+
+
 def cmd_publish(args) -> int:
+    insecure_no_auth(args, "P2M_DEMO_INSECURE_NO_AUTH")
     _settings({})
     from p2m.flows.publish_demo import publish_demo_flow
 
@@ -290,6 +299,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    insecure_no_auth(args, "P2M_SERVE__INSECURE_NO_AUTH")
     serve = {k: v for k, v in {"host": args.host, "port": args.port, "api_key": args.api_key}.items() if v is not None}
     settings = _settings({"serve": serve} if serve else {})
     from p2m.tasks.serve import model_name, serve_student
@@ -311,6 +321,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_publish_student(args) -> int:
+    insecure_no_auth(args, "P2M_SERVE__INSECURE_NO_AUTH")
     _settings({})
     from p2m.flows.serve_student import serve_student_flow
 
@@ -350,6 +361,15 @@ def cmd_rollback(args) -> int:
     record = rollback(args.run_dir, settings.home)
     print(record["message"])
     return 0
+
+
+def open_flag(parser, protection: str) -> None:
+    """--insecure-no-auth: serve beyond this machine with no `protection` (refused without it)."""
+    parser.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help=f"serve on a host other than 127.0.0.1 without a {protection} (refused otherwise); prints a warning",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -464,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=["gguf", "onnx"], help="default: gguf for decoder-only students, onnx otherwise"
     )
     serve.add_argument("--quantize", choices=["q8_0", "int8"], help="default: q8_0 for gguf, none for onnx")
+    open_flag(serve, "key")
     serve.set_defaults(func=cmd_serve)
     publish_student = sub.add_parser(
         "publish-student", help="`p2m serve` as a long-running process, replacing the one on its port"
@@ -471,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish_student.add_argument("run_dir", type=Path)
     publish_student.add_argument("--host")
     publish_student.add_argument("--port", type=int)
+    open_flag(publish_student, "key")
     publish_student.set_defaults(func=cmd_publish_student)
     nightly = sub.add_parser("nightly", help="one round of the nightly loop: new data, retrain, promote only if better")
     nightly.add_argument("prompt_file", type=Path)
@@ -488,13 +510,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("run_dir", type=Path)
     demo.add_argument("--host")
     demo.add_argument("--port", type=int)
-    demo.add_argument("--auth", help="user:password for basic auth")
+    demo.add_argument(
+        "--auth", help="user:password for a login page; prefer P2M_DEMO_AUTH (a command line is visible to `ps`)"
+    )
+    open_flag(demo, "password")
     demo.set_defaults(func=cmd_demo)
 
     publish = sub.add_parser("publish", help="serve the demo as a long-running process, replacing the one on its port")
     publish.add_argument("run_dir", type=Path)
     publish.add_argument("--host")
     publish.add_argument("--port", type=int)
+    open_flag(publish, "password")
     publish.set_defaults(func=cmd_publish)
 
     teacher = sub.add_parser("teacher", help="serve the local teacher (OpenAI-compatible) on its own")

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 @task(name="serve_demo", retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
 def publish_demo_task(run_dir: str, host: str, port: int) -> dict:
     s = Settings()
-    return publish_demo(Path(run_dir), s.home, host, port, s.demo_auth)
+    return publish_demo(Path(run_dir), s.home, host, port, s.demo_auth, s.demo_insecure_no_auth)
 
 
 @flow(name="p2m-publish-demo")

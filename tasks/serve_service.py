@@ -10,12 +10,11 @@ answers one demonstration through the OpenAI protocol. The API key travels in th
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from p2m.tasks.config import ServeConfig
 from p2m.tasks.errors import P2MError
-from p2m.tasks.processes import ServiceSlot, wait_until_serving
+from p2m.tasks.processes import ServiceSlot, check_exposure, service_environment, wait_until_serving
 from p2m.tasks.run_store import read_json, write_json
 
 # A first start may export the model (GGUF conversion and the check on the held-out split).
@@ -42,14 +41,15 @@ def publish_student(run_dir: Path, home: Path, cfg: ServeConfig) -> dict:
 
     Raises P2MError when the server does not come up and answer (its log is in P2M_HOME/students/PORT.log).
     """
-    from p2m.tasks.serve import model_name
+    from p2m.tasks.serve import STUDENT_KEY_SETTING, model_name
 
     run_dir = Path(run_dir).resolve()
     if not (run_dir / "model").exists():
         raise P2MError(f"{run_dir} has no trained model to serve; run `p2m run PROMPT --out {run_dir}` first")
+    check_exposure(cfg.host, bool(cfg.api_key), cfg.insecure_no_auth, "the student server", STUDENT_KEY_SETTING)
     slot = student_slot(home, cfg.port)
     replaced = slot.stop()
-    env = {k: v for k, v in os.environ.items() if k != "P2M_SERVE__API_KEY"}
+    env = service_environment({"P2M_SERVE__INSECURE_NO_AUTH": str(cfg.insecure_no_auth).lower()})
     if cfg.api_key:
         env["P2M_SERVE__API_KEY"] = cfg.api_key
     proc = slot.start(run_dir, ["--host", cfg.host, "--port", str(cfg.port)], env)
