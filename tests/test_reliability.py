@@ -326,8 +326,9 @@ def test_generation_without_a_single_example_fails_and_is_not_cached(tmp_path, p
     from p2m.flows.generate import generate_flow
 
     overrides = {"generation": {"num_examples": 3, "batch_size": 1}}
-    with FakeLLMServer(numbers_teacher) as server:
+    with FakeLLMServer(numbers_teacher, model="teacher-that-recovers") as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("P2M_TEACHER_MODEL", server.model)  # its own request cache keys
         server.fault_always = "empty"
         with pytest.raises(P2MError, match="without any choice"):
             generate_flow(prompt_file=str(EXAMPLE), out_dir=str(tmp_path / "gen"), overrides=overrides)
