@@ -1,17 +1,17 @@
 from pathlib import Path
 
 import pytest
-from p2m.tasks.config import Settings
+from p2m.tasks.core.config import Settings
 from pydantic import ValidationError
 
 from tests.conftest import REPO
 
 
 def test_env_example_lists_every_setting():
-    from p2m.tasks.config import env_example
+    from p2m.tasks.core.config import env_example
 
     assert (REPO / ".env.example").read_text() == env_example(), (
-        "regenerate .env.example (see p2m.tasks.config.env_example)"
+        "regenerate .env.example (see p2m.tasks.core.config.env_example)"
     )
     text = env_example()
     assert (

@@ -1,6 +1,6 @@
 """One rule for "the same example", in generation and in processing."""
 
-from p2m.tasks.dedup import SeenInputs, normalise
+from p2m.tasks.core.dedup import SeenInputs, normalise
 
 
 def test_exact_duplicates_differ_only_in_case_punctuation_and_spaces():

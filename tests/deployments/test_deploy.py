@@ -71,7 +71,7 @@ def test_the_run_form_shows_the_settings_values_with_bounds_and_refuses_bad_ones
     `int | None` toggle set to None), with the setting's bounds; the server refuses a value out of
     bounds before any run starts. Deployments carry tags a team's UI can filter on."""
     import httpx
-    from p2m.tasks.config import load_settings
+    from p2m.tasks.core.config import load_settings
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 

@@ -48,7 +48,7 @@ def test_p2m_deploy_makes_kubernetes_pools_and_module_deployments(prefect_harnes
     and the remote teacher's shared rate limits created. The process pools other tests use are put
     back afterwards."""
     from p2m.flows.cli import main
-    from p2m.tasks.shared_limits import limit_names
+    from p2m.tasks.teacher.shared_limits import limit_names
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 

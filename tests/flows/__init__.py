@@ -1,1 +1,1 @@
-"""Tests of p2m's flows."""
+"""Tests of the flows, their run machinery and the CLI."""

@@ -2,7 +2,7 @@
 
 import pytest
 from p2m.flows.cli import main
-from p2m.tasks.run_store import read_json
+from p2m.tasks.core.run_store import read_json
 
 from tests.conftest import DATASETS, EXAMPLE, REPO
 

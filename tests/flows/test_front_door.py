@@ -5,20 +5,20 @@ runs root), and the summary saying where the run is."""
 import json
 
 import pytest
-from p2m.tasks.errors import BadInputError
-from p2m.tasks.locations import run_name
-from p2m.tasks.parse import prompt_from_text
+from p2m.tasks.core.errors import BadInputError
+from p2m.tasks.stages.parse import prompt_from_text
+from p2m.tasks.storage.locations import run_name
 
 from tests.conftest import DATASETS, EXAMPLE
-from tests.test_pipeline import QUICK, states
-from tests.test_storage import s3  # noqa: F401 (the moto fixture)
+from tests.flows.test_pipeline import QUICK, states
+from tests.storage.test_storage import s3  # noqa: F401 (the moto fixture)
 
 PASTED = EXAMPLE.read_text(encoding="utf-8")
 TEST_SET = [("twelve", "12"), ("forty", "40"), ("three hundred one", "301")]
 
 
 def upload_inputs() -> None:
-    from p2m.tasks.storage import filesystem
+    from p2m.tasks.storage.remote import filesystem
 
     fs = filesystem()
     fs.pipe(
@@ -32,7 +32,7 @@ def upload_inputs() -> None:
 
 def test_a_pasted_prompt_with_inputs_and_run_folder_on_s3(tmp_path, s3, prefect_harness, numbers_server, monkeypatch):
     from p2m.flows.pipeline import pipeline
-    from p2m.tasks.storage import filesystem
+    from p2m.tasks.storage.remote import filesystem
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
@@ -85,7 +85,7 @@ def test_the_prompt_given_twice_or_not_at_all_fails_before_any_work(tmp_path, pr
 
 def test_the_nightly_form_takes_a_pasted_prompt_too(tmp_path, prefect_harness, numbers_server, monkeypatch):
     from p2m.flows.generate import generate_flow
-    from p2m.tasks.run_store import dataset_rows
+    from p2m.tasks.core.run_store import dataset_rows
 
     monkeypatch.setenv("OPENAI_BASE_URL", numbers_server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "test")

@@ -5,7 +5,7 @@ import json
 
 import pytest
 from p2m.flows.cli import main
-from p2m.tasks.run_store import read_json
+from p2m.tasks.core.run_store import read_json
 
 from tests.conftest import DATASETS, EXAMPLE
 
@@ -82,11 +82,11 @@ def test_run_then_rerun_is_all_cached_and_a_failed_training_resumes(
     assert numbers_server.answered == asked
 
     # A changed training setting fails in training; fixing it re-runs only training onward.
-    import p2m.tasks.train
+    import p2m.tasks.stages.train
 
-    real = p2m.tasks.train.train_student
+    real = p2m.tasks.stages.train.train_student
     monkeypatch.setattr(
-        p2m.tasks.train, "train_student", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("GPU fell off"))
+        p2m.tasks.stages.train, "train_student", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("GPU fell off"))
     )
     changed = {**QUICK, "train": {**QUICK["train"], "learning_rate": 1e-4}}
     with pytest.raises(RuntimeError, match="GPU fell off"):
@@ -95,7 +95,7 @@ def test_run_then_rerun_is_all_cached_and_a_failed_training_resumes(
     failed = states(failed_summary)
     assert failed["train"] == "Failed" and failed["process"] == "Cached" and "evaluate" not in failed
     assert failed_summary["finished"] is False and "GPU fell off" in failed_summary["error"]
-    monkeypatch.setattr(p2m.tasks.train, "train_student", real)
+    monkeypatch.setattr(p2m.tasks.stages.train, "train_student", real)
     resumed = states(run_pipeline(out, numbers_server, monkeypatch, **changed))
     assert [resumed[s] for s in ("parse", "retrieve_datasets", "generate", "retrieve_model", "process")] == [
         "Cached"
@@ -167,7 +167,7 @@ def test_cli_refuses_a_folder_holding_another_prompts_run(tmp_path, capsys, pref
 def test_generate_command_writes_dataset_and_request_log(
     tmp_path, capsys, prefect_harness, numbers_server, monkeypatch
 ):
-    from p2m.tasks.run_store import dataset_rows, read_jsonl
+    from p2m.tasks.core.run_store import dataset_rows, read_jsonl
 
     monkeypatch.setenv("OPENAI_BASE_URL", numbers_server.base_url)
     out = tmp_path / "gen"

@@ -11,10 +11,10 @@ import sys
 
 import httpx
 import pytest
-from p2m.tasks.processes import free_port, wait_until_serving
+from p2m.tasks.core.processes import free_port, wait_until_serving
 
 from tests.conftest import REPO
-from tests.test_demo_browser import CHROMIUM, launch_chromium
+from tests.ship.test_demo_browser import CHROMIUM, launch_chromium
 
 pytestmark = [
     pytest.mark.browser,
@@ -25,7 +25,7 @@ PUBLISH = """
 import sys
 from pathlib import Path
 from prefect import flow
-from p2m.flows.tracking import plot_artifacts
+from p2m.flows.run.tracking import plot_artifacts
 
 @flow
 def publish(run_dir: str):

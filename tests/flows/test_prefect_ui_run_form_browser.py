@@ -17,14 +17,14 @@ import time
 
 import httpx
 import pytest
-from p2m.tasks.config import GenerationConfig
-from p2m.tasks.demo_service import stop_demo
-from p2m.tasks.processes import free_port, wait_until_serving
+from p2m.tasks.core.config import GenerationConfig
+from p2m.tasks.core.processes import free_port, wait_until_serving
+from p2m.tasks.ship.demo_service import stop_demo
 
 from tests.conftest import DATASETS, EXAMPLE, REPO
-from tests.test_demo_browser import CHROMIUM, launch_chromium
-from tests.test_pipeline import QUICK
-from tests.test_storage import s3  # noqa: F401 (the moto fixture)
+from tests.flows.test_pipeline import QUICK
+from tests.ship.test_demo_browser import CHROMIUM, launch_chromium
+from tests.storage.test_storage import s3  # noqa: F401 (the moto fixture)
 
 pytestmark = [
     pytest.mark.browser,
@@ -46,7 +46,7 @@ def field(page, name: str):
 
 
 def stop(proc: subprocess.Popen) -> None:
-    # A worker ignores one SIGTERM for a while (../shared/PREFECT.md): SIGINT twice, then kill.
+    # A worker ignores one SIGTERM for a while: SIGINT twice, then kill.
     for sig in (signal.SIGINT, signal.SIGINT):
         if proc.poll() is None:
             proc.send_signal(sig)
@@ -62,7 +62,7 @@ def test_a_pasted_prompt_runs_from_the_form_and_its_page_shows_scores_and_the_de
     playwright = pytest.importorskip("playwright.sync_api")
     import json
 
-    from p2m.tasks.storage import filesystem
+    from p2m.tasks.storage.remote import filesystem
 
     filesystem().pipe(
         "p2m/inputs/numbers_test.jsonl",

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
-from p2m.tasks.config import LimitsConfig
-from p2m.tasks.errors import P2MError
-from p2m.tasks.llm import Endpoint, LLMClient
-from p2m.tasks.parse import read_prompt_file
-from p2m.tasks.spec import prompt_identity
+from p2m.tasks.core.config import LimitsConfig
+from p2m.tasks.core.errors import P2MError
+from p2m.tasks.core.spec import prompt_identity
+from p2m.tasks.stages.parse import read_prompt_file
+from p2m.tasks.teacher.client import Endpoint, LLMClient
 
 from tests.conftest import DATASETS, EXAMPLE, REPO
 from tests.fake_llm_server import FakeLLMServer
@@ -322,9 +322,9 @@ def test_a_server_that_dies_and_returns(tmp_path):
 
 
 def test_truncated_replies_are_rejected_and_counted(tmp_path, fast_limits):
-    from p2m.tasks.config import GenerationConfig
-    from p2m.tasks.generate import generate_examples
-    from p2m.tasks.parse import parse_prompt
+    from p2m.tasks.core.config import GenerationConfig
+    from p2m.tasks.stages.generate import generate_examples
+    from p2m.tasks.stages.parse import parse_prompt
 
     spec = parse_prompt(read_prompt_file(EXAMPLE))
     with FakeLLMServer(lambda m, r: '{"input": "forty-one", "outp') as server:

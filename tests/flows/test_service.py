@@ -13,11 +13,11 @@ import time
 
 import pytest
 from p2m.deployments.deploy import deploy_all, deployment_specs, ensure_work_pools
-from p2m.tasks.run_store import read_json
+from p2m.tasks.core.run_store import read_json
 
 from tests.conftest import DATASETS, EXAMPLE, REPO
 from tests.fake_llm_server import request_kind
-from tests.test_pipeline import QUICK, states
+from tests.flows.test_pipeline import QUICK, states
 
 
 def retry_from_the_cli(flow_run_id, env: dict) -> None:
@@ -94,7 +94,7 @@ class Workers:
 
     def stop(self) -> None:
         for worker in self.started:
-            # A worker ignores one SIGTERM for a while (../shared/PREFECT.md): SIGINT twice, then kill.
+            # A worker ignores one SIGTERM for a while: SIGINT twice, then kill.
             for sig in (signal.SIGINT, signal.SIGINT):
                 worker.send_signal(sig)
                 time.sleep(0.5)
@@ -118,8 +118,8 @@ def test_deployed_run_fails_in_training_and_retry_reruns_only_training_onward(tm
     env = workers.start(["cpu"])
     ensure_work_pools()
     deploy_all(deployment_specs())
-    from p2m.tasks.parse import parse_prompt, read_prompt_file
-    from p2m.tasks.run_store import claim_run_dir
+    from p2m.tasks.core.run_store import claim_run_dir
+    from p2m.tasks.stages.parse import parse_prompt, read_prompt_file
 
     out = tmp_path / "run"
     claim_run_dir(out, parse_prompt(read_prompt_file(EXAMPLE)).content_hash(), str(EXAMPLE))

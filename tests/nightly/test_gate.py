@@ -1,7 +1,7 @@
 """The promotion gate on scripted per-example scores: promote, keep, tie."""
 
 import pytest
-from p2m.tasks.gate import paired_bootstrap
+from p2m.tasks.nightly.gate import paired_bootstrap
 
 
 def test_a_clearly_better_model_is_promoted():

@@ -7,8 +7,8 @@ import json
 
 import pytest
 from p2m.flows.cli import main
-from p2m.tasks.errors import BadInputError
-from p2m.tasks.run_store import content_hash, read_json, read_jsonl
+from p2m.tasks.core.errors import BadInputError
+from p2m.tasks.core.run_store import content_hash, read_json, read_jsonl
 
 from tests.fake_llm_server import FakeLLMServer
 
@@ -35,7 +35,7 @@ STRONG = {**BASE, "train": {"epochs": 15, "learning_rate": 3e-3}}  # later round
 
 @pytest.mark.slow  # three rounds with training: 90 s on 2 quiet cores, 3 minutes on busy ones
 def test_nightly_promotes_once_keeps_once_and_rolls_back(tmp_path, prefect_harness, monkeypatch, capsys):
-    import p2m.tasks.serve_service as serve_service
+    import p2m.tasks.nightly.promotion as promotion_module  # republish restarts through these names
     from p2m.flows.nightly import nightly_flow
 
     prompt = tmp_path / "hello.yaml"
@@ -57,9 +57,9 @@ def test_nightly_promotes_once_keeps_once_and_rolls_back(tmp_path, prefect_harne
         assert read_json(out / "nightly" / "test_set.json")["n"] == 20
         first_em = read_jsonl(out / "promotions.jsonl")[0]["exact_match"]
         # From now on a student server p2m started serves this folder: a promotion must restart it, keeping it must not.
-        monkeypatch.setattr(serve_service, "running_server", lambda home, port: {"run_dir": str(out.resolve())})
+        monkeypatch.setattr(promotion_module, "running_server", lambda home, port: {"run_dir": str(out.resolve())})
         monkeypatch.setattr(
-            serve_service,
+            promotion_module,
             "publish_student",
             lambda run_dir, home, cfg: restarts.append(str(run_dir)) or {"base_url": "http://127.0.0.1:8080/v1"},
         )
@@ -114,7 +114,7 @@ def test_nightly_promotes_once_keeps_once_and_rolls_back(tmp_path, prefect_harne
 
 
 def test_merge_dedups_and_keeps_test_inputs_out():
-    from p2m.tasks.promotion import merge_examples
+    from p2m.tasks.nightly.promotion import merge_examples
 
     pool = [{"input": "One", "output": "1", "source": "retrieved"}]
     new = [{"input": "one ", "output": "2"}, {"input": "two", "output": "2"}, {"input": "Three", "output": "3"}]
@@ -124,6 +124,33 @@ def test_merge_dedups_and_keeps_test_inputs_out():
         {"input": "two", "output": "2", "source": "generated"},
     ]
     assert added == 1
+
+
+def test_a_test_input_that_differs_only_in_punctuation_stays_out_of_the_pool():
+    """The pool is keyed as the process stage deduplicates (`dedup.normalise`): no test contamination."""
+    from p2m.tasks.nightly.promotion import merge_examples
+
+    merged, added = merge_examples(
+        [], [{"input": "Three, please!", "output": "3"}], [{"input": "three please", "output": "3"}]
+    )
+    assert merged == [] and added == 0
+
+
+def test_republish_uses_the_callers_settings(tmp_path, monkeypatch):
+    """Ports given to the nightly flow (its overrides) are where republish looks, not the defaults."""
+    import p2m.tasks.nightly.promotion as promotion_module
+    from p2m.tasks.core.config import load_settings
+
+    seen = []
+    monkeypatch.setattr(promotion_module, "running_server", lambda home, port: seen.append(("serve", port)))
+    monkeypatch.setattr(
+        promotion_module,
+        "demo_slot",
+        lambda home, port: seen.append(("demo", port)) or type("S", (), {"running": lambda self: None})(),
+    )
+    settings = load_settings({"serve": {"port": 9191}, "demo_port": 7171, "home": str(tmp_path)})
+    assert promotion_module.republish(tmp_path, settings) == []
+    assert seen == [("serve", 9191), ("demo", 7171)]
 
 
 def test_rollback_needs_a_nightly_folder(tmp_path, capsys):
@@ -139,7 +166,7 @@ def fake_model(folder, weights: bytes):
 
 
 def test_promotions_are_kept_served_whole_and_rolled_back_in_order(tmp_path):
-    from p2m.tasks import promotion
+    from p2m.tasks.nightly import promotion
 
     run = tmp_path / "run"
     fake_model(run / "model", b"one")
@@ -179,7 +206,7 @@ def test_promotions_are_kept_served_whole_and_rolled_back_in_order(tmp_path):
 
 
 def test_the_test_set_is_frozen_at_the_first_round(tmp_path):
-    from p2m.tasks.promotion import freeze_test_set
+    from p2m.tasks.nightly.promotion import freeze_test_set
 
     data = tmp_path / "eval.jsonl"
     data.write_text('{"input": "a", "output": "1"}\n{"input": "b", "output": "2"}\n')

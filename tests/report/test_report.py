@@ -1,6 +1,6 @@
 """One report, three renderings: terminal, Prefect markdown artifact, model card."""
 
-from p2m.tasks.report import model_card, summary_markdown, summary_text
+from p2m.tasks.report.render import model_card, summary_markdown, summary_text
 
 METRICS = {
     "student": {"held_out": {"exact_match": 0.9, "chrf": 92.5, "bertscore_f1": 0.98, "ms_per_example": 130.0, "n": 20}},

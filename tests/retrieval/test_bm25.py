@@ -1,7 +1,7 @@
 import random
 
 import numpy as np
-from p2m.tasks.bm25 import SparseBM25
+from p2m.tasks.retrieval.bm25 import SparseBM25
 from rank_bm25 import BM25Okapi
 
 

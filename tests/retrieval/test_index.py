@@ -1,12 +1,18 @@
 import json
 import shutil
 
-from p2m.tasks.config import RetrievalConfig
-from p2m.tasks.index import build_dataset_index, hub_dataset_records, load_dataset_index, read_index, refresh_indexes
-from p2m.tasks.parse import parse_prompt, read_prompt_file
-from p2m.tasks.registry import scan_datasets
-from p2m.tasks.retrieve_datasets import fit_similarity, retrieve_dataset
-from p2m.tasks.spec import PromptSpec
+from p2m.tasks.core.config import RetrievalConfig
+from p2m.tasks.core.spec import PromptSpec
+from p2m.tasks.retrieval.index import (
+    build_dataset_index,
+    hub_dataset_records,
+    load_dataset_index,
+    read_index,
+    refresh_indexes,
+)
+from p2m.tasks.retrieval.registry import scan_datasets
+from p2m.tasks.stages.parse import parse_prompt, read_prompt_file
+from p2m.tasks.stages.retrieve_datasets import fit_similarity, retrieve_dataset
 
 from tests.conftest import DATASETS, EXAMPLE, REPO
 
@@ -15,7 +21,7 @@ SPEC = parse_prompt(read_prompt_file(EXAMPLE))
 
 def test_index_build_reuses_embeddings_and_retrieval_reads_it(tmp_path):
     import numpy as np
-    from p2m.tasks.encoders import get_encoder
+    from p2m.tasks.retrieval.encoders import get_encoder
 
     first = refresh_indexes(tmp_path, DATASETS, None)  # the static MiniLM by default
     assert first["datasets"]["count"] == 4 and first["datasets"]["embedded"] == 4

@@ -1,11 +1,11 @@
 import pytest
-from p2m.tasks.config import RetrievalConfig, StudentConfig
-from p2m.tasks.errors import BadInputError
-from p2m.tasks.parse import parse_prompt, read_prompt_file
-from p2m.tasks.registry import scan_datasets
-from p2m.tasks.retrieve_datasets import map_columns, retrieve_dataset, unusable_reason
-from p2m.tasks.retrieve_model import choose_model
-from p2m.tasks.run_store import dataset_rows, read_json
+from p2m.tasks.core.config import RetrievalConfig, StudentConfig
+from p2m.tasks.core.errors import BadInputError
+from p2m.tasks.core.run_store import dataset_rows, read_json
+from p2m.tasks.retrieval.registry import scan_datasets
+from p2m.tasks.stages.parse import parse_prompt, read_prompt_file
+from p2m.tasks.stages.retrieve_datasets import map_columns, retrieve_dataset, unusable_reason
+from p2m.tasks.stages.retrieve_model import choose_model
 
 from tests.conftest import DATASETS, EXAMPLE
 
@@ -29,7 +29,7 @@ def test_gated_dataset_is_skipped_with_its_reason(tmp_path):
 
 
 def test_nothing_fits_is_a_valid_answer(tmp_path):
-    from p2m.tasks.spec import PromptSpec
+    from p2m.tasks.core.spec import PromptSpec
 
     spec = PromptSpec(instruction="Write a haiku about the sea in Japanese")
     record = retrieve_dataset(spec, RetrievalConfig(min_dataset_score=0.6), DATASETS, tmp_path)
@@ -99,7 +99,7 @@ def test_models_in_the_local_hugging_face_cache_are_candidates(tmp_path, monkeyp
     import json
     import os
 
-    from p2m.tasks.registry import hf_cache_models_fingerprint, scan_models
+    from p2m.tasks.retrieval.registry import hf_cache_models_fingerprint, scan_models
 
     empty = hf_cache_models_fingerprint(tmp_path / "hub")
     repo = tmp_path / "hub" / "models--acme--tiny-t5"

@@ -7,8 +7,8 @@ installs them and runs this file; elsewhere it is skipped.
 import shutil
 
 import pytest
-from p2m.tasks.demo_service import publish_demo, stop_demo
-from p2m.tasks.processes import free_port
+from p2m.tasks.core.processes import free_port
+from p2m.tasks.ship.demo_service import publish_demo, stop_demo
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -3,8 +3,8 @@
 import os
 
 import pytest
-from p2m.tasks.demo_service import publish_demo, stop_demo
-from p2m.tasks.processes import free_port
+from p2m.tasks.core.processes import free_port
+from p2m.tasks.ship.demo_service import publish_demo, stop_demo
 
 
 def test_publish_then_replace(run_folder, tmp_path):

@@ -7,17 +7,17 @@ import time
 
 import pytest
 from p2m.flows.cli import main
-from p2m.tasks.config import ServeConfig
-from p2m.tasks.errors import P2MError
-from p2m.tasks.run_store import read_json
+from p2m.tasks.core.config import ServeConfig
+from p2m.tasks.core.errors import P2MError
+from p2m.tasks.core.run_store import read_json
 
 
 def make_run(folder, name: str):
     """A run folder whose tiny model has learned to answer "hello" (a few seconds of training)."""
     import datasets
-    from p2m.tasks.config import Settings, TrainConfig
-    from p2m.tasks.run_store import rows_to_dataset, write_json
-    from p2m.tasks.train import train_student
+    from p2m.tasks.core.config import Settings, TrainConfig
+    from p2m.tasks.core.run_store import rows_to_dataset, write_json
+    from p2m.tasks.stages.train import train_student
 
     rows = [{"input": f"x{i}", "output": "hello", "source": "generated"} for i in range(40)]
     datasets.DatasetDict(
@@ -60,7 +60,7 @@ CFG = ServeConfig(parallel=2, max_tokens=16)
     ],
 )
 def test_export_round_trip_matches_the_original(request, fixture, fmt, quant, files):
-    from p2m.tasks.export import export_student
+    from p2m.tasks.ship.export import export_student
 
     run = request.getfixturevalue(fixture)
     record = export_student(run, fmt, quant, CFG, CFG.max_tokens)
@@ -84,8 +84,8 @@ def test_export_round_trip_matches_the_original(request, fixture, fmt, quant, fi
 
 
 def test_an_export_that_drifts_is_refused_with_both_numbers_and_nothing_is_kept(gpt2_run, monkeypatch):
-    import p2m.tasks.export as export
-    from p2m.tasks.student_runtime import Answer
+    import p2m.tasks.ship.export as export
+    from p2m.tasks.student.runtime import Answer
 
     before = sorted(p.name for p in (gpt2_run / "exports").iterdir()) if (gpt2_run / "exports").exists() else []
 
@@ -122,7 +122,7 @@ class ServerThread:
 
     def __init__(self, app):
         import uvicorn
-        from p2m.tasks.processes import free_port
+        from p2m.tasks.core.processes import free_port
 
         self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
@@ -143,8 +143,8 @@ class ServerThread:
 @pytest.mark.parametrize("fixture", ["gpt2_run", "t5_run"])
 def test_served_student_answers_the_openai_client_as_evaluation_would(request, fixture):
     import openai
-    from p2m.tasks.serve import build_app, model_name, open_student
-    from p2m.tasks.student_runtime import TorchStudent
+    from p2m.tasks.ship.serve import build_app, model_name, open_student
+    from p2m.tasks.student.runtime import TorchStudent
 
     run = request.getfixturevalue(fixture)
     student, record = open_student(run, None, None, CFG)
@@ -199,8 +199,8 @@ def test_publish_student_serves_in_its_own_process_and_replaces_it(gpt2_run, tmp
     import os
 
     import psutil
-    from p2m.tasks.processes import free_port
-    from p2m.tasks.serve_service import publish_student, running_server, stop_student_server
+    from p2m.tasks.core.processes import free_port
+    from p2m.tasks.ship.serve_service import publish_student, running_server, stop_student_server
 
     home, cfg = tmp_path / "home", ServeConfig(port=free_port(), api_key="k3y", parallel=2, max_tokens=16)
     try:

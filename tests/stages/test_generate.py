@@ -1,10 +1,10 @@
 import asyncio
 import json
 
-from p2m.tasks.config import GenerationConfig
-from p2m.tasks.generate import annealed_temperature, generate_examples, majority_vote, parse_examples
-from p2m.tasks.llm import Endpoint, LLMClient
-from p2m.tasks.parse import parse_prompt, read_prompt_file
+from p2m.tasks.core.config import GenerationConfig
+from p2m.tasks.stages.generate import annealed_temperature, generate_examples, majority_vote, parse_examples
+from p2m.tasks.stages.parse import parse_prompt, read_prompt_file
+from p2m.tasks.teacher.client import Endpoint, LLMClient
 
 from tests.conftest import EXAMPLE
 from tests.fake_llm_server import FakeLLMServer, numbers_teacher

@@ -9,11 +9,11 @@ import subprocess
 import sys
 import time
 
-from p2m.tasks.config import GenerationConfig, LimitsConfig
-from p2m.tasks.generate import generate_examples
-from p2m.tasks.llm import Endpoint, LLMClient
-from p2m.tasks.parse import parse_prompt, read_prompt_file
-from p2m.tasks.run_store import dataset_rows, read_jsonl
+from p2m.tasks.core.config import GenerationConfig, LimitsConfig
+from p2m.tasks.core.run_store import dataset_rows, read_jsonl
+from p2m.tasks.stages.generate import generate_examples
+from p2m.tasks.stages.parse import parse_prompt, read_prompt_file
+from p2m.tasks.teacher.client import Endpoint, LLMClient
 
 from tests.conftest import EXAMPLE, REPO
 from tests.fake_llm_server import FakeLLMServer, request_kind, words_to_number

@@ -1,8 +1,8 @@
 import json
 
 import pytest
-from p2m.tasks.errors import BadInputError
-from p2m.tasks.parse import parse_by_rules, parse_prompt, read_prompt_file, spec_from_llm_reply
+from p2m.tasks.core.errors import BadInputError
+from p2m.tasks.stages.parse import parse_by_rules, parse_prompt, read_prompt_file, spec_from_llm_reply
 
 from tests.conftest import EXAMPLE
 

@@ -1,13 +1,14 @@
 """Training and evaluation on tiny models of both architectures (random weights: the code paths, not the quality)."""
 
 import pytest
-from p2m.tasks.config import EvalConfig, ProcessConfig, TrainConfig
-from p2m.tasks.evaluate_model import evaluate_run
-from p2m.tasks.inference import exact_match, normalise_answer
-from p2m.tasks.parse import parse_prompt, read_prompt_file
-from p2m.tasks.process import make_splits
-from p2m.tasks.run_store import read_jsonl, rows_to_dataset
-from p2m.tasks.train import choose_max_length, encode_example, train_student
+from p2m.tasks.core.config import EvalConfig, ProcessConfig, TrainConfig
+from p2m.tasks.core.run_store import read_jsonl, rows_to_dataset
+from p2m.tasks.report.render import write_model_card
+from p2m.tasks.stages.evaluate import evaluate_run
+from p2m.tasks.stages.parse import parse_prompt, read_prompt_file
+from p2m.tasks.stages.process import make_splits
+from p2m.tasks.stages.train import choose_max_length, encode_example, train_student
+from p2m.tasks.student.inference import exact_match, normalise_answer
 
 from tests.conftest import EXAMPLE
 
@@ -39,7 +40,7 @@ def test_splits_are_deduplicated_and_disjoint(splits):
     [("tiny-gpt2", "decoder-only", False), ("tiny-t5", "encoder-decoder", False), ("tiny-gpt2", "decoder-only", True)],
 )
 def test_train_then_evaluate_both_architectures(splits, tmp_path, model, architecture, lora):
-    from p2m.tasks.config import Settings
+    from p2m.tasks.core.config import Settings
 
     out, _ = splits
     choice = {"name": model, "path": f"embedded:{model}", "architecture": architecture}
@@ -61,13 +62,14 @@ def test_train_then_evaluate_both_architectures(splits, tmp_path, model, archite
     )
     assert set(metrics["student"]["held_out"]) >= {"exact_match", "chrf", "bertscore_f1", "ms_per_example"}
     assert len(read_jsonl(tmp_path / "predictions.jsonl")) == 4
+    write_model_card(tmp_path, instruction=SPEC.instruction)  # what the evaluate task does after evaluate_run
     assert (
         "Scores: held_out" in (tmp_path / "model_card.md").read_text()
     )  # the card is its own artifact, after evaluation
 
 
 def test_training_resumes_from_its_last_checkpoint(splits, tmp_path):
-    from p2m.tasks.config import Settings
+    from p2m.tasks.core.config import Settings
 
     out, _ = splits
     choice = {"name": "tiny-gpt2", "path": "embedded:tiny-gpt2", "architecture": "decoder-only"}
@@ -90,8 +92,8 @@ def test_decoder_labels_mask_the_prompt():
 
 
 def test_batch_size_follows_sequence_length_when_not_set(splits, tmp_path):
-    from p2m.tasks.config import Settings
-    from p2m.tasks.train import choose_batch_size
+    from p2m.tasks.core.config import Settings
+    from p2m.tasks.stages.train import choose_batch_size
 
     assert choose_batch_size(32, 135_000_000, cuda=False) == 64 and choose_batch_size(512, 135_000_000, cuda=False) == 4
     out, _ = splits
@@ -113,7 +115,7 @@ def test_exact_match_normalises():
 def test_gpu_decisions_without_a_gpu(monkeypatch):
     """No GPU on these machines: the choices a GPU worker makes are checked on their inputs."""
     import torch
-    from p2m.tasks.train import choose_batch_size, mixed_precision
+    from p2m.tasks.stages.train import choose_batch_size, mixed_precision
 
     assert mixed_precision(cuda=True, bf16_supported=True) == {"bf16": True, "fp16": False}  # A100, H100, L4
     assert mixed_precision(cuda=True, bf16_supported=False) == {"bf16": False, "fp16": True}  # T4, V100

@@ -1,11 +1,11 @@
 """Training in two CPU processes (DDP over gloo, the code path several GPUs take): the same losses as one process."""
 
 import pytest
-from p2m.tasks.config import ProcessConfig, Settings, TrainConfig
-from p2m.tasks.parse import parse_prompt, read_prompt_file
-from p2m.tasks.process import make_splits
-from p2m.tasks.run_store import read_jsonl, rows_to_dataset
-from p2m.tasks.train import train_student
+from p2m.tasks.core.config import ProcessConfig, Settings, TrainConfig
+from p2m.tasks.core.run_store import read_jsonl, rows_to_dataset
+from p2m.tasks.stages.parse import parse_prompt, read_prompt_file
+from p2m.tasks.stages.process import make_splits
+from p2m.tasks.stages.train import train_student
 
 from tests.conftest import EXAMPLE
 
@@ -24,9 +24,9 @@ def splits(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_without_dropout(tmp_path_factory):
-    """The tiny GPT-2 built from its config (p2m.tasks.embedded), dropout off: one process and two
+    """The tiny GPT-2 built from its config (p2m.tasks.storage.embedded), dropout off: one process and two
     then see the same numbers, so any difference is the distribution's."""
-    from p2m.tasks.inference import resolve_model_path
+    from p2m.tasks.student.inference import resolve_model_path
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = resolve_model_path("embedded:tiny-gpt2", Settings().home)
@@ -77,8 +77,8 @@ def test_the_embedded_tiny_model_with_dropout_trains_in_two_processes(splits, tm
 
 def test_the_process_count_follows_the_devices(monkeypatch):
     import torch
-    from p2m.tasks.errors import P2MError
-    from p2m.tasks.train_launch import training_processes
+    from p2m.tasks.core.errors import P2MError
+    from p2m.tasks.student.launch import training_processes
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert training_processes(TrainConfig()) == 1  # a CPU: one process unless asked

@@ -4,14 +4,14 @@ import csv
 import json
 
 import pytest
-from p2m.tasks.config import ProcessConfig, RetrievalConfig
-from p2m.tasks.datafiles import DataFileError, read_pairs, read_rows
-from p2m.tasks.parse import read_prompt_file
-from p2m.tasks.process import make_splits
-from p2m.tasks.registry import scan_datasets
-from p2m.tasks.retrieve_datasets import retrieve_dataset
-from p2m.tasks.run_store import dataset_rows
-from p2m.tasks.spec import PromptSpec
+from p2m.tasks.core.config import ProcessConfig, RetrievalConfig
+from p2m.tasks.core.run_store import dataset_rows
+from p2m.tasks.core.spec import PromptSpec
+from p2m.tasks.retrieval.registry import scan_datasets
+from p2m.tasks.stages.parse import read_prompt_file
+from p2m.tasks.stages.process import make_splits
+from p2m.tasks.stages.retrieve_datasets import retrieve_dataset
+from p2m.tasks.storage.datafiles import DataFileError, read_pairs, read_rows
 
 AWKWARD = [
     "007",
@@ -125,7 +125,7 @@ def test_a_dataset_with_a_broken_file_is_passed_over_with_the_reason(tmp_path):
 
 
 def test_a_model_folder_with_a_broken_config_is_left_out(tmp_path):
-    from p2m.tasks.registry import scan_models
+    from p2m.tasks.retrieval.registry import scan_models
 
     (tmp_path / "models" / "broken").mkdir(parents=True)
     (tmp_path / "models" / "broken" / "config.json").write_text("{not json")

@@ -5,26 +5,26 @@ import os
 from pathlib import Path
 
 import pytest
-from p2m.tasks.errors import BadInputError, P2MError
-from p2m.tasks.inputs import read_run_prompt
-from p2m.tasks.locations import fetch, fetch_inputs, in_user_terms, pull_run, run_location, run_name
-from p2m.tasks.parse import prompt_from_text
-from p2m.tasks.spec import prompt_identity
+from p2m.flows.run.inputs import read_run_prompt
+from p2m.tasks.core.errors import BadInputError, P2MError
+from p2m.tasks.core.spec import prompt_identity
+from p2m.tasks.stages.parse import prompt_from_text
+from p2m.tasks.storage.locations import fetch, fetch_inputs, in_user_terms, pull_run, run_location, run_name
 
 from tests.conftest import EXAMPLE
-from tests.test_storage import s3  # noqa: F401 (the moto fixture)
+from tests.storage.test_storage import s3  # noqa: F401 (the moto fixture)
 
 YAML_PROMPT = EXAMPLE.read_text(encoding="utf-8")
 
 
 def put(key: str, data: bytes) -> None:
-    from p2m.tasks.storage import filesystem
+    from p2m.tasks.storage.remote import filesystem
 
     filesystem().pipe(f"p2m/{key}", data)
 
 
 def test_a_fetched_folder_downloads_only_what_changed(tmp_path, s3):
-    from p2m.tasks.storage import filesystem
+    from p2m.tasks.storage.remote import filesystem
 
     put("in/datasets/a/README.md", b"# a")
     put("in/datasets/a/train.jsonl", b'{"input": "x", "output": "y"}\n')

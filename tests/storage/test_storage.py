@@ -9,14 +9,14 @@ import shutil
 import pytest
 
 from tests.conftest import DATASETS, EXAMPLE
-from tests.test_pipeline import QUICK, states
+from tests.flows.test_pipeline import QUICK, states
 
 
 @pytest.fixture
 def s3(monkeypatch):
     import boto3
     from moto.server import ThreadedMotoServer
-    from p2m.tasks.processes import free_port
+    from p2m.tasks.core.processes import free_port
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
@@ -38,7 +38,7 @@ def test_a_run_continues_from_s3_on_a_machine_without_its_folder(
     tmp_path, s3, prefect_harness, numbers_server, monkeypatch
 ):
     from p2m.flows.pipeline import pipeline
-    from p2m.tasks.storage import filesystem
+    from p2m.tasks.storage.remote import filesystem
 
     monkeypatch.setenv("OPENAI_BASE_URL", numbers_server.base_url)
     overrides = {
@@ -63,10 +63,10 @@ def test_a_run_continues_from_s3_on_a_machine_without_its_folder(
 
 def test_request_cache_is_shared_through_s3(tmp_path, s3, numbers_server, monkeypatch, fast_limits):
     """Two machines (two local caches) with one storage URL: an answer paid on one is never paid on the other."""
-    from p2m.tasks.config import Settings
-    from p2m.tasks.llm import run_sync
-    from p2m.tasks.storage import filesystem
-    from p2m.tasks.teacher import Teacher
+    from p2m.tasks.core.config import Settings
+    from p2m.tasks.storage.remote import filesystem
+    from p2m.tasks.teacher.client import run_sync
+    from p2m.tasks.teacher.handle import Teacher
 
     monkeypatch.setenv("OPENAI_BASE_URL", numbers_server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "test")

@@ -2,9 +2,9 @@ import asyncio
 import time
 
 import pytest
-from p2m.tasks.config import LimitsConfig
-from p2m.tasks.errors import P2MError
-from p2m.tasks.llm import Endpoint, LLMClient, RequestPacer, check_endpoint
+from p2m.tasks.core.config import LimitsConfig
+from p2m.tasks.core.errors import P2MError
+from p2m.tasks.teacher.client import Endpoint, LLMClient, RequestPacer, check_endpoint
 
 from tests.fake_llm_server import FakeLLMServer
 

@@ -8,7 +8,7 @@ import json
 
 import openai
 import pytest
-from p2m.tasks.local_teacher import running_local_teacher
+from p2m.tasks.teacher.local import running_local_teacher
 
 
 def test_the_server_speaks_the_openai_protocol_behind_its_key(tmp_path):
@@ -43,7 +43,7 @@ def test_the_server_speaks_the_openai_protocol_behind_its_key(tmp_path):
 def test_embedded_smollm2_converts_with_a_tokenizer_that_round_trips(tmp_path):
     """The GGUF -> safetensors conversion of the embedded student (about 30 s): a transformers
     release that breaks its tokenizer (5.3 maps spaces to <|endoftext|>) fails here, not in a run."""
-    from p2m.tasks.embedded import check_round_trip, smollm2_path
+    from p2m.tasks.storage.embedded import check_round_trip, smollm2_path
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_path(tmp_path))

@@ -3,11 +3,11 @@ demonstrations as turns, the structured replies asked for in words and by schema
 
 import random
 
-from p2m.tasks.config import GenerationConfig
-from p2m.tasks.generate import example_prompt
-from p2m.tasks.parse import SPEC_SCHEMA
-from p2m.tasks.prompts import answer_messages, chat, clean_answer, examples_schema
-from p2m.tasks.spec import Example, PromptSpec
+from p2m.tasks.core.config import GenerationConfig
+from p2m.tasks.core.spec import Example, PromptSpec
+from p2m.tasks.stages.generate import example_prompt
+from p2m.tasks.stages.parse import SPEC_SCHEMA
+from p2m.tasks.teacher.prompts import answer_messages, chat, clean_answer, examples_schema
 
 SPEC = PromptSpec(
     instruction="Rewrite the date as ISO 8601.",

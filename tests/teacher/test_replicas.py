@@ -3,13 +3,13 @@
 import asyncio
 
 import pytest
-from p2m.tasks.config import GenerationConfig, Settings
-from p2m.tasks.errors import P2MError
-from p2m.tasks.generate import generate_examples
-from p2m.tasks.llm import check_teacher_settings
-from p2m.tasks.parse import parse_prompt, read_prompt_file
-from p2m.tasks.replicas import ReplicaSet
-from p2m.tasks.teacher import Teacher
+from p2m.tasks.core.config import GenerationConfig, Settings
+from p2m.tasks.core.errors import P2MError
+from p2m.tasks.stages.generate import generate_examples
+from p2m.tasks.stages.parse import parse_prompt, read_prompt_file
+from p2m.tasks.teacher.client import check_teacher_settings
+from p2m.tasks.teacher.handle import Teacher
+from p2m.tasks.teacher.replicas import ReplicaSet
 
 from tests.conftest import EXAMPLE
 from tests.fake_llm_server import FakeLLMServer, numbers_teacher

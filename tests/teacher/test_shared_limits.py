@@ -6,9 +6,9 @@ import threading
 import time
 
 import pytest
-from p2m.tasks.config import LimitsConfig, Settings
-from p2m.tasks.errors import P2MError
-from p2m.tasks.shared_limits import (
+from p2m.tasks.core.config import LimitsConfig, Settings
+from p2m.tasks.core.errors import P2MError
+from p2m.tasks.teacher.shared_limits import (
     SharedRateLimit,
     ensure_limits,
     limit_names,
@@ -141,7 +141,7 @@ def test_ensure_limits_creates_then_updates_to_the_settings(prefect_harness):
 
 
 def test_only_a_remote_teacher_under_a_prefect_server_shares(prefect_harness, monkeypatch):
-    from p2m.tasks.teacher import Teacher
+    from p2m.tasks.teacher.handle import Teacher
 
     remote = Settings(openai_base_url="http://127.0.0.1:9/v1", teacher_model="m")
     assert Teacher(remote).shared_limit() is not None
@@ -162,7 +162,7 @@ def test_two_generate_commands_at_once_keep_the_servers_limit(tmp_path, prefect_
     import subprocess
     import sys
 
-    from p2m.tasks.run_store import dataset_rows, read_jsonl
+    from p2m.tasks.core.run_store import dataset_rows, read_jsonl
     from prefect.settings import PREFECT_API_URL
 
     from tests.conftest import EXAMPLE, REPO

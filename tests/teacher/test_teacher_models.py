@@ -1,8 +1,8 @@
 """Teacher models shipped as GGUF slices in PyPI wheels: assembled once, checked by sha256."""
 
 import pytest
-from p2m.tasks.errors import P2MError
-from p2m.tasks.teacher_models import TEACHER_MODELS, assemble, teacher_gguf, teacher_title
+from p2m.tasks.core.errors import P2MError
+from p2m.tasks.teacher.models import TEACHER_MODELS, assemble, teacher_gguf, teacher_title
 
 
 def test_embedded_models_are_assembled_once_and_checked(tmp_path):
