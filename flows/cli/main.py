@@ -12,7 +12,11 @@ import sys
 import traceback
 from pathlib import Path
 
-from p2m.flows.cli import deploy, nightly, pipeline, retrieval, ship
+import p2m.flows.cli.deploy as deploy
+import p2m.flows.cli.nightly as nightly
+import p2m.flows.cli.pipeline as pipeline
+import p2m.flows.cli.retrieval as retrieval
+import p2m.flows.cli.ship as ship
 from p2m.flows.cli.common import add_common
 
 # Before anything imports prefect, transformers or datasets: no hub look-ups (a missing name then

@@ -25,7 +25,7 @@ def test_compose_file_is_consistent_with_the_project():
 
 
 def test_demo_command_in_compose_is_a_p2m_command():
-    from p2m.flows.cli import build_parser
+    from p2m.flows.cli.main import build_parser
 
     compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
     args = build_parser().parse_args(compose["services"]["demo"]["command"][1:])

@@ -47,7 +47,7 @@ def test_p2m_deploy_makes_kubernetes_pools_and_module_deployments(prefect_harnes
     deployments importing their flows from the installed package (nothing to pull into the pod),
     and the remote teacher's shared rate limits created. The process pools other tests use are put
     back afterwards."""
-    from p2m.flows.cli import main
+    from p2m.flows.cli.main import main
     from p2m.tasks.teacher.shared_limits import limit_names
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
@@ -90,7 +90,7 @@ def test_p2m_deploy_makes_kubernetes_pools_and_module_deployments(prefect_harnes
 
 @pytest.mark.parametrize("gpus", ["0", "-1"])
 def test_a_pool_without_gpus_is_refused(gpus, capsys, monkeypatch):
-    from p2m.flows.cli import main
+    from p2m.flows.cli.main import main
 
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     assert main(["deploy", "--pool-type", "kubernetes", "--gpus", gpus]) == 2

@@ -1,7 +1,7 @@
 """The quick start with the real embedded models (SmolLM2 teacher and student): minutes, so `-m slow`."""
 
 import pytest
-from p2m.flows.cli import main
+from p2m.flows.cli.main import main
 from p2m.tasks.core.run_store import read_json
 
 from tests.conftest import DATASETS, EXAMPLE, REPO

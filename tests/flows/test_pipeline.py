@@ -4,7 +4,7 @@ import base64
 import json
 
 import pytest
-from p2m.flows.cli import main
+from p2m.flows.cli.main import main
 from p2m.tasks.core.run_store import read_json
 
 from tests.conftest import DATASETS, EXAMPLE

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from p2m.flows.cli import main
+from p2m.flows.cli.main import main
 from p2m.tasks.core.errors import BadInputError
 from p2m.tasks.core.run_store import content_hash, read_json, read_jsonl
 

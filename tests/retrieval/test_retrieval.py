@@ -55,7 +55,7 @@ def test_model_choice_leaves_out_test_models_and_oversized_ones(tmp_path):
 def test_retrieve_datasets_command_prints_json_best_first(capsys):
     import json
 
-    from p2m.flows.cli import main
+    from p2m.flows.cli.main import main
 
     assert main(["retrieve-datasets", str(EXAMPLE), "--datasets-dir", str(DATASETS), "--json"]) == 0
     ranked = json.loads(capsys.readouterr().out)

@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from p2m.flows.cli import main
+from p2m.flows.cli.main import main
 from p2m.tasks.core.config import ServeConfig
 from p2m.tasks.core.errors import P2MError
 from p2m.tasks.core.run_store import read_json
