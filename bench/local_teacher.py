@@ -29,11 +29,11 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from p2m.tasks.config import DEFAULT_HOME, GenerationConfig  # noqa: E402
-from p2m.tasks.generate import example_prompt, parse_examples  # noqa: E402
-from p2m.tasks.local_teacher import running_local_teacher  # noqa: E402
-from p2m.tasks.parse import parse_by_rules, read_prompt_file  # noqa: E402
-from p2m.tasks.prompts import examples_schema  # noqa: E402
+from p2m.tasks.core.config import DEFAULT_HOME, GenerationConfig  # noqa: E402
+from p2m.tasks.stages.generate import example_prompt, parse_examples  # noqa: E402
+from p2m.tasks.stages.parse import parse_by_rules, read_prompt_file  # noqa: E402
+from p2m.tasks.teacher.local import running_local_teacher  # noqa: E402
+from p2m.tasks.teacher.prompts import examples_schema  # noqa: E402
 
 from bench.peak_rss import MemoryWatch  # noqa: E402
 
@@ -67,7 +67,7 @@ def usable(replies: list[str]) -> tuple[int, float]:
 def transformers_row(messages: list[list[dict]], max_tokens: int) -> dict:
     """SmolLM2 through transformers, one request at a time (the replaced server's way)."""
     import torch
-    from p2m.tasks.embedded import smollm2_path
+    from p2m.tasks.storage.embedded import smollm2_path
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = smollm2_path(DEFAULT_HOME)

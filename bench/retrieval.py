@@ -24,15 +24,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from p2m.tasks.bm25 import (
+from p2m.tasks.core.spec import PromptSpec  # noqa: E402
+from p2m.tasks.retrieval.bm25 import (
     SparseBM25,  # noqa: E402
     tokenize,  # noqa: E402
 )
-from p2m.tasks.encoders import get_encoder  # noqa: E402
-from p2m.tasks.index import build_dataset_index, load_dataset_index  # noqa: E402
-from p2m.tasks.registry import DatasetRecord  # noqa: E402
-from p2m.tasks.retrieve_datasets import DatasetSearcher, rank_datasets  # noqa: E402
-from p2m.tasks.spec import PromptSpec  # noqa: E402
+from p2m.tasks.retrieval.encoders import get_encoder  # noqa: E402
+from p2m.tasks.retrieval.index import build_dataset_index, load_dataset_index  # noqa: E402
+from p2m.tasks.retrieval.registry import DatasetRecord  # noqa: E402
+from p2m.tasks.stages.retrieve_datasets import DatasetSearcher, rank_datasets  # noqa: E402
 
 from bench.retrieval_fixture import PROMPTS, fixture_records  # noqa: E402
 

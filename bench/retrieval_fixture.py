@@ -7,7 +7,7 @@ alone. Each prompt names the one dataset that fits it best.
 
 from __future__ import annotations
 
-from p2m.tasks.registry import DatasetRecord
+from p2m.tasks.retrieval.registry import DatasetRecord
 
 DISTINCT = {
     "number_words": "English numbers written in words paired with their value in digits.",

@@ -44,9 +44,9 @@ def peak_rss_mb(pid: int | None = None) -> float:
 
 
 def load(run_dir: Path, eval_data: Path | None) -> tuple[dict, list[dict]]:
-    from p2m.tasks.datafiles import read_pairs
-    from p2m.tasks.export import held_out_rows
-    from p2m.tasks.run_store import read_json
+    from p2m.tasks.core.run_store import read_json
+    from p2m.tasks.ship.export import held_out_rows
+    from p2m.tasks.storage.datafiles import read_pairs
 
     rows = read_pairs(eval_data) if eval_data else held_out_rows(run_dir)
     return read_json(run_dir / "spec.json"), [{"input": r["input"], "output": r["output"]} for r in rows]
@@ -54,8 +54,8 @@ def load(run_dir: Path, eval_data: Path | None) -> tuple[dict, list[dict]]:
 
 def drive(ask, rows: list[dict], clients: int, requests: int) -> dict:
     """Send `requests` inputs through `ask(text) -> answer` from `clients` threads; throughput, latency, exact match."""
-    from p2m.tasks.inference import exact_match
-    from p2m.tasks.student_runtime import percentile
+    from p2m.tasks.student.inference import exact_match
+    from p2m.tasks.student.runtime import percentile
 
     items = [rows[i % len(rows)] for i in range(requests)]
 
@@ -83,9 +83,9 @@ def child(system: str, run_dir: Path, eval_data: Path | None, levels: list[int],
     spec, rows = load(run_dir, eval_data)
     out = {"system": system, "levels": {}}
     if system == "transformers":
-        from p2m.tasks.export import files_mb
-        from p2m.tasks.run_store import read_json
-        from p2m.tasks.student_runtime import TorchStudent
+        from p2m.tasks.core.run_store import read_json
+        from p2m.tasks.ship.export import files_mb
+        from p2m.tasks.student.runtime import TorchStudent
 
         student = TorchStudent(
             run_dir / "model", read_json(run_dir / "model_choice.json")["architecture"], spec["instruction"], 64
@@ -98,9 +98,9 @@ def child(system: str, run_dir: Path, eval_data: Path | None, levels: list[int],
     import openai
 
     if system == "served":
-        from p2m.tasks.config import load_settings
-        from p2m.tasks.processes import free_port, wait_until_serving
-        from p2m.tasks.serve import ensure_export, model_name
+        from p2m.tasks.core.config import load_settings
+        from p2m.tasks.core.processes import free_port, wait_until_serving
+        from p2m.tasks.ship.serve import ensure_export, model_name
 
         cfg = load_settings().serve
         record = ensure_export(run_dir, None, None, cfg, cfg.max_tokens)  # made (and checked) before timing starts
@@ -133,10 +133,10 @@ def child(system: str, run_dir: Path, eval_data: Path | None, levels: list[int],
         return out
     # The local teacher, through p2m's own machinery (started and stopped here).
     import psutil
-    from p2m.tasks.config import load_settings
-    from p2m.tasks.generate import answer_prompt, clean_answer
-    from p2m.tasks.parse import PromptSpec
-    from p2m.tasks.teacher import Teacher
+    from p2m.tasks.core.config import load_settings
+    from p2m.tasks.stages.generate import answer_prompt, clean_answer
+    from p2m.tasks.stages.parse import PromptSpec
+    from p2m.tasks.teacher.handle import Teacher
 
     settings = load_settings()
     teacher = Teacher(settings)

@@ -1,6 +1,6 @@
 """Benchmark: p2m's training and evaluation throughput against plain transformers, side by side.
 
-Training: p2m's train stage (`p2m.tasks.train.train_student`: length-grouped batches, validation by
+Training: p2m's train stage (`p2m.tasks.stages.train.train_student`: length-grouped batches, validation by
 generation every epoch, checkpoints for resume) against a bare `transformers.Trainer` loop on the
 same model, data and settings (AdamW, lr 5e-5, batch 8, one epoch, no evaluation, no
 checkpoints), in tokens per second of training data. Evaluation: p2m's `generate_outputs`
@@ -25,16 +25,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from p2m.tasks.config import EvalConfig, Settings, TrainConfig  # noqa: E402
-from p2m.tasks.embedded import smollm2_path  # noqa: E402
-from p2m.tasks.inference import (  # noqa: E402
+from p2m.tasks.core.config import EvalConfig, Settings, TrainConfig  # noqa: E402
+from p2m.tasks.core.run_store import rows_to_dataset  # noqa: E402
+from p2m.tasks.stages.train import PadCollator, encode_example, train_student  # noqa: E402
+from p2m.tasks.storage.embedded import smollm2_path  # noqa: E402
+from p2m.tasks.student.format import format_prompt  # noqa: E402
+from p2m.tasks.student.inference import (  # noqa: E402
     exact_match,
     generate_outputs,
     load_model,  # noqa: E402
 )
-from p2m.tasks.run_store import rows_to_dataset  # noqa: E402
-from p2m.tasks.train import PadCollator, encode_example, train_student  # noqa: E402
-from p2m.tasks.train_format import format_prompt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTRUCTION = "Convert the number written in English words to digits."

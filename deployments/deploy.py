@@ -19,7 +19,7 @@ run a Job from p2m's image, GPUs requested for the gpu pool, flows imported from
 package.
 
 `p2m deploy` also creates the shared rate limits of the teacher its settings name (a remote one:
-`p2m.tasks.shared_limits`), so they are on the server before the first run.
+`p2m.tasks.teacher.shared_limits`), so they are on the server before the first run.
 The nightly deployments need to know which prompt and folders to use: without them they are
 registered paused, and say so.
 
@@ -35,6 +35,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from p2m.deployments.kubernetes import kubernetes_job_template
+from p2m.flows.run.form import show_settings
+from p2m.tasks.core.config import load_settings
+from p2m.tasks.core.errors import P2MError
+from p2m.tasks.teacher.handle import Teacher
+from p2m.tasks.teacher.shared_limits import ensure_limits
 
 ROOT = Path(__file__).resolve().parent.parent
 POOLS = ("cpu", "gpu")
@@ -70,7 +77,7 @@ def deployment_specs(
             description="Prompt in; data, model, scores and demo out.",
             tags=("p2m", "pipeline"),
         ),
-        # The nightly loop (issue 12): new data, retrain, and promote only a model the gate finds better.
+        # The nightly loop: new data, retrain, and promote only a model the gate finds better.
         DeploymentSpec(
             "flows/nightly.py:nightly_flow",
             "nightly",
@@ -135,7 +142,6 @@ class PoolOptions:
         """The base job template for `pool` (None: Prefect's default for a process pool)."""
         if self.type != "kubernetes":
             return None
-        from p2m.deployments.kubernetes import kubernetes_job_template
 
         if pool == "gpu":
             return kubernetes_job_template(self.gpu_image, self.gpus)
@@ -146,7 +152,6 @@ def ensure_work_pools(names: tuple[str, ...] = POOLS, options: PoolOptions | Non
     """Create the work pools that do not exist yet, of `options.type` (process by default); a
     kubernetes pool that exists gets the template again (new images, GPU count). Returns the ones
     created. Raises P2MError for a pool that exists with another type (Prefect cannot change it)."""
-    from p2m.tasks.errors import P2MError
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectNotFound
@@ -176,8 +181,6 @@ def ensure_work_pools(names: tuple[str, ...] = POOLS, options: PoolOptions | Non
 def ensure_teacher_limits(settings) -> dict[str, str]:
     """The shared rate limits of the teacher `settings` name, created or set to its limits (name ->
     "created", "updated" or "ok"); none for the local teacher or with P2M_LIMITS__SHARED=off."""
-    from p2m.tasks.shared_limits import ensure_limits
-    from p2m.tasks.teacher import Teacher
 
     if settings.teacher_kind() == "local" or settings.limits.shared == "off":
         return {}
@@ -200,12 +203,10 @@ def deploy_all(
     """Register every deployment (paused when its schedule lacks parameters); returns name -> id.
 
     The Run forms show the value `settings` (default: the settings here, P2M_* variables and
-    .env) give for each field that sets a setting, with its bounds (`p2m.flows.form`). On
+    .env) give for each field that sets a setting, with its bounds (`p2m.flows.run.form`). On
     kubernetes pools the flows are imported from the `p2m` package installed in the job's image
     (a module entrypoint: nothing to pull); on process pools they run from `source`.
     """
-    from p2m.flows.form import show_settings
-    from p2m.tasks.config import load_settings
     from prefect import Flow
     from prefect.deployments.runner import EntrypointType, deploy
 

@@ -18,7 +18,7 @@ gives (the tests use `render_job`). What p2m adds:
 - The gpu pool requests `gpu_count` GPUs (`nvidia.com/gpu`, default 1: the NVIDIA device plugin's
   resource) in requests and limits, tolerates the taint GPU node pools usually carry, and mounts
   a memory-backed /dev/shm: containers get 64 MiB of it and NCCL, which DDP training across the
-  pod's GPUs uses, needs more. Training uses every GPU the pod gets (`p2m.tasks.train_launch`).
+  pod's GPUs uses, needs more. Training uses every GPU the pod gets (`p2m.tasks.student.launch`).
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import datetime
 
-from p2m.flows.form import setting_parameter
-from p2m.flows.tracking import flow_run, with_options
-from p2m.tasks.stages import generate_task, parse_task
+from p2m.flows.run.form import setting_parameter
+from p2m.flows.run.stage_tasks import generate_task, parse_task
+from p2m.flows.run.tracking import flow_run, with_options
 from prefect import flow
 
 NumExamples = setting_parameter("generation.num_examples")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from p2m.tasks.encoders import EncoderName
-from p2m.tasks.index import refresh_indexes
+from p2m.tasks.retrieval.encoders import EncoderName
+from p2m.tasks.retrieval.index import refresh_indexes
 from prefect import flow, task
 
 

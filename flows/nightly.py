@@ -5,7 +5,7 @@
                   -> score served and candidate on the fixed test set -> paired bootstrap
                   -> promote (evaluate, republish demo, restart `p2m serve`) or keep (and say why)
 
-The folder layout is in `p2m.tasks.promotion`; the gate is `p2m.tasks.gate`.
+The folder layout is in `p2m.tasks.nightly.promotion`; the gate is `p2m.tasks.nightly.gate`.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from pathlib import Path
 
 from p2m.flows.generate import NumExamples
 from p2m.flows.pipeline import pipeline
-from p2m.flows.tracking import flow_run, with_options
-from p2m.tasks import promotion
-from p2m.tasks.gate import paired_bootstrap
-from p2m.tasks.run_store import append_jsonl, artifact_ref, content_hash, dataset_rows, read_json, write_json
-from p2m.tasks.spec import PromptSpec
-from p2m.tasks.stages import evaluate_task, generate_task, ref, stage, train_task
+from p2m.flows.run.stage_tasks import evaluate_task, generate_task, ref, stage, train_task
+from p2m.flows.run.tracking import flow_run, with_options
+from p2m.tasks.core.config import load_settings
+from p2m.tasks.core.run_store import append_jsonl, artifact_ref, content_hash, dataset_rows, read_json, write_json
+from p2m.tasks.core.spec import PromptSpec
+from p2m.tasks.nightly import promotion
+from p2m.tasks.nightly.gate import paired_bootstrap
 from prefect import flow, task
 
 
@@ -85,7 +86,6 @@ def nightly_flow(
 def first_round(prompt_file: str, prompt: str, out: Path, overrides: dict) -> dict:
     """Run the whole pipeline, freeze the test set, and promote its model as model 1."""
     summary = pipeline(prompt_file=prompt_file, prompt=prompt, out_dir=str(out), overrides=overrides)
-    from p2m.tasks.config import load_settings
 
     s = load_settings(overrides)
     test_rows = promotion.freeze_test_set(out, s.evaluation.eval_data)
@@ -100,7 +100,7 @@ def first_round(prompt_file: str, prompt: str, out: Path, overrides: dict) -> di
         s.evaluation.max_new_tokens,
     )
     record = promotion.promote(out, out / "model", scores, None, "first model")
-    restarted = promotion.republish(out, s.home)
+    restarted = promotion.republish(out, s)
     message = (
         f"round 1: trained and promoted model 1 ({scores['exact_match']:.1%} exact match on the fixed test set of "
         f"{scores['n']}); it is served from {out}/model"
@@ -197,7 +197,7 @@ def later_round(prompt_file: str, prompt: str, out: Path, overrides: dict) -> di
                 run_dir=out,
                 teacher=run.teacher,
             )
-            restarted = promotion.republish(out, s.home)
+            restarted = promotion.republish(out, s)
             message = f"promoted model {record['number']} in place of model {number}: {decision['reason']}"
         else:
             shutil.rmtree(

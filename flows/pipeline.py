@@ -7,16 +7,11 @@ prompt -> parse -> retrieve datasets -+
 
 from __future__ import annotations
 
-from p2m.flows.choose import ask_for_dataset
-from p2m.flows.form import setting_parameter
-from p2m.flows.publish_demo import link_demo
-from p2m.flows.publish_demo import publish_demo_task as serve_demo_task
-from p2m.flows.tracking import flow_run, with_options
-from p2m.flows.train_evaluate import train_and_evaluate, train_and_evaluate_on_deployment
-from p2m.tasks.cache_keys import sources_fingerprint
-from p2m.tasks.registry import hf_cache_models_fingerprint
-from p2m.tasks.report import RATES
-from p2m.tasks.stages import (
+from p2m.flows.publish_demo import link_demo, serve_demo_task
+from p2m.flows.run.cache_keys import sources_fingerprint
+from p2m.flows.run.choose import ask_for_dataset
+from p2m.flows.run.form import setting_parameter
+from p2m.flows.run.stage_tasks import (
     generate_task,
     parse_task,
     process_task,
@@ -26,6 +21,10 @@ from p2m.tasks.stages import (
     retrieve_datasets_task,
     retrieve_model_task,
 )
+from p2m.flows.run.tracking import flow_run, with_options
+from p2m.flows.train_evaluate import train_and_evaluate, train_and_evaluate_on_deployment
+from p2m.tasks.report.render import RATES
+from p2m.tasks.retrieval.registry import hf_cache_models_fingerprint
 from prefect import flow
 
 NumExamples = setting_parameter("generation.num_examples")

@@ -5,15 +5,15 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from p2m.tasks.config import Settings
-from p2m.tasks.demo_service import publish_demo
+from p2m.tasks.core.config import Settings
+from p2m.tasks.ship.demo_service import publish_demo
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 
 # Never cached: what it makes is a running process, which a retry (same flow run) must start again.
 @task(name="serve_demo", retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
-def publish_demo_task(run_dir: str, host: str, port: int) -> dict:
+def serve_demo_task(run_dir: str, host: str, port: int) -> dict:
     s = Settings()
     return publish_demo(Path(run_dir), s.home, host, port, s.demo_auth, s.demo_insecure_no_auth)
 
@@ -28,7 +28,7 @@ def publish_demo_flow(run_dir: str, port: int | None = None, host: str | None = 
         host: Address to bind (default P2M_DEMO_HOST, 127.0.0.1: this machine only).
     """
     s = Settings()
-    record = publish_demo_task(run_dir, host or s.demo_host, port or s.demo_port)
+    record = serve_demo_task(run_dir, host or s.demo_host, port or s.demo_port)
     link_demo(record, host or s.demo_host)
     return record
 

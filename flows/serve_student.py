@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from p2m.tasks.config import load_settings
-from p2m.tasks.serve_service import publish_student
+from p2m.tasks.core.config import load_settings
+from p2m.tasks.ship.serve_service import publish_student
 from prefect import flow, task
 
 

@@ -1,6 +1,6 @@
 """Train and evaluate on their own, for a run folder that already has its splits and model choice.
 
-The flow the `gpu` work pool runs (issue 6); `p2m train RUN_DIR` and `p2m evaluate RUN_DIR` run
+The flow the `gpu` work pool runs; `p2m train RUN_DIR` and `p2m evaluate RUN_DIR` run
 its stages alone. The pipeline runs the same two stages through `train_and_evaluate`, with the
 same inputs, so each side finds the other's results cached.
 """
@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from p2m.flows.tracking import FlowRun, flow_run
-from p2m.tasks.errors import BadInputError, P2MError
-from p2m.tasks.run_store import artifact_ref, content_hash, read_json
-from p2m.tasks.spec import PromptSpec
-from p2m.tasks.stages import evaluate_task, ref, train_task
+from p2m.flows.run.stage_tasks import evaluate_task, ref, train_task
+from p2m.flows.run.tracking import FlowRun, flow_run
+from p2m.tasks.core.errors import BadInputError, P2MError
+from p2m.tasks.core.run_store import artifact_ref, content_hash, read_json
+from p2m.tasks.core.spec import PromptSpec
+from p2m.tasks.storage.remote import pull_folder
 from prefect import flow
 
 STAGES = ("train", "evaluate")
@@ -78,8 +79,6 @@ def train_and_evaluate_on_deployment(run: FlowRun, deployment: str, overrides: d
     where = run.location.url if run.location and run.location.url else str(run.run_dir)
     child = run_deployment(deployment, parameters={"run_dir": where, "overrides": overrides}, timeout=None)
     if run.location and run.location.remote:
-        from p2m.tasks.storage import pull_folder
-
         pull_folder(run.run_dir, run.location.remote, changed=True)  # what the other machine wrote
     child_summary = (
         read_json(run.run_dir / "summary.json") if (run.run_dir / "summary.json").exists() else {"stages": []}

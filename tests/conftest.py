@@ -1,7 +1,7 @@
 """Test set-up: no network, every p2m and Prefect folder in a temporary directory.
 
 Flow tests share one Prefect test harness (about 10 s to start) whose result storage points at
-this session's temporary folder: the harness alone does not isolate it (../shared/PREFECT.md).
+this session's temporary folder: the harness alone does not isolate it.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def numbers_server():
 
 @pytest.fixture
 def fast_limits():
-    from p2m.tasks.config import LimitsConfig
+    from p2m.tasks.core.config import LimitsConfig
 
     return LimitsConfig(requests_per_minute=60_000, tokens_per_minute=10_000_000, request_timeout=5)
 
@@ -66,9 +66,9 @@ def fast_limits():
 def run_folder(tmp_path):
     """A run folder whose tiny model has learned to answer "hello" (1 s of training)."""
     import datasets
-    from p2m.tasks.config import Settings, TrainConfig
-    from p2m.tasks.run_store import rows_to_dataset, write_json
-    from p2m.tasks.train import train_student
+    from p2m.tasks.core.config import Settings, TrainConfig
+    from p2m.tasks.core.run_store import rows_to_dataset, write_json
+    from p2m.tasks.stages.train import train_student
 
     run = tmp_path / "run"
     rows = [{"input": f"x{i}", "output": "hello", "source": "generated"} for i in range(40)]

@@ -1,0 +1,57 @@
+"""The run's plots: the loss curve and the student against the teacher on held-out examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from p2m.tasks.core.run_store import atomic_path, read_jsonl
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write a matplotlib figure as a PNG at `path`, atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+def plot_results(out_dir: Path, metrics: dict) -> list[Path]:
+    """`loss_curve.png` from train_log.jsonl and `student_vs_teacher.png` from the metrics."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    log = read_jsonl(out_dir / "train_log.jsonl")
+    train = [(e["step"], e["loss"]) for e in log if "loss" in e]
+    val = [(e["step"], e["eval_loss"]) for e in log if "eval_loss" in e]
+    if train:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(*zip(*train, strict=True), label="train loss")
+        if val:
+            ax.plot(*zip(*val, strict=True), marker="o", label="validation loss")
+        ax.set_xlabel("step"), ax.set_ylabel("loss"), ax.legend(), ax.set_title("Training")
+        save_figure(fig, out_dir / "loss_curve.png")
+        made.append(out_dir / "loss_curve.png")
+    held = metrics["student"].get("held_out")
+    if held:
+        names = ["exact_match", "chrf", "bertscore_f1"]
+        scale = {"exact_match": 100, "chrf": 1, "bertscore_f1": 100}
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        xs = range(len(names))
+        ax.bar([x - 0.2 for x in xs], [held[n] * scale[n] for n in names], width=0.4, label="student")
+        if metrics["teacher"].get("held_out"):
+            ax.bar(
+                [x + 0.2 for x in xs],
+                [metrics["teacher"]["held_out"][n] * scale[n] for n in names],
+                width=0.4,
+                label="teacher",
+            )
+        ax.set_xticks(list(xs), ["exact match %", "chrF++", "BERTScore F1 %"]), ax.set_ylim(0, 100), ax.legend()
+        ax.set_title("Held-out examples: student vs teacher")
+        save_figure(fig, out_dir / "student_vs_teacher.png")
+        made.append(out_dir / "student_vs_teacher.png")
+    return made

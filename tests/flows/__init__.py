@@ -1,0 +1,1 @@
+"""Tests of the flows, their run machinery and the CLI."""
