@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 
+from p2m.flows.run.cache_keys import file_hash
 from p2m.flows.run.form import setting_parameter
 from p2m.flows.run.stage_tasks import generate_task, parse_task
 from p2m.flows.run.tracking import flow_run, with_options
@@ -39,7 +40,13 @@ def generate_flow(
     overrides = with_options(overrides, generation={"num_examples": num_examples, "seed": seed})
     with flow_run(prompt_file, out_dir, overrides, prompt_text=prompt) as run:
         spec = run.stages.run(
-            "parse", parse_task, "spec.json", prompt=run.prompt, run_dir=run.run_dir, teacher=run.teacher
+            "parse",
+            parse_task,
+            "spec.json",
+            prompt=run.prompt,
+            cfg=run.settings.parse,
+            run_dir=run.run_dir,
+            teacher=run.teacher,
         )
         report = run.stages.run(
             "generate",
@@ -49,5 +56,6 @@ def generate_flow(
             cfg=run.settings.generation,
             run_dir=run.run_dir,
             teacher=run.teacher,
+            inputs_hash=file_hash(run.settings.generation.inputs),
         )
     return report

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from p2m.flows.generate import NumExamples
 from p2m.flows.pipeline import pipeline
+from p2m.flows.run.cache_keys import file_hash
 from p2m.flows.run.stage_tasks import evaluate_task, generate_task, ref, stage, train_task
 from p2m.flows.run.tracking import flow_run, with_options
 from p2m.tasks.core.config import load_settings
@@ -56,6 +57,7 @@ def nightly_flow(
     seed: int | None = None,
     overrides: dict | None = None,
     prompt: str = "",
+    inputs: str = "",
 ) -> dict:
     """One round of the nightly loop for the prompt in the serving folder `out_dir`; returns the round's record.
 
@@ -69,11 +71,14 @@ def nightly_flow(
         seed: An explicit generation seed (wins over fresh_seed).
         overrides: Any other settings, nested by section as in .env.example.
         prompt: The prompt itself, pasted (free text or YAML); give this or prompt_file, not both.
-    """
+        inputs: Your latest unlabelled inputs (a file with an input column, or one per line; a path or URL): the teacher labels them into each round's new data.
+    """  # noqa: E501 - Prefect shows each Args line as one parameter description
     if seed is None and fresh_seed:
         seed = int(datetime.date.today().strftime("%Y%m%d"))
     overrides = with_options(
-        overrides, generation={"num_examples": num_examples, "seed": seed}, evaluation={"eval_data": eval_data}
+        overrides,
+        generation={"num_examples": num_examples, "seed": seed, "inputs": inputs},
+        evaluation={"eval_data": eval_data},
     )
     if datasets_dir:
         overrides["datasets_dir"] = datasets_dir
@@ -138,6 +143,7 @@ def later_round(prompt_file: str, prompt: str, out: Path, overrides: dict) -> di
             cfg=s.generation,
             run_dir=candidate_dir,
             teacher=run.teacher,
+            inputs_hash=file_hash(s.generation.inputs),
         )
         pool, added = promotion.merge_examples(
             promotion.read_pool(out), dataset_rows(Path(generated["path"])), test_rows
@@ -193,7 +199,7 @@ def later_round(prompt_file: str, prompt: str, out: Path, overrides: dict) -> di
                 model=artifact_ref(out / "model"),
                 architecture=choice["architecture"],
                 cfg=s.evaluation,
-                eval_data_hash=content_hash(s.evaluation.eval_data) if s.evaluation.eval_data else "",
+                eval_data_hash=file_hash(s.evaluation.eval_data),
                 run_dir=out,
                 teacher=run.teacher,
             )

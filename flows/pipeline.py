@@ -8,7 +8,7 @@ prompt -> parse -> retrieve datasets -+
 from __future__ import annotations
 
 from p2m.flows.publish_demo import link_demo, serve_demo_task
-from p2m.flows.run.cache_keys import sources_fingerprint
+from p2m.flows.run.cache_keys import file_hash, sources_fingerprint
 from p2m.flows.run.choose import ask_for_dataset
 from p2m.flows.run.form import setting_parameter
 from p2m.flows.run.stage_tasks import (
@@ -40,6 +40,7 @@ def pipeline(
     datasets_dir: str = "",
     models_dir: str = "",
     eval_data: str = "",
+    inputs: str = "",
     model_size_cap_gb: ModelSizeCap = None,
     dataset: str = "",
     model: str = "",
@@ -61,6 +62,7 @@ def pipeline(
         datasets_dir: Folder of local datasets to retrieve from (laid out like Hugging Face dataset repos): a path on the worker or a URL.
         models_dir: Folder of student models to choose from (laid out like Hugging Face model repos): a path on the worker or a URL.
         eval_data: A real test set (JSON Lines, JSON, CSV or Parquet with input and output columns): a path on the worker or a URL; scored for student and teacher.
+        inputs: Your own unlabelled inputs (JSON Lines, JSON, CSV or Parquet with an input column, or text with one input per line): a path on the worker or a URL; the teacher labels them and they lead the training data.
         model_size_cap_gb: Students larger than this are left out.
         dataset: Use this dataset ('none': generated data only); empty lets p2m choose.
         model: Use this student model; empty lets p2m choose.
@@ -70,7 +72,7 @@ def pipeline(
     """  # noqa: E501 - Prefect shows each Args line as one parameter description; wrapping would add newlines
     overrides = with_options(
         overrides,
-        generation={"num_examples": num_examples},
+        generation={"num_examples": num_examples, "inputs": inputs},
         evaluation={"eval_data": eval_data},
         retrieval={"dataset": dataset, "choose": "ui" if choose_dataset_in_ui else None},
         student={"model": model, "model_size_cap_gb": model_size_cap_gb},
@@ -81,7 +83,9 @@ def pipeline(
         overrides["models_dir"] = models_dir
     with flow_run(prompt_file, out_dir, overrides, prompt_text=prompt) as run:
         s, run_dir, teacher, stages = run.settings, run.run_dir, run.teacher, run.stages
-        spec = stages.run("parse", parse_task, "spec.json", prompt=run.prompt, run_dir=run_dir, teacher=teacher)
+        spec = stages.run(
+            "parse", parse_task, "spec.json", prompt=run.prompt, cfg=s.parse, run_dir=run_dir, teacher=teacher
+        )
         sources = dict(
             datasets_dir=s.datasets_dir,
             datasets_index=s.datasets_index,
@@ -104,7 +108,14 @@ def pipeline(
             teacher=teacher,
         )
         generated = stages.run(
-            "generate", generate_task, "generated", spec=spec, cfg=s.generation, run_dir=run_dir, teacher=teacher
+            "generate",
+            generate_task,
+            "generated",
+            spec=spec,
+            cfg=s.generation,
+            run_dir=run_dir,
+            teacher=teacher,
+            inputs_hash=file_hash(s.generation.inputs),
         )
         choice = stages.run(
             "retrieve_model",
@@ -151,6 +162,10 @@ def pipeline(
             model_name=choice["name"],
             dataset=retrieved["chosen"],
             generated=generated.get("accepted", 0),
+            generation_sources=generated.get("sources"),
+            task_kind=spec.kind,
+            labels=spec.labels,
+            kind_reason=spec.kind_reason,
             generation_stop=generated.get("stop_reason"),
             generation_usage=generated.get("usage"),
             generation_bounds={k: generated.get(k) for k in ("request_cap", "cost_budget_usd")},

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from p2m.flows.run.cache_keys import file_hash
 from p2m.flows.run.stage_tasks import evaluate_task, ref, train_task
 from p2m.flows.run.tracking import FlowRun, flow_run
 from p2m.tasks.core.errors import BadInputError, P2MError
-from p2m.tasks.core.run_store import artifact_ref, content_hash, read_json
+from p2m.tasks.core.run_store import artifact_ref, read_json
 from p2m.tasks.core.spec import PromptSpec
 from p2m.tasks.storage.remote import pull_folder
 from prefect import flow
@@ -60,7 +61,7 @@ def train_and_evaluate(
             model=model,
             architecture=choice["architecture"],
             cfg=s.evaluation,
-            eval_data_hash=content_hash(s.evaluation.eval_data) if s.evaluation.eval_data else "",
+            eval_data_hash=file_hash(s.evaluation.eval_data),
             run_dir=run.run_dir,
             teacher=run.teacher,
         )

@@ -7,6 +7,7 @@
 is not a chat completion, "empty": no choices, "hang": no answer for 10 minutes);
 `server.fault_always = "500"` fails every request that way; `fail_every=k` answers every k-th
 request with a 500 (a flaky replica);
+`server.retry_after_s` is what a scripted 429 asks the client to wait (default 50 ms);
 `rate_limit_per_minute` enforces a real sliding-window limit with 429 + retry-after;
 `server.stall_if = predicate(body)` holds the matching requests unanswered until it is cleared.
 Every request is recorded in `server.requests` (time, messages, status); `busiest_minute()`
@@ -20,6 +21,7 @@ import bisect
 import collections
 import contextlib
 import functools
+import itertools
 import json
 import re
 import socket
@@ -47,6 +49,7 @@ class FakeLLMServer:
         self.latency_s = latency_s
         self.faults: collections.deque[str] = collections.deque()
         self.fault_always: str | None = None
+        self.retry_after_s = 0.05  # what a scripted 429 asks for
         self.fail_every = fail_every
         self.stall_if = None
         self.stalled = 0
@@ -97,7 +100,7 @@ class FakeLLMServer:
                     }
                 )
             if status == 429:
-                wait = (60 - (now - self._window[0])) if limited else 0.05
+                wait = (60 - (now - self._window[0])) if limited else self.retry_after_s
                 return JSONResponse(
                     {"error": {"message": "rate limited", "type": "rate_limit"}},
                     status_code=429,
@@ -203,6 +206,42 @@ def numbers_teacher(messages: list[dict], request: dict) -> str:
 
 
 numbers_teacher.counter = 0
+
+
+TICKET_LABELS = ["billing", "bug", "feature request"]
+KEYWORDS = {"billing": "invoice", "bug": "crash", "feature request": "wish"}
+
+
+def ticket_teacher(messages: list[dict], request: dict) -> str:
+    """A scripted teacher: defines labels, writes inputs with a label's keyword (every fifth one cut
+    off, every seventh written for `bug` really about billing) and labels inputs by keyword
+    ("maybe" inputs get a different answer each time)."""
+    system, last = messages[0]["content"], messages[-1]["content"]
+    if system.startswith("You write short definitions"):
+        return json.dumps({label: f"tickets about {KEYWORDS[label]}s" for label in TICKET_LABELS})
+    if system.startswith("You write inputs for a classification task"):
+        count, label = re.search(r"Write (\d+) new inputs whose correct label is ([a-z ]+):", last).groups()
+        inputs = []
+        for _ in range(int(count)):
+            n = next(ticket_teacher.counter)
+            if n % 5 == 4:
+                inputs.append(f"Ticket {n}: I need help with the")  # cut off
+            elif n % 7 == 6 and label == "bug":
+                inputs.append(f"Ticket {n}: my invoice is wrong")  # written for bug, but about billing
+            else:
+                inputs.append(f"Ticket {n}: something about a {KEYWORDS[label]}")
+        return json.dumps({"inputs": inputs})
+    if system.startswith("You split a task prompt"):
+        return "{}"  # unusable: the prompt's labelled blocks are read by rule
+    if "Reply with the label only." in system or "Reply with the output only" in system:
+        text = last
+        if "maybe" in text:
+            return json.dumps(TICKET_LABELS[next(ticket_teacher.counter) % 3])
+        return json.dumps(next((label for label, word in KEYWORDS.items() if word in text), "bug"))
+    raise AssertionError(f"unexpected request: {system[:60]}")
+
+
+ticket_teacher.counter = itertools.count()
 
 
 def words_to_number(text: str) -> str:

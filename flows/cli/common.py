@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-# Handlers import p2m's modules when they run (lazy): `p2m --help` and a bad flag answer in
+# lazy imports: handlers import p2m's modules when they run: `p2m --help` and a bad flag answer in
 # well under a second instead of after Prefect, torch and transformers load (several seconds).
 
 
@@ -18,7 +18,9 @@ def flag_overrides(args: argparse.Namespace) -> dict:
             "votes": getattr(args, "votes", None),
             "seed": getattr(args, "seed", None),
             "max_api_calls": getattr(args, "max_api_calls", None),
+            "inputs": getattr(args, "inputs", None),
         },
+        "parse": {"kind": getattr(args, "kind", None), "labels": getattr(args, "labels", None)},
         "limits": {
             "requests_per_minute": getattr(args, "requests_per_minute", None),
             "tokens_per_minute": getattr(args, "tokens_per_minute", None),
@@ -40,7 +42,6 @@ def flag_overrides(args: argparse.Namespace) -> dict:
 
 def settings_for(overrides: dict):
     """Validated settings; points Prefect's result storage at p2m's (before Prefect reads it)."""
-    # lazy: pydantic-settings and the settings model, only once a command runs
     from p2m.tasks.core.config import load_settings
 
     settings = load_settings(overrides)
@@ -49,10 +50,39 @@ def settings_for(overrides: dict):
 
 
 def print_summary(summary: dict) -> None:
-    # lazy: see above
     from p2m.tasks.report.render import summary_text
 
     print(summary_text(summary))
+
+
+def port_number(text: str) -> int:
+    """argparse type of every --port: a TCP port from 1 to 65535, else one line saying so.
+
+    Checked when the command line is read: a port llama.cpp or uvicorn cannot bind made some
+    commands hang (`p2m teacher --port 99999` printed nothing and never returned).
+    """
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: give a number from 1 to 65535")
+    return port
+
+
+def count_of(what: str):
+    """argparse type for a count of `what`: a whole number, 0 or more, else one line saying so."""
+
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            number = -1
+        if number < 0:
+            raise argparse.ArgumentTypeError(f"invalid count {text!r}: give a number of {what}, 0 or more")
+        return number
+
+    return parse
 
 
 def add_common(sp, generation=True):
@@ -72,5 +102,18 @@ def add_common(sp, generation=True):
         sp.add_argument("--tokens-per-minute", type=float)
         sp.add_argument("--max-concurrency", type=int)
         sp.add_argument("--max-api-calls", type=int)
+        sp.add_argument(
+            "--inputs",
+            help="your own unlabelled inputs (JSONL/JSON/CSV/Parquet with an `input` column, or text, one per "
+            "line; a path or URL): the teacher labels them and they lead the training data",
+        )
+        sp.add_argument(
+            "--kind",
+            choices=["auto", "classification", "extraction", "generation"],
+            help="the task's kind (default: read from the prompt; the summary says how)",
+        )
+        sp.add_argument(
+            "--labels", help="a classification task's labels, comma-separated (implies --kind classification)"
+        )
     else:
         sp.set_defaults(num_examples=None)

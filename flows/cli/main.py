@@ -5,9 +5,12 @@ The commands live in groups beside their handlers: pipeline, retrieval, deploy, 
 
 from __future__ import annotations
 
+# lazy imports: handlers import p2m's modules when they run, so `p2m --help` and a bad flag answer
+# in well under a second instead of after Prefect, torch and transformers load (see common.py).
 import argparse
 import errno
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -67,6 +70,25 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `docker stop`, systemd, Kubernetes), raised in the main thread as Ctrl-C is."""
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM end p2m as Ctrl-C does: at once, through the same cleanup, with the same line.
+
+    Python's default for SIGTERM kills the process without a word (and, while a flow runs,
+    Prefect's handler re-sends it to that default). A second SIGTERM while the first is being
+    handled kills outright: whoever sends it insists.
+    """
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 # Errors from the operating system that a user causes and can fix (a folder they cannot write, a full disk).
 USER_OS_ERRORS = (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG)
 
@@ -99,11 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "out", "unset") is None:
         args.out = Path("runs") / args.prompt_file.stem
     if argv is None:
-        # lazy: see common.py
         from p2m.tasks.core.reaper import start_reaper
 
         start_reaper()
-    # lazy: see common.py
+        stop_on_sigterm()
     from p2m.tasks.core.errors import P2MError
 
     try:
@@ -124,12 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         what = full or f"{e.strerror}{where}; fix that and run the same command again (finished stages are kept)"
         print(f"p2m: error: {what}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(
             "p2m: interrupted; run the same command again to resume (finished stages and answered requests are cached)",
             file=sys.stderr,
         )
-        return 130
+        return 143 if isinstance(e, Terminated) else 130  # 128 + the signal, as shells report it
 
 
 if __name__ == "__main__":

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+# lazy imports: handlers import p2m's modules when they run, so `p2m --help` and a bad flag answer
+# in well under a second instead of after Prefect, torch and transformers load (see common.py).
 from pathlib import Path
 
-# lazy: see common.py
 from p2m.flows.cli.common import flag_overrides, settings_for
 
 
 def cmd_nightly(args) -> int:
     overrides = flag_overrides(args)
-    # lazy: see common.py
     from p2m.flows.run.inputs import check_run_inputs
 
     check_run_inputs(settings_for(overrides), args.prompt_file, args.out)
-    # lazy: see common.py
     from p2m.flows.nightly import nightly_flow
 
     result = nightly_flow(
@@ -30,7 +29,6 @@ def cmd_nightly(args) -> int:
 
 def cmd_rollback(args) -> int:
     settings = settings_for({})
-    # lazy: see common.py
     from p2m.tasks.nightly.promotion import rollback
 
     record = rollback(args.run_dir, settings)

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+# lazy imports: handlers import p2m's modules when they run, so `p2m --help` and a bad flag answer
+# in well under a second instead of after Prefect, torch and transformers load (see common.py).
 from pathlib import Path
 
-# lazy: see common.py
 from p2m.flows.cli.common import flag_overrides, print_summary, settings_for
 
 
 def cmd_run(args) -> int:
-    # lazy: see common.py
     from p2m.flows.run.inputs import check_run_inputs
 
     overrides = flag_overrides(args)
     check_run_inputs(
         settings_for(overrides), args.prompt_file, args.out
     )  # before Prefect starts: bad input fails in a second
-    # lazy: see common.py
     from p2m.flows.pipeline import pipeline
 
     summary = pipeline(prompt_file=str(args.prompt_file), out_dir=str(args.out), overrides=overrides)
@@ -25,12 +24,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    # lazy: see common.py
     from p2m.flows.run.inputs import check_run_inputs
 
     overrides = flag_overrides(args)
     check_run_inputs(settings_for(overrides), args.spec, args.out)
-    # lazy: see common.py
     from p2m.flows.generate import generate_flow
 
     result = generate_flow(prompt_file=str(args.spec), out_dir=str(args.out), overrides=overrides)
@@ -46,11 +43,9 @@ def cmd_generate(args) -> int:
 
 def cmd_train_evaluate(args, stages: list[str]) -> int:
     overrides = flag_overrides(args)
-    # lazy: see common.py
     from p2m.flows.run.inputs import check_settings_paths
 
     check_settings_paths(settings_for(overrides))
-    # lazy: see common.py
     from p2m.flows.train_evaluate import check_run_folder, train_evaluate_flow
 
     check_run_folder(args.run_dir, stages)

@@ -2,35 +2,32 @@
 
 from __future__ import annotations
 
+# lazy imports: handlers import p2m's modules when they run, so `p2m --help` and a bad flag answer
+# in well under a second instead of after Prefect, torch and transformers load (see common.py).
 import json
 from pathlib import Path
 
-# lazy: see common.py
-from p2m.flows.cli.common import flag_overrides, settings_for
+from p2m.flows.cli.common import count_of, flag_overrides, settings_for
 
 
 def cmd_retrieve(args, kind: str) -> int:
     settings = settings_for(flag_overrides(args))
-    # lazy: see common.py
     from p2m.tasks.stages.parse import parse_prompt, read_prompt_file
 
     prompt = read_prompt_file(Path(args.spec), settings.parse.max_prompt_chars)
     teacher = None
     if prompt.spec is None or kind == "model":
-        # lazy: see common.py
         from p2m.tasks.teacher.handle import Teacher
 
         teacher = Teacher(settings)
     try:
         spec = parse_prompt(prompt, teacher.client() if teacher and prompt.spec is None else None)
         if kind == "datasets":
-            # lazy: see common.py
             from p2m.tasks.stages.retrieve_datasets import dataset_candidates, top_candidates
 
             records, embeddings, encoder = dataset_candidates(settings.datasets_dir, settings.datasets_index)
             ranked, _ = top_candidates(spec, records, settings.retrieval.top_k, embeddings, encoder)
         else:
-            # lazy: see common.py
             from p2m.tasks.stages.retrieve_model import hypothetical_card, model_candidates, model_pool, rank_models
 
             pool = model_pool(model_candidates(settings.models_dir, settings.models_index), settings.student)
@@ -48,11 +45,11 @@ def cmd_retrieve(args, kind: str) -> int:
 
 def cmd_index(args) -> int:
     settings_for({})
-    # lazy: see common.py
-    from p2m.tasks.retrieval.index import check_index_inputs
+    from p2m.tasks.retrieval.index import check_hub_reachable, check_index_inputs
 
     check_index_inputs(args.out, args.datasets_dir, args.models_dir)  # before the flow's server starts
-    # lazy: see common.py
+    if args.hub_limit:
+        check_hub_reachable()  # before the minute spent on the local folders
     from p2m.flows.index_refresh import index_refresh_flow
 
     result = index_refresh_flow(
@@ -84,7 +81,10 @@ def register(sub, common) -> None:
     index.add_argument("--datasets-dir", type=Path)
     index.add_argument("--models-dir", type=Path)
     index.add_argument(
-        "--hub-limit", type=int, default=0, help="also index the N most downloaded Hub datasets and models (network)"
+        "--hub-limit",
+        type=count_of("Hub repos"),
+        default=0,
+        help="also index the N most downloaded Hub datasets and models (network: run with HF_HUB_OFFLINE=0)",
     )
     index.add_argument(
         "--encoder",

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
+# lazy imports: handlers import p2m's modules when they run, so `p2m --help` and a bad flag answer
+# in well under a second instead of after Prefect, torch and transformers load (see common.py).
 import os
 import sys
 from pathlib import Path
 
-# lazy: see common.py
-from p2m.flows.cli.common import settings_for
+from p2m.flows.cli.common import port_number, settings_for
 
 
 def cmd_export(args) -> int:
     settings = settings_for({})
-    # lazy: see common.py
     from p2m.tasks.ship.export import export_name, export_student
 
     export_name(args.format, args.quantize)  # a bad pair fails before any work
     record = export_student(args.run_dir, args.format, args.quantize, settings.serve, settings.serve.max_tokens)
-    # lazy: see common.py
     from p2m.tasks.report.render import FORMATS_TITLE, as_text, format_rows
-
-    # lazy: see common.py
     from p2m.tasks.ship.export_report import formats_report
 
     print(as_text([(FORMATS_TITLE, format_rows(formats_report(args.run_dir)))]))
@@ -38,7 +35,6 @@ def cmd_serve(args) -> int:
     insecure_no_auth(args, "P2M_SERVE__INSECURE_NO_AUTH")
     serve = {k: v for k, v in {"host": args.host, "port": args.port, "api_key": args.api_key}.items() if v is not None}
     settings = settings_for({"serve": serve} if serve else {})
-    # lazy: see common.py
     from p2m.tasks.ship.serve import model_name, serve_student
 
     cfg = settings.serve
@@ -60,7 +56,6 @@ def cmd_serve(args) -> int:
 def cmd_publish_student(args) -> int:
     insecure_no_auth(args, "P2M_SERVE__INSECURE_NO_AUTH")
     settings_for({})
-    # lazy: see common.py
     from p2m.flows.serve_student import serve_student_flow
 
     record = serve_student_flow(run_dir=str(args.run_dir), port=args.port, host=args.host)
@@ -76,7 +71,6 @@ def cmd_publish_student(args) -> int:
 
 def cmd_demo(args) -> int:
     settings = settings_for({})
-    # lazy: see common.py
     from p2m.tasks.ship.demo import check_demo_inputs, serve_demo
 
     run_dir, host, port = Path(args.run_dir), args.host or settings.demo_host, args.port or settings.demo_port
@@ -98,7 +92,6 @@ def insecure_no_auth(args, variable: str) -> None:
 def cmd_publish(args) -> int:
     insecure_no_auth(args, "P2M_DEMO_INSECURE_NO_AUTH")
     settings_for({})
-    # lazy: see common.py
     from p2m.flows.publish_demo import publish_demo_flow
 
     record = publish_demo_flow(run_dir=str(args.run_dir), port=args.port, host=args.host)
@@ -135,7 +128,7 @@ def register(sub, common) -> None:
     )
     serve.add_argument("run_dir", type=Path)
     serve.add_argument("--host", help="address to bind (default P2M_SERVE__HOST, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default P2M_SERVE__PORT, 8080)")
+    serve.add_argument("--port", type=port_number, help="port (default P2M_SERVE__PORT, 8080)")
     serve.add_argument(
         "--api-key", help="key clients must send; prefer P2M_SERVE__API_KEY (a command line is visible to `ps`)"
     )
@@ -150,13 +143,13 @@ def register(sub, common) -> None:
     )
     publish_student.add_argument("run_dir", type=Path)
     publish_student.add_argument("--host")
-    publish_student.add_argument("--port", type=int)
+    publish_student.add_argument("--port", type=port_number)
     open_flag(publish_student, "key")
     publish_student.set_defaults(func=cmd_publish_student)
     demo = sub.add_parser("demo", help="serve the Gradio demo for a run folder")
     demo.add_argument("run_dir", type=Path)
     demo.add_argument("--host")
-    demo.add_argument("--port", type=int)
+    demo.add_argument("--port", type=port_number)
     demo.add_argument(
         "--auth", help="user:password for a login page; prefer P2M_DEMO_AUTH (a command line is visible to `ps`)"
     )
@@ -166,6 +159,6 @@ def register(sub, common) -> None:
     publish = sub.add_parser("publish", help="serve the demo as a long-running process, replacing the one on its port")
     publish.add_argument("run_dir", type=Path)
     publish.add_argument("--host")
-    publish.add_argument("--port", type=int)
+    publish.add_argument("--port", type=port_number)
     open_flag(publish, "password")
     publish.set_defaults(func=cmd_publish)

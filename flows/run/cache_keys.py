@@ -24,6 +24,7 @@ import json
 from functools import cache
 from pathlib import Path
 
+from p2m.tasks.core.run_store import content_hash
 from p2m.tasks.teacher.prompts import templates_hash
 from pydantic import BaseModel
 
@@ -133,6 +134,12 @@ def stage_cache_key(work_module: str, wrapper):
         return f"{context.task.name}-{hashlib.sha256(payload.encode()).hexdigest()[:32]}"
 
     return key
+
+
+def file_hash(path: Path | None) -> str:
+    """The content hash of a file a stage reads by path (a test set, the user's inputs), for its
+    cache key: the same path with new content is new input. "" for no file."""
+    return content_hash(path) if path else ""
 
 
 def sources_fingerprint(*roots: Path | None) -> str:

@@ -10,9 +10,10 @@ from p2m.tasks.core.config import Settings
 from p2m.tasks.core.errors import BadInputError
 from p2m.tasks.core.run_store import check_run_dir
 from p2m.tasks.core.spec import PromptFile, prompt_identity
+from p2m.tasks.retrieval.registry import unknown_model_error
 from p2m.tasks.stages.parse import check_prompt_size, prompt_from_bytes, prompt_from_text, read_prompt_file
 from p2m.tasks.stages.retrieve_model import model_candidates
-from p2m.tasks.storage.datafiles import DataFileError, read_pairs
+from p2m.tasks.storage.datafiles import DataFileError, read_inputs, read_pairs
 from p2m.tasks.storage.locations import is_url, local_path, read_url_bytes
 from p2m.tasks.teacher.client import check_teacher_settings
 
@@ -37,6 +38,11 @@ def check_settings_paths(settings: Settings) -> None:
             read_pairs(settings.evaluation.eval_data)
         except DataFileError as e:
             raise BadInputError(f"--eval-data: {e}") from None
+    if settings.generation.inputs is not None:
+        try:
+            read_inputs(settings.generation.inputs, settings.generation.max_inputs)
+        except DataFileError as e:
+            raise BadInputError(f"--inputs: {e}") from None
     _check_forced_choices(settings)
     if settings.prices_file is not None and not _is_price_table(settings.prices_file):
         raise BadInputError(
@@ -69,10 +75,7 @@ def _check_forced_choices(settings: Settings) -> None:
     if settings.student.model:
         names = sorted(r.name for r in model_candidates(settings.models_dir, settings.models_index))
         if settings.student.model not in names:
-            raise BadInputError(
-                f"--model {settings.student.model}: unknown; "
-                f"choose one of {names[:20]} or add its folder to --models-dir"
-            )
+            raise unknown_model_error(settings.student.model, names, settings.models_dir)
 
 
 def _is_index(path: Path) -> bool:

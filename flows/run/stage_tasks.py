@@ -13,6 +13,7 @@ from p2m.tasks.core.aio import run_sync
 from p2m.tasks.core.config import (
     EvalConfig,
     GenerationConfig,
+    ParseConfig,
     ProcessConfig,
     RetrievalConfig,
     StudentConfig,
@@ -23,6 +24,7 @@ from p2m.tasks.core.run_store import artifact_ref, disk_full_error, rows_to_data
 from p2m.tasks.core.spec import PromptFile, PromptSpec
 from p2m.tasks.report.render import write_model_card
 from p2m.tasks.stages import demo, evaluate, generate, parse, process, retrieve_datasets, retrieve_model, train
+from p2m.tasks.storage.datafiles import read_inputs
 from p2m.tasks.teacher.handle import Teacher
 from prefect import task
 from prefect.tasks import exponential_backoff
@@ -54,10 +56,12 @@ def stage(work_module, retries: int = 2, **kwargs):
 
 
 @stage(parse)
-def parse_task(prompt: PromptFile, run_dir: Path, teacher: Teacher) -> PromptSpec:
+def parse_task(prompt: PromptFile, cfg: ParseConfig, run_dir: Path, teacher: Teacher) -> PromptSpec:
     """Parse the prompt (the flow has claimed the run folder for it) and write spec.json."""
-    llm = None if prompt.spec is not None else teacher.client(run_dir / "parse.jsonl")
-    spec = parse.parse_prompt(prompt, llm)
+    llm = (
+        teacher.client(run_dir / "parse.jsonl") if prompt.spec is None else teacher.lazy_client(run_dir / "parse.jsonl")
+    )
+    spec = parse.parse_prompt(prompt, llm, kind=cfg.kind, labels=cfg.label_list())
     write_json(run_dir / "spec.json", spec.model_dump())
     return spec
 
@@ -125,12 +129,16 @@ async def generate_batch_task(
 
 
 @stage(generate)
-def generate_task(spec: PromptSpec, cfg: GenerationConfig, run_dir: Path, teacher: Teacher) -> dict:
-    """Generate examples into `generated/`; `generation.jsonl` logs every request, `generation.json` the outcome."""
+def generate_task(
+    spec: PromptSpec, cfg: GenerationConfig, run_dir: Path, teacher: Teacher, inputs_hash: str = ""
+) -> dict:
+    """Generate examples into `generated/` (and label the user's `cfg.inputs`, whose content
+    `inputs_hash` keys); `generation.jsonl` logs every request, `generation.json` the outcome."""
     rows: list[dict] = []
     report_dict: dict = {"accepted": 0, "stop_reason": "generation skipped (--num-examples 0)"}
-    if cfg.num_examples > 0:
+    if cfg.num_examples > 0 or cfg.inputs:
         llm = teacher.client(run_dir / "generation.jsonl")
+        inputs = read_inputs(cfg.inputs, cfg.max_inputs) if cfg.inputs else []
 
         async def run_batch(llm, spec, cfg, accepted, aspects, batch_index, temperature, max_requests):
             return await generate_batch_task(
@@ -139,12 +147,8 @@ def generate_task(spec: PromptSpec, cfg: GenerationConfig, run_dir: Path, teache
 
         report = generate.GenerationReport()
         try:
-            with GenerationProgress(cfg.num_examples) as progress:
-                run_sync(
-                    generate.generate_examples(
-                        llm, spec, cfg, run_batch=run_batch, on_progress=progress.update, report=report
-                    )
-                )
+            with GenerationProgress(cfg.num_examples + len(inputs)) as progress:
+                run_sync(generate.make_examples(llm, spec, cfg, run_batch, progress.update, report, inputs))
         except BaseException as e:  # the counts so far are kept; the answered requests are in the request cache
             report.usage = llm.usage()
             write_json(run_dir / "generation.json", report.as_dict() | {"failed": str(e) or e.__class__.__name__})
@@ -158,7 +162,8 @@ def generate_task(spec: PromptSpec, cfg: GenerationConfig, run_dir: Path, teache
             )
             write_json(run_dir / "generation.json", report_dict | {"failed": failure})
             raise P2MError(failure)
-    save_dataset(rows_to_dataset(rows), run_dir / "generated")
+    rows = [r | {"source": r.get("source", "generated")} for r in rows]
+    save_dataset(rows_to_dataset(rows, ("input", "output", "source")), run_dir / "generated")
     write_json(run_dir / "generation.json", report_dict)
     return {**report_dict, **artifact_ref(run_dir / "generated")}
 

@@ -59,6 +59,8 @@ class StageTracker:
         state = task(**params, return_state=True)
         seconds = round(time.monotonic() - started, 2)
         self.stages.append({"stage": name, "state": state.name, "seconds": seconds})
+        if not state.is_completed():  # the summary of a failed run names the stage; `finish` adds why
+            self.details["failed_stage"] = name
         print(f"[p2m] {name}: {state.name} in {seconds:.1f}s", file=sys.stderr, flush=True)
         # Written after every stage, so a run whose machine dies still shows how far it got.
         self.write_summary(finished=False)

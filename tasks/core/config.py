@@ -31,6 +31,17 @@ class ParseConfig(StageConfig):
     max_prompt_chars: int = Field(
         100_000, ge=100, description="Longest prompt file accepted; put more examples in a dataset file."
     )
+    kind: Literal["auto", "classification", "extraction", "generation"] = Field(
+        "auto", description="The task's kind (auto: read from the prompt; the run summary says how)."
+    )
+    labels: str | None = Field(
+        None, description="A classification task's labels, comma-separated (implies classification)."
+    )
+
+    def label_list(self) -> list[str] | None:
+        """`labels` as a list (None when not given)."""
+        names = [n.strip() for n in (self.labels or "").split(",") if n.strip()]
+        return names or None
 
 
 class LimitsConfig(StageConfig):
@@ -115,6 +126,27 @@ class GenerationConfig(StageConfig):
         ),
     )
     vote_temperature: float = Field(0.5, ge=0, le=2, description="Temperature of the answers that vote.")
+    adaptive_votes: bool = Field(
+        True,
+        description=(
+            "Votes stop when answers agree: the written answer and one vote, more only on a disagreement "
+            "(up to max_votes); short answers only (free text keeps the fixed majority of `votes`)."
+        ),
+    )
+    max_votes: int = Field(
+        5,
+        ge=2,
+        le=9,
+        description="Most votes on one answer (adaptive votes, labels); it settles with two or more votes, over half.",
+    )
+    inputs: Path | None = Field(
+        None,
+        description=(
+            "Your own unlabelled inputs (JSONL/JSON/CSV/Parquet with an `input` column, or text, one per line): "
+            "the teacher labels them, and they show it what real inputs look like."
+        ),
+    )
+    max_inputs: int = Field(2000, ge=1, description="Your inputs labelled at most (the first ones in the file).")
     near_duplicate_threshold: float = Field(
         95, ge=0, le=100, description="Inputs this similar (rapidfuzz ratio) count as duplicates."
     )
@@ -191,6 +223,40 @@ class TrainConfig(StageConfig):
         ),
     )
     seed: int = 42
+
+
+class ClassifierTrainConfig(BaseModel):
+    """Training an encoder-classifier student (LABEL_TASKS.md 1c, for 200-2,000 noisy examples).
+
+    Not a setting of its own: `from_train` derives it from the train section, whose values win
+    where they differ from the train section's defaults (P2M_TRAIN__EPOCHS=4, ...) and give way
+    to these where not (the generative defaults, lr 2e-4 in particular, overshoot an encoder).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: float = Field(8, gt=0, description="Epochs at most; validation accuracy picks the best and stops early.")
+    learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate (range 3e-5 to 1e-4).")
+    batch_size: int = Field(16, ge=1, description="Examples per optimizer step.")
+    max_length: int = Field(128, ge=8, description="Token cap; lower when 95% of the inputs are shorter.")
+    patience: int = Field(2, ge=1, description="Epochs without a better validation accuracy before stopping.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of the steps with a linear warm-up.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="Label smoothing (SuperGen: it absorbs label noise).")
+    seed: int = Field(42, description="Seed of the head's initialisation and the data order.")
+
+    @classmethod
+    def from_train(cls, cfg: TrainConfig) -> ClassifierTrainConfig:
+        """The classifier's settings: these defaults, with `cfg`'s values where they are not its defaults."""
+        # Compared with the defaults, not with `model_fields_set`: a config sent as JSON (to a
+        # training deployment, to DDP processes) comes back with every field set.
+        shared = ("epochs", "learning_rate", "batch_size", "max_length")
+        given = {
+            k: getattr(cfg, k)
+            for k in shared
+            if getattr(cfg, k) is not None and getattr(cfg, k) != type(cfg).model_fields[k].default
+        }
+        return cls(**given, seed=cfg.seed)
 
 
 class ProcessConfig(StageConfig):

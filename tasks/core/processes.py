@@ -27,6 +27,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Raise BadInputError when nothing can listen on `host`:`port` (taken, not this machine's, not a port).
+
+    Checked before a server starts: llama.cpp's server, told a port it cannot bind, waits forever.
+    """
+    with socket.socket() as s:
+        # As the servers bind: a port whose last server just stopped (connections in TIME_WAIT) is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except (OSError, OverflowError) as e:
+            reason = getattr(e, "strerror", None) or "invalid port"
+            raise BadInputError(f"cannot serve on {host}:{port} ({reason}); pass another --port") from None
+
+
 def is_loopback(host: str) -> bool:
     """Whether `host` is an address only this machine reaches (127.0.0.0/8, ::1, localhost)."""
     if host == "localhost":

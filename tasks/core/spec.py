@@ -14,13 +14,26 @@ class Example(BaseModel):
     output: str
 
 
+TaskKind = Literal["classification", "extraction", "generation"]
+# Where a training example came from (the `source` column of generated/ and splits/).
+GENERATED, YOUR_INPUTS = "generated", "your_inputs"
+
+
 class PromptSpec(BaseModel):
-    """What p2m understood from the prompt; every later stage reads this."""
+    """What p2m understood from the prompt; every later stage reads this.
+
+    `kind` decides how data is made and which student fits: classification (a closed set of
+    `labels`, every output one of them), extraction (the output is a span of the input) or
+    generation (anything else); `kind_reason` says how it was decided (`p2m.tasks.core.kinds`).
+    """
 
     instruction: str = Field(min_length=1)
     demonstrations: list[Example] = []
     language: str = "en"
     parsed_by: Literal["yaml", "llm", "rules"] = "yaml"
+    kind: TaskKind = "generation"
+    labels: list[str] = []
+    kind_reason: str = ""
 
     def content_hash(self) -> str:
         """Hash of what defines the task (not of how it was parsed): the run folder's identity."""

@@ -244,6 +244,27 @@ def serving_scores(run_dir: Path, test_rows: list[dict]) -> dict | None:
     return scores if scores["model_hash"] == current and scores["n"] == len(test_rows) else None
 
 
+def saved_scores(run_dir: Path, number: int, current: int) -> dict:
+    """The scores of promoted model `number`, once its saved copy is known to be whole enough to serve.
+
+    Raises BadInputError, having changed nothing, when promoted/NUMBER has lost its model (no
+    weights) or its scores.json (missing or unreadable): model `current` stays served.
+    """
+    folder = Path(run_dir) / "promoted" / str(number)
+    model = folder / "model"
+    whole = any(model.glob("*.safetensors")) or any(model.glob("*.bin"))  # the weights, whatever their layout
+    try:
+        scores = read_json(folder / "scores.json") if whole else None
+    except (OSError, ValueError):
+        scores = None
+    if not isinstance(scores, dict) or not {"exact_match", "n"} <= scores.keys():
+        raise BadInputError(
+            f"cannot roll back to model {number}: its saved copy in {folder} is missing or incomplete "
+            f"(model/ with its weights, scores.json); model {current} is still served, unchanged"
+        )
+    return scores
+
+
 def rollback(run_dir: Path, settings: Settings | None = None) -> dict:
     """Serve the model promoted before the current one again; returns the record (with a message).
 
@@ -271,11 +292,11 @@ def rollback(run_dir: Path, settings: Settings | None = None) -> dict:
             "there is no earlier one to roll back to"
         )
     previous = stack[-2]
+    scores = saved_scores(run_dir, previous, current)  # before anything served is touched
     put_in_service(run_dir, run_dir / "promoted" / str(previous) / "model")
     for name in ("train.json", "train_log.jsonl"):
         if (run_dir / "promoted" / str(previous) / name).exists():
             shutil.copy2(run_dir / "promoted" / str(previous) / name, run_dir / name)
-    scores = read_json(run_dir / "promoted" / str(previous) / "scores.json")
     record = {
         "event": "rollback",
         "number": previous,

@@ -1,4 +1,5 @@
-"""The run's plots: the loss curve and the student against the teacher on held-out examples."""
+"""The run's plots: the loss curve, the student against the teacher on held-out examples, and for a
+label task the student's confusion matrix."""
 
 from __future__ import annotations
 
@@ -54,4 +55,32 @@ def plot_results(out_dir: Path, metrics: dict) -> list[Path]:
         ax.set_title("Held-out examples: student vs teacher")
         save_figure(fig, out_dir / "student_vs_teacher.png")
         made.append(out_dir / "student_vs_teacher.png")
+    if held and held.get("confusion"):
+        made.append(plot_confusion(held["confusion"], out_dir / "confusion_matrix.png"))
     return made
+
+
+def plot_confusion(confusion: dict, path: Path) -> Path:
+    """`path`: the confusion table ({labels, matrix}: rows references, columns predictions) as a
+    heat map with the counts written in; returns `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns, matrix = confusion["labels"], confusion["matrix"]
+    rows = columns[: len(matrix)]  # "(other)" is a column only: references are labels
+    side = 2.5 + 0.45 * len(columns)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax)
+    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("predicted"), ax.set_ylabel("reference"), ax.set_title("Held-out examples: confusion matrix")
+    peak = max((v for row in matrix for v in row), default=0)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            if count:  # dark cells get white text
+                ax.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
+    save_figure(fig, path)
+    return path

@@ -27,6 +27,41 @@ def score_tables(metrics: dict | None) -> list[tuple[str, list[list[str]]]]:
     return tables
 
 
+def label_tables(metrics: dict | None) -> list[tuple[str, list[list[str]]]]:
+    """Per test set with a label breakdown: (title, rows) of the student's precision, recall, F1 and
+    support for each label (the teacher's F1 beside them when it was scored); rows start with a header."""
+    tables = []
+    for test_set, student in ((metrics or {}).get("student") or {}).items():
+        if not student.get("per_label"):
+            continue
+        teacher = (((metrics or {}).get("teacher") or {}).get(test_set) or {}).get("per_label") or {}
+        rows = [["label", "precision", "recall", "F1", "support"] + (["teacher F1"] if teacher else [])]
+        for label, s in student["per_label"].items():
+            row = [label, f"{s['precision']:.2f}", f"{s['recall']:.2f}", f"{s['f1']:.2f}", str(s["support"])]
+            rows.append(row + ([f"{teacher[label]['f1']:.2f}" if label in teacher else "-"] if teacher else []))
+        tables.append((f"Per label: {test_set} (macro F1 {student['macro_f1']:.2f})", rows))
+    return tables
+
+
+def use_section(instruction: str, train_record: dict) -> list[str]:
+    """The card's "Use" lines: the prompt a generative student reads, or the labels a classifier answers."""
+    if train_record.get("labels"):  # an encoder-classifier: it reads the input alone
+        temperature = (train_record.get("calibration") or {}).get("temperature", 1.0)
+        return [
+            "Give the model the input text alone (no instruction); it answers one of these labels, with a",
+            f"calibrated probability for each (temperature {temperature}): "
+            + ", ".join(f"`{label}`" for label in train_record["labels"])
+            + ".",
+        ]
+    return [
+        "Give the model this text and read the answer after `Output:`:",
+        "",
+        "```",
+        format_prompt(instruction, "<your input>"),
+        "```",
+    ]
+
+
 def format_rows(formats: dict) -> list[list[str]]:
     """The per-format report (`p2m.tasks.ship.export_report.formats_report`) as rows, header first."""
     rows = [["format", "size MB", "exact match", "ms p50", "ms p95"]]
@@ -57,6 +92,12 @@ RATES = {
 def facts(summary: dict) -> list[tuple[str, str]]:
     """(label, text) lines: who taught, what was generated at what cost, where the model is."""
     lines = []
+    if summary.get("task_kind"):
+        labels = summary.get("labels") or []
+        shown = (
+            f" ({len(labels)} labels: {', '.join(labels[:8])}{', ...' if len(labels) > 8 else ''})" if labels else ""
+        )
+        lines.append(("task", f"{summary['task_kind']}{shown}: {summary.get('kind_reason', '')}"))
     if summary.get("teacher_title"):
         lines.append(("teacher", summary["teacher_title"]))
     if summary.get("model_name"):
@@ -81,6 +122,9 @@ def facts(summary: dict) -> list[tuple[str, str]]:
         if shown:
             lines.append(("rate", ", ".join(shown)))
         lines.append(("stopped", str(summary.get("generation_stop"))))
+        sources = summary.get("generation_sources") or {}
+        if sources.get("your_inputs"):
+            lines.append(("sources", ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sources.items())))
     if summary.get("model"):
         lines += [
             ("model", summary["model"]),
@@ -90,7 +134,8 @@ def facts(summary: dict) -> list[tuple[str, str]]:
     if summary.get("demo_url"):
         lines.append(("try it", f"{summary['demo_url']} (the demo page, serving this run's model)"))
     if summary.get("error"):
-        lines.append(("stopped by", summary["error"]))
+        where = f"the {summary['failed_stage']} stage: " if summary.get("failed_stage") else ""
+        lines.append(("stopped by", where + summary["error"]))
     return lines
 
 
@@ -171,11 +216,7 @@ def model_card(instruction: str, train_record: dict, metrics: dict | None, teach
         "",
         "## Use",
         "",
-        "Give the model this text and read the answer after `Output:`:",
-        "",
-        "```",
-        format_prompt(instruction, "<your input>"),
-        "```",
+        *use_section(instruction, train_record),
         "",
         "## Training",
         "",
@@ -188,7 +229,7 @@ def model_card(instruction: str, train_record: dict, metrics: dict | None, teach
         f"on {train_record['device']}: final training loss {train_record['train_loss']}."
         + (f" Training data written by {teacher}." if teacher else ""),
     ]
-    tables = [(f"Scores: {title}", rows) for title, rows in score_tables(metrics)]
+    tables = [(f"Scores: {title}", rows) for title, rows in score_tables(metrics)] + label_tables(metrics)
     if (metrics or {}).get("formats"):
         tables.append((FORMATS_TITLE, format_rows(metrics["formats"])))
     if tables:

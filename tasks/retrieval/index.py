@@ -211,6 +211,36 @@ def check_index_inputs(out_dir: Path, datasets_dir: Path | None, models_dir: Pat
             raise BadInputError(f"{flag} {folder} is not a folder; pass a folder of Hugging Face style repos")
 
 
+def check_hub_reachable(endpoint: str | None = None, timeout_s: float = 5.0) -> None:
+    """Raise BadInputError, at once, when the Hugging Face Hub cannot be asked for `--hub-limit`.
+
+    Offline mode (HF_HUB_OFFLINE, which p2m sets to 1 unless told otherwise) or a Hub that does
+    not answer within `timeout_s` (no network, a proxy) would otherwise fail after the minute
+    spent on the local folders, with the library's traceback.
+    """
+    import os
+
+    # lazy: the Hub's client and settings, only when --hub-limit asks for the Hub
+    import httpx
+
+    # lazy: see above
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise BadInputError(
+            "--hub-limit needs the Hugging Face Hub, and offline mode is on (HF_HUB_OFFLINE=1, p2m's default): "
+            "run with HF_HUB_OFFLINE=0 to allow it, or drop --hub-limit"
+        )
+    url = (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+    try:
+        httpx.get(f"{url}/api/models", params={"limit": 1}, timeout=timeout_s)
+    except httpx.HTTPError as e:
+        raise BadInputError(
+            f"--hub-limit needs the Hugging Face Hub, and {url} is unreachable ({type(e).__name__}): "
+            "check the network (or HF_ENDPOINT for a mirror), or drop --hub-limit"
+        ) from None
+
+
 def refresh_indexes(
     out_dir: Path,
     datasets_dir: Path | None = None,

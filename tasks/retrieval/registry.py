@@ -17,7 +17,7 @@ import yaml
 from p2m.tasks.core.errors import BadInputError
 from p2m.tasks.core.yamltext import load_yaml_text
 from p2m.tasks.storage.datafiles import SUFFIXES, read_rows, text_value
-from p2m.tasks.storage.embedded import SMOLLM2_NAME, TINY_MODELS
+from p2m.tasks.storage.embedded import MINILM_NAME, SMOLLM2_NAME, TINY_MODELS
 from pydantic import BaseModel
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,22 @@ DECODER_ONLY = {
     "bloom",
 }
 ENCODER_DECODER = {"t5", "mt5", "bart", "mbart", "umt5", "pegasus", "marian", "longt5"}
+# Encoders: students for label tasks only (a classification head answers one label of a closed set).
+ENCODERS = {
+    "bert",
+    "roberta",
+    "distilbert",
+    "deberta",
+    "deberta-v2",
+    "electra",
+    "xlm-roberta",
+    "mpnet",
+    "albert",
+    "camembert",
+    "modernbert",
+}
+CLASSIFIER = "encoder-classifier"
+TINY_MODEL_TYPES = {"tiny-t5": "t5", "tiny-gpt2": "gpt2", "tiny-bert": "bert"}
 
 
 class DatasetRecord(BaseModel):
@@ -60,7 +76,7 @@ class ModelRecord(BaseModel):
     name: str
     path: str  # a folder, or "embedded:NAME" resolved when the model is loaded
     description: str
-    architecture: str  # "decoder-only" | "encoder-decoder"
+    architecture: str  # "decoder-only" | "encoder-decoder" | "encoder-classifier"
     model_type: str = ""
     num_parameters: int = 0
     size_bytes: int = 0
@@ -158,22 +174,66 @@ def architecture_of(model_type: str) -> str | None:
         return "encoder-decoder"
     if model_type in DECODER_ONLY:
         return "decoder-only"
+    if model_type in ENCODERS:
+        return CLASSIFIER
     return None
 
 
-def model_record_from_folder(folder: Path, name: str) -> ModelRecord | None:
-    """A record for a transformers model folder, or None when the trainer does not support it
-    or its config.json cannot be read (a warning says which)."""
+def read_model_config(folder: Path) -> tuple[dict | None, str | None]:
+    """(config.json of a model folder, None), or (None, why the folder cannot be a student).
+
+    Why: its config.json cannot be read, or its model type is not one the trainer supports: one
+    that needs custom code (`auto_map`, or a type transformers does not know), which p2m never runs.
+    """
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         if not isinstance(config, dict):
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as e:
-        logger.warning("p2m: model folder %s left out: its config.json cannot be read (%s)", folder, e)
+        return None, f"its config.json cannot be read ({e})"
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or architecture_of(model_type) is None:
+        custom = "auto_map" in config or not isinstance(model_type, str) or not known_to_transformers(model_type)
+        why = "it needs custom code, which p2m never runs" if custom else "p2m trains decoder-only and encoder-decoder"
+        return None, f"model type {model_type or '(none)'} is not supported ({why})"
+    return config, None
+
+
+def known_to_transformers(model_type: str) -> bool:
+    """Whether transformers has the code for `model_type` built in (no remote code needed)."""
+    # lazy: transformers' config table, only for a folder p2m cannot use anyway
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    return model_type in CONFIG_MAPPING_NAMES
+
+
+def model_folder_problem(models_dir: Path | None, name: str) -> str | None:
+    """Why the folder `name` under `models_dir` is not offered as a model (None: no such folder, or it is)."""
+    folder = Path(models_dir) / name if models_dir else None
+    if folder is None or not (folder / "config.json").is_file():
         return None
-    arch = architecture_of(str(config.get("model_type", "")))
-    if arch is None:
+    return read_model_config(folder)[1]
+
+
+def unknown_model_error(name: str, names: list[str], models_dir: Path | None) -> BadInputError:
+    """The error for `--model NAME` that is not among `names`: why its folder was left out, if it is there."""
+    problem = model_folder_problem(models_dir, name)
+    if problem:
+        return BadInputError(f"--model {name}: {problem}; choose another model")
+    return BadInputError(
+        f"--model {name}: unknown; choose one of {sorted(names)[:20]} or add its folder to --models-dir"
+    )
+
+
+def model_record_from_folder(folder: Path, name: str) -> ModelRecord | None:
+    """A record for a transformers model folder, or None when the trainer does not support it
+    or its config.json cannot be read (`read_model_config` says why; a warning for an unreadable one)."""
+    config, problem = read_model_config(folder)
+    if config is None:
+        if problem.startswith("its config.json"):
+            logger.warning("p2m: model folder %s left out: %s", folder, problem)
         return None
+    arch = architecture_of(config["model_type"])
     meta, body = read_card(folder / "README.md")
     weights = list(folder.glob("*.safetensors")) or list(folder.glob("*.bin"))
     size = sum(p.stat().st_size for p in weights)  # stat follows the HF cache's symlinks to blobs
@@ -249,12 +309,24 @@ def scan_models(root: Path | None, hf_cache: Path | None = None) -> list[ModelRe
             downloads=1_000_000,
             license="apache-2.0",
         ),
+        ModelRecord(
+            name=MINILM_NAME,
+            path=f"embedded:{MINILM_NAME}",
+            architecture=CLASSIFIER,
+            model_type="bert",
+            description="all-MiniLM-L6-v2: small English sentence encoder (6 layers, 384 dimensions); with a "
+            "classification head, a fast student for label tasks: intent, topic, sentiment, spam, routing.",
+            num_parameters=22_713_216,
+            size_bytes=90_900_000,
+            downloads=1_000_000,
+            license="apache-2.0",
+        ),
     ] + [
         ModelRecord(
             name=n,
             path=f"embedded:{n}",
-            architecture="encoder-decoder" if "t5" in n else "decoder-only",
-            model_type="t5" if "t5" in n else "gpt2",
+            architecture=architecture_of(TINY_MODEL_TYPES[n]),
+            model_type=TINY_MODEL_TYPES[n],
             description=f"{n}: random tiny model for tests",
             num_parameters=200_000,
             size_bytes=1_000_000,

@@ -13,16 +13,25 @@ from pathlib import Path
 from p2m.tasks.core.errors import P2MError
 from p2m.tasks.core.processes import check_exposure
 from p2m.tasks.core.run_store import read_json
+from p2m.tasks.student.classifier import ARCHITECTURE as CLASSIFIER
+from p2m.tasks.student.classifier import classify
 from p2m.tasks.student.inference import generate_outputs, load_model
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 def make_predictor(run_dir: Path):
-    """A function text -> the model's answer, for the model in `run_dir/model`."""
+    """A function text -> the model's answer, for the model in `run_dir/model`: the answer's text,
+    or for an encoder-classifier {label: probability} (what a gr.Label shows)."""
     spec = read_json(run_dir / "spec.json")
     arch = read_json(run_dir / "model_choice.json")["architecture"]
     model, tokenizer = load_model(run_dir / "model", arch)
+    if arch == CLASSIFIER:
+
+        def probabilities(text: str) -> dict[str, float]:
+            return classify(model, tokenizer, [text])[0][1]
+
+        return probabilities, spec
 
     def predict(text: str) -> str:
         return generate_outputs(model, tokenizer, arch, spec["instruction"], [text])[0]
@@ -35,6 +44,7 @@ def build_demo(run_dir: Path):
     import gradio as gr
 
     predict, spec = make_predictor(Path(run_dir))
+    labels = read_json(Path(run_dir) / "model_choice.json")["architecture"] == CLASSIFIER
     metrics_path = Path(run_dir) / "metrics.json"
     scores = ""
     if metrics_path.exists():
@@ -44,7 +54,8 @@ def build_demo(run_dir: Path):
     return gr.Interface(
         fn=predict,
         inputs=gr.Textbox(label="Input", lines=3),
-        outputs=gr.Textbox(label="Output"),
+        # A classifier's answer is a label: shown with every label's probability (the top one first).
+        outputs=gr.Label(label="Label", num_top_classes=10) if labels else gr.Textbox(label="Output"),
         title="p2m demo",
         description=f"{spec['instruction']}\n\n{scores}",
         examples=[[d["input"]] for d in spec.get("demonstrations", [])[:5]],
@@ -101,4 +112,6 @@ def ask_demo(url: str, run_dir: Path, auth: str | None = None) -> tuple[str, str
     spec = read_json(Path(run_dir) / "spec.json")
     sample = spec["demonstrations"][0]["input"] if spec.get("demonstrations") else "hello"
     client = Client(url, auth=tuple(auth.split(":", 1)) if auth else None, verbose=False)
-    return sample, client.predict(sample, api_name="/predict")
+    answer = client.predict(sample, api_name="/predict")
+    # A gr.Label answers {"label": top label, "confidences": [...]}: the answer is its label.
+    return sample, answer["label"] if isinstance(answer, dict) else answer

@@ -25,6 +25,8 @@ from p2m.tasks.core.run_store import content_hash, read_json, write_json
 from p2m.tasks.ship.export_report import model_hash, update_reports
 from p2m.tasks.ship.gguf_export import LlamaCppStudent, convert_to_gguf
 from p2m.tasks.ship.onnx_export import OnnxStudent, export_onnx, generation_info, quantize_int8
+from p2m.tasks.student.classifier import ARCHITECTURE as CLASSIFIER
+from p2m.tasks.student.classifier import classifier_info
 from p2m.tasks.student.runtime import TorchStudent, measure
 
 FORMATS = ("gguf", "onnx")
@@ -195,7 +197,10 @@ def build_export(model_dir: Path, architecture: str, fmt: str, quant: str, out_d
         convert_to_gguf(model_dir, out_dir / f"model-{quant}.gguf", quant, cfg.converter_dir)
         return
 
-    write_json(out_dir / "generation.json", generation_info(model_dir, tokenizer))
+    if architecture == CLASSIFIER:  # what the graph's logits mean: labels, temperature, token cap
+        write_json(out_dir / "classifier.json", classifier_info(model_dir))
+    else:
+        write_json(out_dir / "generation.json", generation_info(model_dir, tokenizer))
     graphs = export_onnx(model_dir, architecture, out_dir)
     if quant == "int8":
         quantize_int8(graphs)

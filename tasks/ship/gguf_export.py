@@ -21,6 +21,7 @@ from p2m.tasks.student.runtime import Answer, clean_output, prompt_ids
 
 GGUF_TYPES = ("f16", "q8_0")
 POLL = 0  # llama.cpp's thread-pool polling level (0-100; its default 50 spins)
+LLAMA_ERRORS_ONLY = 1  # llama.cpp's log verbosity: 1 errors only (its default 3 logs every request)
 
 
 def converter_dir(configured: Path | None = None) -> Path:
@@ -96,6 +97,9 @@ class LlamaCppStudent:
         # threads that lose their core stall each other (5-15 s per request measured at load 4 on
         # 2 cores, against 80 ms idle); sleeping ones cost a little latency on an idle machine.
         params.cpuparams.poll = params.cpuparams_batch.poll = POLL
+        # llama.cpp logs every load and request to this process's stderr, the user's terminal
+        # (`p2m export`, `p2m serve`): errors only. Its errors also reach p2m as a reply's "error".
+        params.verbosity = LLAMA_ERRORS_ONLY
         self.context = context
         self.server = xllamacpp.Server(params)
 

@@ -7,7 +7,9 @@ without cache inputs is one that any ONNX runtime runs as it is):
 
 - decoder-only: `model.onnx` (input_ids, attention_mask -> next-token logits);
 - encoder-decoder: `encoder.onnx` (input_ids, attention_mask -> hidden states) and `decoder.onnx`
-  (decoder_input_ids, encoder_hidden_states, attention_mask -> next-token logits).
+  (decoder_input_ids, encoder_hidden_states, attention_mask -> next-token logits);
+- encoder-classifier: `model.onnx` (input_ids, attention_mask -> one logit per label); its labels,
+  temperature and token cap go beside it in `classifier.json`, and the answer is the top label.
 
 `quantize_int8` applies ONNX Runtime's dynamic int8 quantization (weights int8, activations
 quantized at run time), which needs no calibration data.
@@ -19,10 +21,12 @@ import json
 import os
 from pathlib import Path
 
+from p2m.tasks.student.classifier import ARCHITECTURE as CLASSIFIER
+from p2m.tasks.student.classifier import answers_from_probabilities, encode_input, probabilities_from_logits
 from p2m.tasks.student.inference import load_model
 from p2m.tasks.student.runtime import Answer, clean_output, eos_ids, prompt_ids
 
-GRAPHS = {"decoder-only": ("model",), "encoder-decoder": ("encoder", "decoder")}
+GRAPHS = {"decoder-only": ("model",), "encoder-decoder": ("encoder", "decoder"), CLASSIFIER: ("model",)}
 
 
 def _wrappers(model, architecture: str):
@@ -64,8 +68,18 @@ def _wrappers(model, architecture: str):
             )
             return out.logits[:, -1, :]
 
+    class Classifier(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
     if architecture == "decoder-only":
         return {"model": Decoder()}
+    if architecture == CLASSIFIER:
+        return {"model": Classifier()}
     return {"encoder": Encoder(), "decoder": Seq2SeqDecoder()}
 
 
@@ -138,13 +152,18 @@ class OnnxStudent:
             for name in GRAPHS[architecture]
         }
         self.tokenizer = AutoTokenizer.from_pretrained(export_dir)
+        self.architecture, self.instruction, self.max_tokens = architecture, instruction, max_tokens
+        if architecture == CLASSIFIER:  # no decoding: labels, temperature and token cap instead
+            self.classes = json.loads((Path(export_dir) / "classifier.json").read_text(encoding="utf-8"))
+            return
         info = json.loads((Path(export_dir) / "generation.json").read_text(encoding="utf-8"))
         self.eos, self.decoder_start = set(info["eos_token_ids"]), info.get("decoder_start_token_id")
-        self.architecture, self.instruction, self.max_tokens = architecture, instruction, max_tokens
 
     def predict(self, text: str) -> Answer:
         import numpy as np
 
+        if self.architecture == CLASSIFIER:
+            return self.classify(text)
         ids = prompt_ids(self.tokenizer, self.instruction, text)
         prompt = np.array([ids], dtype=np.int64)
         mask = np.ones_like(prompt)
@@ -173,6 +192,16 @@ class OnnxStudent:
             sequence.append(token)
             new.append(token)
         return Answer(clean_output(self.tokenizer.decode(new, skip_special_tokens=True)), len(ids), len(new) + 1)
+
+    def classify(self, text: str) -> Answer:
+        """An encoder-classifier's answer: the top label of softmax(logits / T), with every label's probability."""
+        import numpy as np
+
+        ids = np.array([encode_input(self.tokenizer, text, self.classes["max_length"])], dtype=np.int64)
+        logits = self.sessions["model"].run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
+        probs = probabilities_from_logits(logits, self.classes["temperature"])
+        label, probabilities = answers_from_probabilities(probs, self.classes["labels"])[0]
+        return Answer(label, int(ids.shape[1]), 1, probabilities)
 
     def close(self) -> None:
         self.sessions = {}

@@ -7,8 +7,10 @@ tokenizer), and replies with the student's answer cleaned as evaluation cleans i
 messages and earlier turns are ignored: the student was trained on one input at a time.
 
 Backends: a decoder-only student runs in llama.cpp from its GGUF export (q8_0 unless told
-otherwise; continuous batching over `serve.parallel` slots); an encoder-decoder student runs in
-ONNX Runtime from its ONNX export. A missing or stale export (made from an older model) is made
+otherwise; continuous batching over `serve.parallel` slots); an encoder-decoder or an
+encoder-classifier student runs in ONNX Runtime from its ONNX export. A classifier answers a
+label; with `logprobs: true` (and `top_logprobs: k`) the reply carries the label distribution
+in OpenAI's shape, one "token" per label. A missing or stale export (made from an older model) is made
 and checked first (`p2m.tasks.ship.export`).
 
 The HTTP layer is FastAPI on uvicorn (both already p2m dependencies through Prefect): one small
@@ -27,7 +29,7 @@ from pathlib import Path
 from fastapi import Request  # at module level: FastAPI resolves the (string) annotations of the handlers here
 from p2m.tasks.core.config import ServeConfig
 from p2m.tasks.core.errors import BadInputError
-from p2m.tasks.core.processes import check_exposure
+from p2m.tasks.core.processes import check_exposure, check_port_free
 from p2m.tasks.ship.export import check_run_for_export, current_export, export_name, export_student, load_student
 
 
@@ -68,6 +70,86 @@ def message_text(messages: list[dict]) -> str:
                 )
             return str(content or "")
     raise ValueError("the request has no user message: send the input as the last message with role 'user'")
+
+
+def label_logprobs(answer, top: int) -> dict | None:
+    """OpenAI's `choices[0].logprobs` for a classifier's answer: one content entry, the label, with
+    the `top` most probable labels as its alternatives; None for an answer without probabilities."""
+    import math
+
+    if answer.probabilities is None:
+        return None
+
+    def entry(label: str, p: float) -> dict:
+        return {"token": label, "logprob": math.log(max(p, 1e-45)), "bytes": list(label.encode("utf-8"))}
+
+    ranked = sorted(answer.probabilities.items(), key=lambda kv: -kv[1])
+    chosen = entry(answer.text, answer.probabilities[answer.text])
+    return {"content": [chosen | {"top_logprobs": [entry(label, p) for label, p in ranked[:top]]}]}
+
+
+def requested_logprobs(body: dict) -> int | None:
+    """How many alternatives a request wants: None without `logprobs: true`, else `top_logprobs` (0-20).
+
+    Raises ValueError for a `top_logprobs` that is not a whole number from 0 to 20 (OpenAI's range).
+    """
+    if not body.get("logprobs"):
+        return None
+    top = body.get("top_logprobs") or 0
+    if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20:
+        raise ValueError("top_logprobs must be a whole number from 0 to 20")
+    return top
+
+
+def request_problem(body) -> str | None:
+    """Why a chat-completions body cannot be answered (None: it can), said as OpenAI's API would.
+
+    The shape OpenAI defines, checked in one place before anything reads the body: an object
+    with `model` a string and `messages` a list of objects with a string `role` and a `content`
+    that is a string or a list of {"type": "text", "text": ...} parts (None only off the user's
+    turns); `max_tokens` a whole number and `temperature` a number when given. Every text must
+    be valid Unicode: a lone surrogate (sent escaped, as "\\ud800") cannot be tokenized.
+    Anything else used to fail deep in the handler as HTTP 500.
+    """
+    if not isinstance(body, dict):
+        return "The body must be a JSON object with 'model' and 'messages'."
+    if not isinstance(body.get("model"), str):
+        return "'model' must be a string: the model's name (see /v1/models)."
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "'messages' must be a non-empty list of objects with 'role' and 'content'."
+    for i, message in enumerate(messages):
+        problem = message_problem(message, f"messages[{i}]")
+        if problem:
+            return problem
+    for field, kinds, what in (("max_tokens", (int,), "a whole number"), ("temperature", (int, float), "a number")):
+        value = body.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+            return f"'{field}' must be {what}."
+    return None
+
+
+def message_problem(message, where: str) -> str | None:
+    """Why one chat message is malformed (None: it is fine); `where` names it in the reason."""
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+        return f"{where} must be an object with a string 'role'."
+    content = message.get("content")
+    if content is None and message["role"] != "user":
+        return None  # an assistant turn with tool calls only; ignored anyway
+    if isinstance(content, str):
+        texts = [content]
+    elif isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
+    ):
+        texts = [p["text"] for p in content]
+    else:
+        return f"{where}.content must be a string or a list of {{'type': 'text', 'text': string}} parts."
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{where}.content is not valid Unicode (a lone surrogate such as \\ud800)."
+    return None
 
 
 def openai_error(status: int, message: str, kind: str, code: str | None = None):
@@ -123,6 +205,9 @@ def build_app(student, name: str, api_key: str | None = None, parallel: int = 8,
             body = await request.json()
         except ValueError:
             return openai_error(400, "The body is not JSON.", "invalid_request_error")
+        problem = request_problem(body)
+        if problem:
+            return openai_error(400, problem, "invalid_request_error")
         if body.get("model") != name:
             return openai_error(
                 404,
@@ -132,6 +217,7 @@ def build_app(student, name: str, api_key: str | None = None, parallel: int = 8,
             )
         try:
             text = message_text(body.get("messages"))
+            top = requested_logprobs(body)
         except ValueError as e:
             return openai_error(400, str(e), "invalid_request_error")
         async with gate:
@@ -146,11 +232,13 @@ def build_app(student, name: str, api_key: str | None = None, parallel: int = 8,
             "total_tokens": answer.prompt_tokens + answer.completion_tokens,
         }
         now = int(time.time())
+        logprobs = None if top is None else label_logprobs(answer, top)
         if body.get("stream"):
             # The answer is short and made whole; it goes out as one content chunk, then the stop chunk.
             def events():
                 base = {"id": reply_id, "object": "chat.completion.chunk", "created": now, "model": name}
-                content = {"index": 0, "delta": {"role": "assistant", "content": answer.text}, "finish_reason": None}
+                delta = {"role": "assistant", "content": answer.text}
+                content = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": None}
                 yield f"data: {json.dumps(base | {'choices': [content]})}\n\n"
                 stop = {"index": 0, "delta": {}, "finish_reason": "stop"}
                 yield f"data: {json.dumps(base | {'choices': [stop]})}\n\n"
@@ -163,7 +251,12 @@ def build_app(student, name: str, api_key: str | None = None, parallel: int = 8,
             "created": now,
             "model": name,
             "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": "stop"}
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answer.text},
+                    "logprobs": logprobs,
+                    "finish_reason": "stop",
+                }
             ],
             "usage": usage,
         }
@@ -193,17 +286,9 @@ STUDENT_KEY_SETTING = "P2M_SERVE__API_KEY (the key clients must send)"
 
 def check_serve_inputs(run_dir: Path, host: str, port: int) -> None:
     """Raise BadInputError for a folder without a trained model or a port already taken."""
-    import socket
-
     if not (Path(run_dir) / "model").is_dir() or not (Path(run_dir) / "spec.json").is_file():
         raise BadInputError(f"{run_dir} has no trained model; run `p2m run PROMPT --out {run_dir}` first")
-    with socket.socket() as s:
-        # As uvicorn will bind: a port whose last server just stopped (connections in TIME_WAIT) is free.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            raise BadInputError(f"cannot serve on {host}:{port} ({e.strerror}); pass another --port") from None
+    check_port_free(host, port)
 
 
 def serve_student(

@@ -4,8 +4,10 @@ Scores the student, and the teacher prompted few-shot with the user's demonstrat
 prompt the user had), on the same held-out examples, and on a real test set when one is given:
 exact match (normalised), chrF++ (`sacrebleu.CHRF(word_order=2)`) and BERTScore F1 (`bert_score`;
 offline its backbone is MiniLM, whose numbers are not comparable with published roberta-large
-ones: `metrics.json` says which backbone was used). Output: `metrics.json`
-({system: {test_set: scores}}), `predictions.jsonl`, and PNG plots.
+ones: `metrics.json` says which backbone was used). For an encoder-classifier student, or whenever
+the references are a closed set of labels, each system's scores also hold per-label precision,
+recall and F1, their macro F1 and a confusion table (`p2m.tasks.student.classifier.label_report`).
+Output: `metrics.json` ({system: {test_set: scores}}), `predictions.jsonl`, and PNG plots.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from p2m.tasks.core.spec import PromptSpec
 from p2m.tasks.report.plots import plot_results
 from p2m.tasks.storage.datafiles import read_pairs
 from p2m.tasks.storage.embedded import minilm_path
+from p2m.tasks.student.classifier import ARCHITECTURE as CLASSIFIER
+from p2m.tasks.student.classifier import closed_label_set, label_report, model_labels
 from p2m.tasks.student.inference import exact_match, generate_outputs, load_model
-from p2m.tasks.teacher.prompts import answer_messages, clean_answer
+from p2m.tasks.teacher.prompts import answer_messages, clean_answer, label_schema, parse_label
 
 
 def chrf_pp(predictions: list[str], references: list[str]) -> float:
@@ -70,21 +74,29 @@ def score(predictions: list[str], references: list[str], cfg: EvalConfig) -> dic
 
 
 async def predict_teacher(llm, spec: PromptSpec, inputs: list[str], max_tokens: int, max_demos: int) -> list[str]:
-    """The teacher's few-shot answers (temperature 0) to `inputs`, sent concurrently under the limits."""
+    """The teacher's few-shot answers (temperature 0) to `inputs`, sent concurrently under the limits.
+
+    The user's own prompt, as they would send it; for a classification task the answer is held
+    to the label set (the student can answer nothing else either, so the comparison is fair).
+    """
     import asyncio
 
     demos = [d.model_dump() for d in spec.demonstrations[:max_demos]]
+    labels = spec.labels if spec.kind == "classification" else None
     replies = await asyncio.gather(
         *[
             llm.acomplete(
                 answer_messages(spec.instruction, demos, x),
                 temperature=0.0,
-                max_tokens=max_tokens,
+                max_tokens=24 if labels else max_tokens,
                 purpose="teacher_baseline",
+                response_format=label_schema(labels) if labels else None,
             )
             for x in inputs
         ]
     )
+    if labels:
+        return [(parse_label(r[0], labels) or clean_answer(r[0])) if r else "" for r in replies]
     return [clean_answer(r[0]) if r else "" for r in replies]
 
 
@@ -114,6 +126,7 @@ def evaluate_run(
     card's renderer is not part of what evaluation computes, so editing it does not re-run evaluation.
     """
     model, tokenizer = load_model(model_dir, architecture)
+    labels = model_labels(model) if architecture == CLASSIFIER else None
     size_mb = round(sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors")) / 1e6, 1)
     metrics: dict = {"student": {}, "teacher": {}}
     predictions = []
@@ -127,6 +140,9 @@ def evaluate_run(
         )
         ms = (time.perf_counter() - started) * 1000 / len(rows)
         metrics["student"][name] = score(student, refs, cfg) | {"ms_per_example": round(ms, 1), "size_mb": size_mb}
+        label_set = closed_label_set(refs, labels)
+        if label_set:
+            metrics["student"][name] |= label_report(student, refs, label_set)
         teacher = [None] * len(rows)
         if llm is not None:
             started, cached_before = time.perf_counter(), llm.meter.cached
@@ -138,6 +154,8 @@ def evaluate_run(
             metrics["teacher"][name] = (
                 score(teacher, refs, cfg) | timing | {"model": llm.endpoint.model, "answers_from_cache": from_cache}
             )
+            if label_set:
+                metrics["teacher"][name] |= label_report(teacher, refs, label_set)
         predictions += [
             {"test_set": name, "input": x, "reference": y, "student": s, "teacher": t}
             for x, y, s, t in zip(inputs, refs, student, teacher, strict=True)

@@ -38,7 +38,10 @@ from dataclasses import dataclass, field
 from p2m.tasks.core.config import GenerationConfig
 from p2m.tasks.core.dedup import SeenInputs, normalise
 from p2m.tasks.core.jsonreply import extract_json_object, iter_json_objects
-from p2m.tasks.core.spec import PromptSpec
+from p2m.tasks.core.spec import YOUR_INPUTS, PromptSpec
+from p2m.tasks.generation.labels import distinct_inputs, generate_labelled_examples
+from p2m.tasks.generation.report import GenerationReport
+from p2m.tasks.generation.votes import answer_key, settle
 from p2m.tasks.teacher.prompts import answer_messages, chat, clean_answer, examples_schema, json_lines, json_schema
 
 MAX_FIELD_CHARS = 2000
@@ -52,41 +55,7 @@ class BatchResult:
     rejected: Counter = field(default_factory=Counter)
     duplicates: int = 0  # inputs already accepted or demonstrated (caught before paying for votes)
     agreements: list[float] = field(default_factory=list)  # per voted example: votes matching the majority
-
-
-@dataclass
-class GenerationReport:
-    """How generation went, filled in as it goes: a run that fails midway still says how far it got."""
-
-    examples: list[dict] = field(default_factory=list)
-    stop_reason: str = ""
-    batches: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    duplicates_removed: int = 0
-    usage: dict = field(default_factory=dict)
-    request_cap: int = 0
-    cost_budget_usd: float | None = None
-    aspects: list[str] = field(default_factory=list)  # the variety plan
-    agreements: list[float] = field(default_factory=list)
-    seconds: float = 0.0  # generating in this process (a resumed run counts from its restart)
-
-    def as_dict(self) -> dict:
-        """The report for generation.json: counts, rejects by reason, and the rates below.
-
-        vote_agreement: the mean share of an example's outputs (written one + votes) that matched
-        the majority; low means the teacher is unsure of its own answers. teacher_tokens_per_s:
-        completion tokens the endpoint wrote (not the cache) per second of generation.
-        """
-        minutes = self.seconds / 60
-        tokens, sent = self.usage.get("completion_tokens", 0), self.usage.get("sent", 0)
-        return {k: v for k, v in self.__dict__.items() if k not in ("examples", "agreements")} | {
-            "accepted": len(self.examples),
-            "rejected": dict(self.rejected),
-            "vote_agreement": round(sum(self.agreements) / len(self.agreements), 3) if self.agreements else None,
-            # Only when the teacher was asked: replaying the request cache says nothing about speed.
-            "examples_per_minute": round(len(self.examples) / minutes, 1) if minutes and sent else None,
-            "teacher_tokens_per_s": round(tokens / self.seconds, 1) if self.seconds and tokens else None,
-        }
+    votes: list[int] = field(default_factory=list)  # per voted example: the teacher's answers it took
 
 
 def annealed_temperature(filled: int, target: int, cfg: GenerationConfig) -> float:
@@ -291,12 +260,27 @@ async def generate_batch(
             else:
                 fresh[normalise(example["input"])] = example
     examples = list(fresh.values())
+    adaptive = adaptive_votes(spec, cfg)
     if cfg.votes > 1:
-        room = max_requests - len(prompts)
+        # The request cap is exact: an example is voted on only if its worst case fits.
+        room = (max_requests - len(prompts)) // (cfg.max_votes - 1 if adaptive else 1)
         if len(examples) > room:
             result.rejected["no_budget_for_votes"] += len(examples) - room
             examples = examples[:room]
-    if cfg.votes > 1 and examples:
+    if adaptive and examples:
+        settled = await asyncio.gather(
+            *[settle(answer_asker(llm, spec, cfg, e["input"]), e["output"], cfg.max_votes) for e in examples]
+        )
+        kept = []
+        for e, (answer, votes) in zip(examples, settled, strict=True):
+            result.votes.append(len(votes) - 1)  # the written answer came with the example
+            if answer is None:
+                result.rejected["unsettled_votes"] += 1
+                continue
+            result.agreements.append(sum(answer_key(v) == answer_key(answer) for v in votes) / len(votes))
+            kept.append(e | {"output": answer})
+        examples = kept
+    elif cfg.votes > 1 and examples:
         votes = await asyncio.gather(
             *[
                 llm.acomplete(
@@ -314,11 +298,110 @@ async def generate_batch(
             outputs = [e["output"]] + [clean_answer(t) for t in texts]
             e["output"] = majority_vote(outputs)
             result.agreements.append(outputs.count(e["output"]) / len(outputs) if e["output"] else 0.0)
+            result.votes.append(cfg.votes - 1)
     result.candidates = examples
     return result
 
 
 BatchRunner = Callable[..., Awaitable[BatchResult]]
+
+SHORT_ANSWER_CHARS = 40  # answers this short can agree word for word; longer ones are written freely
+
+
+def adaptive_votes(spec: PromptSpec, cfg: GenerationConfig) -> bool:
+    """Whether votes stop when answers agree (`p2m.tasks.generation.votes`): asked for, and the
+    task's answers are short (every demonstration's output at most SHORT_ANSWER_CHARS), so two
+    right answers can be the same text. Free-text answers keep the fixed vote (the majority of
+    `cfg.votes`, ties to the shortest: the paper's rule)."""
+    return (
+        cfg.adaptive_votes and cfg.votes > 1 and all(len(d.output) <= SHORT_ANSWER_CHARS for d in spec.demonstrations)
+    )
+
+
+def answer_asker(llm, spec: PromptSpec, cfg: GenerationConfig, text: str):
+    """ask(k) for `settle`: the teacher's k-th answer to `text` alone, few-shot (k = 0 at
+    temperature 0, later ones at `cfg.vote_temperature`, each a request of its own)."""
+    messages = answer_prompt(spec, text, cfg.answer_demos)
+
+    async def ask(k: int) -> str | None:
+        texts = await llm.acomplete(
+            messages,
+            temperature=0.0 if k == 0 else cfg.vote_temperature,
+            max_tokens=cfg.max_tokens,
+            salt=f"vote:{cfg.seed}:{k}" if k else "",
+            purpose="vote",
+        )
+        return (clean_answer(texts[0]) or None) if texts else None
+
+    return ask
+
+
+async def make_examples(
+    llm,
+    spec: PromptSpec,
+    cfg: GenerationConfig,
+    run_batch: BatchRunner = None,
+    on_progress: Callable[[int, dict], None] | None = None,
+    report: GenerationReport | None = None,
+    inputs: list[str] = (),
+) -> GenerationReport:
+    """The stage's work for any kind of task: labelled data for classification
+    (`p2m.tasks.generation.labels`), written examples otherwise; the user's `inputs` labelled first."""
+    report = report if report is not None else GenerationReport()
+    if spec.kind == "classification":
+        return await generate_labelled_examples(llm, spec, cfg, report, on_progress, inputs)
+    if inputs and not report.examples:
+        report.examples.extend(await answer_user_inputs(llm, spec, cfg, list(inputs), report))
+    return await generate_examples(llm, spec, cfg, run_batch or generate_batch, on_progress, report)
+
+
+async def answer_user_inputs(llm, spec: PromptSpec, cfg: GenerationConfig, inputs: list[str], report) -> list[dict]:
+    """The user's inputs with the teacher's answers, as examples (source your_inputs): `cfg.votes`
+    answers each (the first at temperature 0), kept when more than half agree; the rest are
+    counted in `report.rejected["unsettled_input"]`."""
+    unique = distinct_inputs(inputs, spec, cfg.near_duplicate_threshold)
+    report.duplicates_removed += len(inputs) - len(unique)
+
+    async def answers(text: str) -> list[str]:
+        messages = answer_prompt(spec, text, cfg.answer_demos)
+        first = await llm.acomplete(messages, temperature=0, max_tokens=cfg.max_tokens, purpose="answer_input")
+        rest = []
+        if cfg.votes > 1:
+            rest = await llm.acomplete(
+                messages,
+                temperature=cfg.vote_temperature,
+                max_tokens=cfg.max_tokens,
+                n=cfg.votes - 1,
+                salt=f"vote:{cfg.seed}",
+                purpose="vote",
+            )
+        return [clean_answer(t) for t in [*first[:1], *rest]]
+
+    examples = []
+    if adaptive_votes(spec, cfg):
+        for start in range(0, len(unique), cfg.batch_size * 4):
+            chunk = unique[start : start + cfg.batch_size * 4]
+            settled = await asyncio.gather(
+                *[settle(answer_asker(llm, spec, cfg, t), None, cfg.max_votes) for t in chunk]
+            )
+            for text, (answer, votes) in zip(chunk, settled, strict=True):
+                report.votes_per_example.append(len(votes))
+                if answer is None:
+                    report.rejected["unsettled_input"] += 1
+                else:
+                    examples.append({"input": text, "output": answer, "source": YOUR_INPUTS})
+        return examples
+    for start in range(0, len(unique), cfg.batch_size * 4):
+        chunk = unique[start : start + cfg.batch_size * 4]
+        for text, outputs in zip(chunk, await asyncio.gather(*[answers(t) for t in chunk]), strict=True):
+            best = majority_vote(outputs)
+            report.votes_per_example.append(len(outputs))
+            if best and outputs.count(best) * 2 > len(outputs):
+                report.agreements.append(outputs.count(best) / len(outputs))
+                examples.append({"input": text, "output": best, "source": YOUR_INPUTS})
+            else:
+                report.rejected["unsettled_input"] += 1
+    return examples
 
 
 async def generate_examples(
@@ -370,6 +453,7 @@ async def generate_examples(
         report.rejected.update(result.rejected)
         report.duplicates_removed += result.duplicates
         report.agreements.extend(result.agreements)
+        report.votes_per_example.extend(result.votes)
         new = 0
         for example in result.candidates:
             if seen.is_duplicate(example["input"]):

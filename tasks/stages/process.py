@@ -3,6 +3,7 @@
 Examples are deduplicated on their normalised input before splitting, so no test input is ever
 seen in training; retrieved and generated examples are shuffled together (the paper's recipe).
 The user's demonstrations go to training only: they are few, and scoring on them would flatter.
+The user's own inputs (labelled by the teacher) fill the test and validation splits first.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from p2m.tasks.core.config import ProcessConfig
 from p2m.tasks.core.dedup import normalise
 from p2m.tasks.core.errors import BadInputError
 from p2m.tasks.core.run_store import dataset_rows, rows_to_dataset, save_dataset, write_json
-from p2m.tasks.core.spec import PromptSpec
+from p2m.tasks.core.spec import YOUR_INPUTS, PromptSpec
 
 MIN_EXAMPLES = 10
 
@@ -34,7 +35,10 @@ def make_splits(
         if folder is None or not Path(folder).exists():
             continue
         for row in dataset_rows(Path(folder)):
-            pool.setdefault(normalise(row["input"]), {"input": row["input"], "output": row["output"], "source": source})
+            pool.setdefault(
+                normalise(row["input"]),
+                {"input": row["input"], "output": row["output"], "source": row.get("source") or source},
+            )
     demo_keys = {normalise(d.input) for d in spec.demonstrations}
     rows = [r for k, r in pool.items() if k not in demo_keys]
     if len(rows) < MIN_EXAMPLES:
@@ -44,6 +48,9 @@ def make_splits(
         )
     rng = random.Random(cfg.seed)
     rng.shuffle(rows)
+    # The held-out splits come from the user's own inputs first (labelled by the teacher): scores on
+    # them say how the student does on real traffic, which generated inputs only approximate.
+    rows.sort(key=lambda r: r["source"] != YOUR_INPUTS)
     n_test = min(cfg.max_test_examples, max(1, round(len(rows) * cfg.test_fraction)))
     n_val = max(1, round(len(rows) * cfg.val_fraction)) if cfg.val_fraction else 0
     test, val, train = rows[:n_test], rows[n_test : n_test + n_val], rows[n_test + n_val :]
@@ -59,7 +66,7 @@ def make_splits(
     )
     save_dataset(splits, out_dir / "splits")
     sizes = {name: len(ds) for name, ds in splits.items()}
-    counts = {s: sum(r["source"] == s for r in train) for s in ("retrieved", "generated", "demonstration")}
+    counts = {s: sum(r["source"] == s for r in train) for s in ("retrieved", YOUR_INPUTS, "generated", "demonstration")}
     record = {"sizes": sizes, "train_sources": counts, "deduplicated_pool": len(rows), "seed": cfg.seed}
     write_json(out_dir / "splits.json", record)
     return record

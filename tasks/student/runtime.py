@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from p2m.tasks.student.classifier import ARCHITECTURE as CLASSIFIER
+from p2m.tasks.student.classifier import classify, encode_input, input_max_length
 from p2m.tasks.student.format import format_prompt
 from p2m.tasks.student.inference import exact_match, load_model
 
@@ -23,6 +25,7 @@ class Answer:
     text: str
     prompt_tokens: int
     completion_tokens: int
+    probabilities: dict[str, float] | None = None  # {label: probability} from an encoder-classifier, else None
 
 
 def clean_output(text: str) -> str:
@@ -59,6 +62,8 @@ class TorchStudent:
     def predict(self, text: str) -> Answer:
         import torch
 
+        if self.architecture == CLASSIFIER:
+            return self.classify(text)
         ids = prompt_ids(self.tokenizer, self.instruction, text)
         batch = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
         with torch.inference_mode():
@@ -67,6 +72,12 @@ class TorchStudent:
             )
         new = out[0, len(ids) :] if self.architecture == "decoder-only" else out[0]
         return Answer(clean_output(self.tokenizer.decode(new, skip_special_tokens=True)), len(ids), int(new.shape[0]))
+
+    def classify(self, text: str) -> Answer:
+        """An encoder-classifier's answer: the most probable label, with every label's probability."""
+        label, probabilities = classify(self.model, self.tokenizer, [text])[0]
+        ids = encode_input(self.tokenizer, text, input_max_length(self.model, self.tokenizer))
+        return Answer(label, len(ids), 1, probabilities)
 
     def close(self) -> None:
         pass

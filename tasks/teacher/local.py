@@ -22,7 +22,7 @@ import secrets
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from p2m.tasks.core.config import DEFAULT_HOME
@@ -41,6 +41,8 @@ class LocalTeacher:
     base_url: str
     api_key: str
     model: str
+    process: subprocess.Popen | None = field(default=None, compare=False, repr=False)  # the child serving it
+    log_path: Path | None = field(default=None, compare=False, repr=False)  # where llama.cpp's own lines go
 
 
 def start_server(
@@ -84,16 +86,18 @@ def running_local_teacher(
     slots: int = 4,
     threads: int | None = None,
     gpu_layers: int = -1,
+    api_key: str | None = None,
 ):
     """Start the local teacher in a child process; yields a LocalTeacher; stops it on exit.
 
-    `model` is an embedded teacher's name or a .gguf path (None: the default teacher). Raises
-    P2MError when the model cannot be had or the server does not come up (its log is in
-    HOME/local-teacher.log).
+    `model` is an embedded teacher's name or a .gguf path (None: the default teacher); `api_key`
+    the key it wants (None: one made for this start; "": none). Raises P2MError when the model
+    cannot be had or the server does not come up. The child's output, llama.cpp's own log lines
+    included, goes to HOME/local-teacher.log, never the terminal.
     """
     name, path = teacher_gguf(model, home)  # assembled and checked here, before the child starts
     port = port or free_port()
-    api_key = secrets.token_urlsafe(24)
+    api_key = secrets.token_urlsafe(24) if api_key is None else api_key
     log_path = Path(home) / "local-teacher.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [
@@ -119,7 +123,7 @@ def running_local_teacher(
         )
     try:
         wait_until_serving(proc, f"http://127.0.0.1:{port}/health", "local teacher", STARTUP_TIMEOUT_S, log_path)
-        yield LocalTeacher(f"http://127.0.0.1:{port}/v1", api_key, name)
+        yield LocalTeacher(f"http://127.0.0.1:{port}/v1", api_key, name, proc, log_path)
     finally:
         proc.terminate()
         try:

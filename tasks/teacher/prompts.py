@@ -21,6 +21,8 @@ from functools import cache
 from pathlib import Path
 from string import Template
 
+from p2m.tasks.core.kinds import fold
+
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 
@@ -108,3 +110,25 @@ def clean_answer(reply: str) -> str:
     if len(text) > 1 and text[0] == text[-1] == "`":
         text = text[1:-1].strip()
     return text
+
+
+def label_schema(labels: list[str]) -> dict:
+    """A bare enum over the labels: the reply is one JSON string, a label (cheaper and easier to
+    read than an object, measured on the local teacher: 4 completion tokens instead of 16)."""
+    return {"type": "json_schema", "json_schema": {"name": "label", "schema": {"enum": labels}}}
+
+
+def parse_label(reply: str, labels: list[str]) -> str | None:
+    """The label in a reply: a JSON string (the enum schema's answer) or plain text, matched to the
+    label set with case and spacing folded; None when it names no label."""
+    by_fold = {fold(label): label for label in labels}
+    text = reply.strip()
+    try:
+        value = json.loads(text)
+        if isinstance(value, str):
+            text = value
+        elif isinstance(value, dict) and isinstance(value.get("label"), str):
+            text = value["label"]
+    except json.JSONDecodeError:
+        text = clean_answer(text)
+    return by_fold.get(fold(text.strip().strip("\"'`.")))

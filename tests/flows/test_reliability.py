@@ -74,6 +74,8 @@ def workdir(tmp_path_factory):
     (d / "prices.json").write_text('{"m": "cheap"}')
     (d / "notadir").mkdir()
     (d / "notadir" / "stray.txt").write_text("someone's file")
+    (d / "models" / "custom").mkdir(parents=True)  # a model folder whose config asks for custom code
+    (d / "models" / "custom" / "config.json").write_text('{"model_type": "magic", "auto_map": {"AutoModel": "m.M"}}')
     made = d / "made"  # the example prompt's run folder, as if finished earlier
     made.mkdir()
     (made / "run.json").write_text(
@@ -136,6 +138,12 @@ BAD_INPUTS = [
         "no such dataset",
     ),
     ("--model unknown", ["run", EX, "--out", "{d}/made", "--model", "gpt-17"], {}, "unknown"),
+    (
+        "--model whose folder needs custom code",
+        ["run", EX, "--out", "{d}/made", "--models-dir", "{d}/models", "--model", "custom"],
+        {},
+        "model type magic is not supported (it needs custom code",
+    ),
     ("--num-examples negative", ["run", EX, "--out", "{d}/made", "--num-examples", "-3"], {}, "num_examples"),
     ("--num-examples huge", ["run", EX, "--out", "{d}/made", "--num-examples", "1000000000"], {}, "num_examples"),
     ("--num-examples not a number", ["run", EX, "--num-examples", "many"], {}, "invalid int"),
@@ -176,6 +184,43 @@ BAD_INPUTS = [
     ),
     ("rollback of a folder that is no nightly run", ["rollback", "{d}/made"], {}, "promotions.jsonl"),
     ("unknown teacher model", ["teacher", "--model", "gpt-17"], {}, "neither an embedded teacher"),
+    ("teacher on a port that is none", ["teacher", "--port", "99999"], {}, "invalid port"),
+    ("serve on a port that is none", ["serve", "{d}/made", "--port", "99999"], {}, "invalid port"),
+    ("demo on port 0", ["demo", "{d}/made", "--port", "0"], {}, "invalid port"),
+    ("publish on a port that is none", ["publish", "{d}/made", "--port", "http"], {}, "invalid port"),
+    ("publish-student on a negative port", ["publish-student", "{d}/made", "--port", "-1"], {}, "invalid port"),
+    (
+        "deploy with a missing nightly prompt",
+        ["deploy", "--nightly-prompt", "{d}/nope.txt", "--nightly-out", "{d}/nightly"],
+        {"PREFECT_API_URL": "http://127.0.0.1:9/api"},
+        "does not exist",
+    ),
+    (
+        "deploy with half the nightly job",
+        ["deploy", "--nightly-prompt", EX],
+        {"PREFECT_API_URL": "http://127.0.0.1:9/api"},
+        "--nightly-out",
+    ),
+    (
+        "deploy with the nightly run folder holding another prompt's run",
+        ["deploy", "--nightly-prompt", "{d}/good.yaml", "--nightly-out", "{d}/made"],
+        {"PREFECT_API_URL": "http://127.0.0.1:9/api"},
+        "another prompt",
+    ),
+    (
+        "deploy with the index refresh into a file",
+        ["deploy", "--index-out", "{d}/a_file"],
+        {"PREFECT_API_URL": "http://127.0.0.1:9/api"},
+        "is a file",
+    ),
+    ("index with a negative --hub-limit", ["index", "--out", "{d}/ix", "--hub-limit", "-1"], {}, "invalid count"),
+    ("index from the Hub offline", ["index", "--out", "{d}/ix", "--hub-limit", "5"], {}, "HF_HUB_OFFLINE=0"),
+    (
+        "index from a Hub that does not answer",
+        ["index", "--out", "{d}/ix", "--hub-limit", "5"],
+        {"HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"},
+        "unreachable",
+    ),
 ]
 
 
@@ -454,3 +499,92 @@ def test_kill_9_leaves_no_process_behind(tmp_path):
         proc.wait()
         _, alive = psutil.wait_procs(children, timeout=15)
     assert not alive, [c.cmdline() for c in alive]
+
+
+def test_sigterm_while_waiting_out_a_429_stops_at_once_and_says_how_to_resume(tmp_path):
+    """`p2m generate` told by the teacher to come back in 10 minutes: SIGTERM (what `docker stop`,
+    systemd and Kubernetes send) ends it within seconds, with the line Ctrl-C gives, instead of
+    being ignored until the wait is over."""
+    import signal
+
+    with FakeLLMServer(lambda m, r: "ok", model="teacher-that-says-later") as server:
+        server.fault_always, server.retry_after_s = "429", 600
+        env = {
+            **os.environ,
+            "OPENAI_BASE_URL": server.base_url,
+            "OPENAI_API_KEY": "k",
+            "P2M_TEACHER_MODEL": server.model,
+        }
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "p2m.flows.cli",
+                "generate",
+                EX,
+                "--out",
+                str(tmp_path / "gen"),
+                "--num-examples",
+                "3",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not server.requests and proc.poll() is None:
+            time.sleep(0.2)
+        assert server.requests, proc.communicate()[1]
+        time.sleep(1)  # well into the wait
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        try:
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert time.monotonic() - started < 10
+    assert proc.returncode in (130, 143), stderr
+    last = stderr.strip().splitlines()[-1]  # after the stages' progress lines
+    assert last.startswith("p2m: interrupted") and "run the same command again" in last, stderr
+    assert "Traceback" not in stderr, stderr
+
+
+def test_the_summary_of_a_failed_run_names_the_stage_and_why(tmp_path, prefect_harness):
+    """A run that stops in a stage: summary.json and the printed summary say which stage and why
+    (they said only why, and the stage table showed one Failed row among many)."""
+    from p2m.flows.run.tracking import StageTracker
+    from p2m.tasks.report.render import summary_text
+    from prefect import flow, task
+
+    @task
+    def train_that_fails():
+        raise P2MError("the student does not fit in memory: lower P2M_TRAIN__BATCH_SIZE")
+
+    @flow
+    def run_that_fails():
+        tracker = StageTracker(tmp_path)
+        try:
+            tracker.run("train", train_that_fails, "model")
+        except P2MError as e:
+            return tracker.finish(e)
+
+    summary = run_that_fails()
+    assert summary["finished"] is False and summary["failed_stage"] == "train"
+    assert json.loads((tmp_path / "summary.json").read_text())["failed_stage"] == "train"
+    assert "the train stage: the student does not fit in memory" in summary_text(summary)
+
+
+def test_the_teacher_on_a_port_already_taken_is_one_line(tmp_path):
+    """llama.cpp's server waits forever on a port it cannot bind: `p2m teacher` checks it first."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = p2m("teacher", "--port", str(port), cwd=REPO, env={"P2M_HOME": str(tmp_path)}, timeout=60)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"p2m: error: cannot serve on 127.0.0.1:{port} (Address already in use); pass another --port"
+    ], result.stderr

@@ -216,3 +216,25 @@ def test_the_test_set_is_frozen_at_the_first_round(tmp_path):
         "a",
         "b",
     ]  # later changes do not move the goalposts
+
+
+@pytest.mark.parametrize("lost", ["model", "scores.json"])
+def test_rollback_to_a_model_whose_saved_copy_is_gone_is_one_line_and_changes_nothing(tmp_path, capsys, lost):
+    """promoted/1 lost (its model or its scores): exit 2 with one line; model 2 stays served (it was a traceback)."""
+    import shutil
+
+    from p2m.tasks.nightly import promotion
+
+    run = tmp_path / "run"
+    fake_model(run / "model", b"one")
+    for n, weights in ((1, b"one"), (2, b"two")):
+        model = run / "model" if n == 1 else fake_model(tmp_path / f"r{n}" / "model", weights)
+        promotion.promote(run, model, {"model_hash": content_hash(model), "exact_match": 0.5, "n": 2}, None, "ok")
+    target = run / "promoted" / "1" / lost
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    events = (run / "promotions.jsonl").read_text()
+    assert main(["rollback", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot roll back to model 1" in err[0] and "model 2 is still served" in err[0], err
+    assert (run / "model" / "model.safetensors").read_bytes() == b"two"
+    assert (run / "promotions.jsonl").read_text() == events

@@ -44,6 +44,44 @@ def test_forcing_an_unknown_dataset_or_model_says_what_exists(tmp_path):
         choose_model(SPEC, StudentConfig(model="nope"), None, tmp_path)
 
 
+def test_a_forced_dataset_that_cannot_be_read_is_an_error_naming_its_file(tmp_path):
+    """--dataset NAME whose only data file is binary: it was passed over quietly, and the run failed
+    later with "only 8 usable examples"; the user named it, so its problem is the error."""
+    (tmp_path / "data" / "blob").mkdir(parents=True)
+    (tmp_path / "data" / "blob" / "train.jsonl").write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(BadInputError, match=r"--dataset blob cannot be used: .*train\.jsonl is not UTF-8"):
+        retrieve_dataset(SPEC, RetrievalConfig(dataset="blob"), tmp_path / "data", tmp_path / "run")
+    assert not (tmp_path / "run" / "retrieval.json").exists()
+    searched = retrieve_dataset(SPEC, RetrievalConfig(min_dataset_score=0), tmp_path / "data", tmp_path / "run")
+    assert searched["chosen"] is None and "not UTF-8" in searched["skipped"][0]["reason"]  # found by search: skipped
+
+
+@pytest.mark.parametrize(
+    "config, words",
+    [
+        ({"model_type": "magic", "auto_map": {"AutoModelForCausalLM": "magic.Model"}}, "needs custom code"),
+        ({"model_type": "gpt2", "auto_map": {"AutoModelForCausalLM": "magic.Model"}}, None),  # built in: fine
+        ({"model_type": "my_own_arch"}, "needs custom code"),
+        ({"model_type": "vit"}, "p2m trains"),
+        ({}, "model type (none) is not supported"),
+    ],
+)
+def test_a_forced_model_folder_that_is_left_out_says_why(tmp_path, config, words):
+    """--model NAME for a folder in --models-dir that needs custom code: not "unknown ... add its folder
+    to --models-dir" (it is there), but why it cannot be used; nothing of its code is run."""
+    import json
+
+    (tmp_path / "models" / "odd").mkdir(parents=True)
+    (tmp_path / "models" / "odd" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "models" / "odd" / "model.safetensors").write_bytes(b"")
+    if words is None:
+        assert choose_model(SPEC, StudentConfig(model="odd"), tmp_path / "models", tmp_path)["name"] == "odd"
+        return
+    with pytest.raises(BadInputError, match="not supported") as raised:
+        choose_model(SPEC, StudentConfig(model="odd"), tmp_path / "models", tmp_path)
+    assert words in str(raised.value) and "add its folder" not in str(raised.value)
+
+
 def test_model_choice_leaves_out_test_models_and_oversized_ones(tmp_path):
     choice = choose_model(SPEC, StudentConfig(), None, tmp_path)
     assert choice["name"] == "smollm2-135m-instruct" and "score" in choice["reason"]

@@ -117,6 +117,25 @@ def test_export_command_errors_are_one_line(t5_run, tmp_path, capsys):
     assert "run `p2m run" in capsys.readouterr().err
 
 
+def test_the_gguf_export_command_shows_only_p2m_lines(gpt2_run):
+    """llama.cpp logs every load and request at its default verbosity: some 300 lines on the terminal
+    of `p2m export --format gguf` (and `p2m serve`), around p2m's own few."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "p2m.flows.cli", "export", str(gpt2_run), "--format", "gguf", "--quantize", "q8_0"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "", done.stderr[:2000]
+    assert "exact match" in done.stdout and len(done.stdout.strip().splitlines()) < 10, done.stdout
+
+
 class ServerThread:
     """uvicorn serving an app on a free loopback port, in a thread, for the length of a `with`."""
 

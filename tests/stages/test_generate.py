@@ -7,7 +7,7 @@ from p2m.tasks.stages.parse import parse_prompt, read_prompt_file
 from p2m.tasks.teacher.client import Endpoint, LLMClient
 
 from tests.conftest import EXAMPLE
-from tests.fake_llm_server import FakeLLMServer, numbers_teacher
+from tests.fake_llm_server import FakeLLMServer, numbers_teacher, request_kind
 
 SPEC = parse_prompt(read_prompt_file(EXAMPLE))
 
@@ -56,8 +56,11 @@ def test_reaches_n_distinct_examples_with_votes(tmp_path, fast_limits):
     assert len(report.examples) == 10 and report.stop_reason.startswith("reached the 10")
     assert len({e["input"] for e in report.examples}) == 10
     assert all(e["output"].isdigit() for e in report.examples)
-    votes = [r for r in server.requests if r["n"] == 2]  # votes - 1 extra outputs per input
-    assert votes, "self-consistency votes were not requested"
+    votes = [r for r in server.requests if request_kind(r["messages"])[0] == "answer"]
+    # Adaptive votes: a teacher that is always right agrees with itself at once, one vote per example.
+    assert votes and all(r["n"] == 1 and r["temperature"] == 0 for r in votes)
+    assert report.as_dict()["votes_per_example"] == 1.0
+
     generation = [
         r["messages"][-1]["content"] for r in server.requests if "new examples" in r["messages"][-1]["content"]
     ]
@@ -74,6 +77,15 @@ def test_reaches_n_distinct_examples_with_votes(tmp_path, fast_limits):
         replayed = run(make_llm(server, tmp_path, fast_limits), cfg).as_dict()
     assert replayed["usage"]["sent"] == 0 and replayed["accepted"] == 10
     assert replayed["examples_per_minute"] is None and replayed["teacher_tokens_per_s"] is None
+
+
+def test_fixed_votes_ask_for_the_majority_in_one_request(tmp_path, fast_limits):
+    numbers_teacher.counter = 0
+    with FakeLLMServer(numbers_teacher) as server:
+        cfg = GenerationConfig(num_examples=6, batch_size=2, examples_per_request=3, votes=3, adaptive_votes=False)
+        report = run(make_llm(server, tmp_path, fast_limits), cfg)
+    assert len(report.examples) == 6
+    assert [r for r in server.requests if r["n"] == 2], "self-consistency votes were not requested"
 
 
 def test_a_teacher_that_repeats_itself_ends_with_a_reason(tmp_path, fast_limits):

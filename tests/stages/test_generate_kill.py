@@ -93,4 +93,6 @@ def test_kill_9_then_resume(tmp_path, prefect_harness):
         reference = asyncio.run(
             generate_examples(llm, parse_prompt(read_prompt_file(EXAMPLE)), GenerationConfig(**CFG))
         )
-    assert dataset_rows(tmp_path / "gen" / "generated") == reference.examples
+    resumed = dataset_rows(tmp_path / "gen" / "generated")
+    assert {r["source"] for r in resumed} == {"generated"}
+    assert [{"input": r["input"], "output": r["output"]} for r in resumed] == reference.examples

@@ -67,3 +67,82 @@ def test_unparseable_free_text_is_a_clear_error(tmp_path):
     path.write_text("just some words")
     with pytest.raises(BadInputError, match="could not read an instruction"):
         parse_prompt(read_prompt_file(path), llm=None)
+
+
+class ScriptedLLM:
+    """An LLM that answers from a list and records what it was asked."""
+
+    def __init__(self, *replies: str):
+        self.replies, self.asked = list(replies), []
+
+    def complete(self, messages, **kwargs):
+        self.asked.append(kwargs.get("purpose"))
+        return [self.replies.pop(0)]
+
+
+def prompt_file(tmp_path, text: str, name: str = "prompt.yaml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return read_prompt_file(path)
+
+
+def test_spec_json_records_the_kind_its_labels_and_why(tmp_path):
+    prompt = prompt_file(
+        tmp_path,
+        "Classify the support ticket as billing, bug, or feature request.\n\n"
+        "Input: I was charged twice\nOutput: billing\n\nInput: The app crashes\nOutput: bug\n\n"
+        "Input: Add a dark mode\nOutput: feature request\n",
+        "ticket.txt",
+    )
+    spec = parse_prompt(prompt, llm=None)
+    assert spec.kind == "classification" and spec.labels == ["billing", "bug", "feature request"]
+    assert "named in the instruction" in spec.kind_reason
+
+
+def test_yaml_may_give_the_kind_and_labels(tmp_path):
+    prompt = prompt_file(
+        tmp_path,
+        "instruction: Say how the customer feels.\nkind: classification\nlabels: [happy, angry, calm]\n"
+        "demonstrations:\n  - input: great\n    output: happy\n",
+    )
+    spec = parse_prompt(prompt, llm=None)
+    assert (spec.kind, spec.labels) == ("classification", ["happy", "angry", "calm"])
+    assert "the prompt file" in spec.kind_reason
+
+
+def test_the_command_line_overrides_the_kind(tmp_path):
+    prompt = read_prompt_file(EXAMPLE)
+    spec = parse_prompt(prompt, llm=None, labels=["small", "large"])
+    assert spec.kind == "classification" and spec.labels[:2] == ["small", "large"]
+    assert parse_prompt(prompt, llm=None, kind="extraction").kind == "extraction"
+
+
+def test_the_teacher_is_asked_the_kind_only_when_the_rules_cannot_tell(tmp_path):
+    yaml_text = (
+        'instruction: "{instruction}"\n'
+        "demonstrations:\n  - input: great\n    output: {a}\n  - input: awful\n    output: {b}\n"
+    )
+    plain = prompt_file(tmp_path, yaml_text.format(instruction="Rate it: good or bad.", a="good", b="bad"))
+    llm = ScriptedLLM()
+    assert parse_prompt(plain, llm=llm).kind == "classification" and llm.asked == []
+    unclear = prompt_file(tmp_path, yaml_text.format(instruction="Rate the review.", a="positive", b="negative"))
+    llm = ScriptedLLM(json.dumps({"kind": "classification", "labels": ["positive", "negative"]}))
+    spec = parse_prompt(unclear, llm=llm)
+    assert llm.asked == ["kind"] and spec.labels == ["positive", "negative"] and "teacher" in spec.kind_reason
+
+
+def test_the_language_is_the_instructions_not_a_demonstrations(tmp_path):
+    english = prompt_file(
+        tmp_path,
+        "Classify the support ticket as billing, bug, or feature request.\n\n"
+        "Input: Me cobraron dos veces este mes y nadie responde\nOutput: billing\n\n"
+        "Input: The app crashes\nOutput: bug\n",
+        "mixed.txt",
+    )
+    assert parse_prompt(english, llm=None).language == "en"
+    japanese = prompt_file(
+        tmp_path,
+        "問い合わせを請求、不具合、要望のいずれかに分類してください。\n\nInput: 二重に請求されました\nOutput: 請求\n",
+        "ja.txt",
+    )
+    assert parse_prompt(japanese, llm=None).language == "ja"

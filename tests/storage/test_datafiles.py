@@ -5,6 +5,7 @@ import json
 
 import pytest
 from p2m.tasks.core.config import ProcessConfig, RetrievalConfig
+from p2m.tasks.core.errors import BadInputError
 from p2m.tasks.core.run_store import dataset_rows
 from p2m.tasks.core.spec import PromptSpec
 from p2m.tasks.retrieval.registry import scan_datasets
@@ -118,10 +119,11 @@ def test_a_dataset_with_a_broken_file_is_passed_over_with_the_reason(tmp_path):
     (folder / "train.csv").write_text('input,output\n"one,1\n')
     (record,) = scan_datasets(tmp_path / "datasets")
     assert record.problem and "line" in record.problem and not record.gated
-    result = retrieve_dataset(
-        PromptSpec(instruction="Numbers."), RetrievalConfig(dataset="broken"), tmp_path / "datasets", tmp_path
-    )
-    assert result["chosen"] is None and "line" in result["skipped"][0]["reason"]
+    # Named with --dataset, it is an error that names the file (a search only passes it over).
+    with pytest.raises(BadInputError, match=r"--dataset broken cannot be used: .*train\.csv, line 2"):
+        retrieve_dataset(
+            PromptSpec(instruction="Numbers."), RetrievalConfig(dataset="broken"), tmp_path / "datasets", tmp_path
+        )
 
 
 def test_a_model_folder_with_a_broken_config_is_left_out(tmp_path):

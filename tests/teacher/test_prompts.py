@@ -88,7 +88,9 @@ def test_parse_prompt_and_schemas():
     assert messages[0]["content"].startswith("You split a task prompt") and messages[-1]["content"].startswith(
         'Task prompt:\n"""\nRewrite dates.\nInput: a\nOutput: b\n"""'
     )
-    assert SPEC_SCHEMA["json_schema"]["schema"]["required"] == ["instruction", "demonstrations", "language"]
+    schema = SPEC_SCHEMA["json_schema"]["schema"]
+    assert schema["required"] == ["instruction", "demonstrations", "language", "kind", "labels"]
+    assert schema["properties"]["kind"]["enum"] == ["classification", "extraction", "generation"]
     items = examples_schema(5)["json_schema"]["schema"]["properties"]["examples"]
     assert (items["minItems"], items["maxItems"], items["items"]["required"]) == (5, 5, ["input", "output"])
 
@@ -98,3 +100,26 @@ def test_answers_are_cleaned_of_labels_fences_and_backticks():
     assert clean_answer("```\n2049-07-05\n```") == "2049-07-05"
     assert clean_answer("`2049-07-05`") == "2049-07-05"
     assert clean_answer('"quoted" stays') == '"quoted" stays'
+
+
+def test_label_requests_and_answers():
+    """The labelling prompt keeps its instruction and definitions in the fixed system message
+    (the server caches that prefix) and the input last; the answer is held to a bare enum."""
+    from p2m.tasks.core.spec import Example, PromptSpec
+    from p2m.tasks.generation.labels import labelling_messages
+    from p2m.tasks.teacher.prompts import label_schema, parse_label
+
+    spec = PromptSpec(
+        instruction="Classify the ticket.",
+        demonstrations=[Example(input="charged twice", output="billing")],
+        kind="classification",
+        labels=["billing", "bug"],
+    )
+    messages = labelling_messages(spec, {"billing": "money", "bug": "defects"}, "app crashes", max_demos=8)
+    assert messages[0]["content"] == (
+        "Classify the ticket.\n\nThe labels:\n- billing: money\n- bug: defects\n\nReply with the label only."
+    )
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[-1]["content"] == "app crashes"
+    assert label_schema(["billing", "bug"])["json_schema"]["schema"] == {"enum": ["billing", "bug"]}
+    assert parse_label('"bug"', ["billing", "bug"]) == "bug" and parse_label("refund", ["billing", "bug"]) is None

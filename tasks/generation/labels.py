@@ -1,0 +1,347 @@
+"""Training data for a classification task: every label covered, every label checked.
+
+The method (SuperGen and ZeroGen's label-conditioned generation, with distilabel's label
+definitions and a round-trip check; see ../shared/LABEL_TASKS.md):
+- one definition per label, written once by the teacher from the instruction and the
+  demonstrations, and sent with every labelling request (a fixed prefix the server caches);
+- inputs written for a named label ("write N inputs whose label is L"), a third of them hard cases
+  near another label, in the language of the instruction; empty or cut-off inputs are rejected
+  and counted;
+- each input is then labelled cold by the teacher (a fresh request that does not show the label
+  it was written for), its answer constrained to the label set (a JSON-schema enum); the input
+  is kept only when the votes settle on the label it was written for (`settle_label`);
+- quotas: every label gets its share of the examples asked for (balanced), less what the user's
+  own inputs already give it; generation per label stops at its quota or after
+  `ATTEMPTS_PER_QUOTA` times its quota in inputs written, and the report says which fell short.
+- the user's unlabelled inputs (--inputs) are labelled first with the same votes; the ones the
+  votes cannot settle are left out and counted; samples of them show the teacher what real
+  inputs look like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import re
+from collections import Counter
+
+from p2m.tasks.core.config import GenerationConfig
+from p2m.tasks.core.dedup import SeenInputs
+from p2m.tasks.core.jsonreply import extract_json_object
+from p2m.tasks.core.kinds import fold
+from p2m.tasks.core.spec import GENERATED, YOUR_INPUTS, PromptSpec
+from p2m.tasks.generation.report import GenerationReport
+from p2m.tasks.generation.votes import settle
+from p2m.tasks.teacher.prompts import chat, json_schema, label_schema, parse_label
+
+ATTEMPTS_PER_QUOTA = 3  # inputs written for a label, at most, per example it needs
+MAX_INPUT_CHARS = 1500
+
+# A sentence that stops on one of these words was cut off ("Add me to the playlist of ").
+_HANGING = re.compile(
+    r"\b(?:a|an|the|of|to|for|and|or|with|in|on|at|from|by|my|your|his|her|their|our|is|are|was|"
+    r"about|into|that|this|these|those|de|la|el|le|les|des|und|der|die|das)\s*$",
+    re.IGNORECASE,
+)
+
+
+def definitions_schema(labels: list[str]) -> dict:
+    """A `response_format` asking for an object with one short definition per label."""
+    return json_schema("label_definitions", {label: {"type": "string", "maxLength": 240} for label in labels})
+
+
+def inputs_schema(count: int) -> dict:
+    return json_schema(
+        "inputs",
+        {
+            "inputs": {
+                "type": "array",
+                "items": {"type": "string", "maxLength": MAX_INPUT_CHARS},
+                "minItems": count,
+                "maxItems": count,
+            }
+        },
+    )
+
+
+def definitions_text(definitions: dict[str, str]) -> str:
+    return "\n".join(f"- {label}: {text}" for label, text in definitions.items())
+
+
+def demos_text(texts: list[str]) -> str:
+    return "\n".join(json.dumps(t, ensure_ascii=False) for t in texts) or "(none)"
+
+
+async def define_labels(llm, spec: PromptSpec) -> dict[str, str]:
+    """{label: one-sentence definition} for every label of `spec`; a label the teacher leaves out
+    is defined by its name."""
+    examples = "\n".join(
+        json.dumps({"input": d.input, "label": d.output}, ensure_ascii=False) for d in spec.demonstrations[:8]
+    )
+    replies = await llm.acomplete(
+        chat(
+            "define_labels", instruction=spec.instruction, examples=examples or "(none)", labels="\n".join(spec.labels)
+        ),
+        temperature=0,
+        max_tokens=60 * len(spec.labels) + 40,
+        purpose="define_labels",
+        response_format=definitions_schema(spec.labels),
+    )
+    found = extract_json_object(replies[0]) if replies else None
+    found = found if isinstance(found, dict) else {}
+    definitions = {}
+    for label in spec.labels:
+        text = found.get(label)
+        definitions[label] = " ".join(text.split())[:240] if isinstance(text, str) and text.strip() else label
+    return definitions
+
+
+def labelling_messages(spec: PromptSpec, definitions: dict[str, str], text: str, max_demos: int) -> list[dict]:
+    """The task asked cold: the instruction and the label definitions as the system message (the
+    same for every input, so the server's prompt cache holds it), demonstrations as turns, then the input."""
+    return chat(
+        "label",
+        [(d.input, d.output) for d in spec.demonstrations[:max_demos]],
+        instruction=spec.instruction,
+        definitions=definitions_text(definitions),
+        input=text,
+    )
+
+
+async def settle_label(
+    llm, spec: PromptSpec, definitions: dict[str, str], text: str, cfg: GenerationConfig, written: str | None = None
+) -> tuple[str | None, list[str | None]]:
+    """(label or None, the votes) for `text`, asking the teacher only as often as the votes need.
+
+    `written`: the label the input was written for, which counts as the first vote. Then the
+    teacher answers cold, as `p2m.tasks.generation.votes.settle` asks: at temperature 0, then
+    at `cfg.vote_temperature` while the votes do not settle, up to `cfg.max_votes` votes.
+    """
+    messages = labelling_messages(spec, definitions, text, cfg.answer_demos)
+    schema = label_schema(spec.labels)
+
+    async def ask(k: int) -> str | None:
+        replies = await llm.acomplete(
+            messages,
+            temperature=0.0 if k == 0 else cfg.vote_temperature,
+            max_tokens=24,
+            salt=f"label:{cfg.seed}:{k}" if k else "",
+            purpose="label",
+            response_format=schema,
+        )
+        return parse_label(replies[0], spec.labels) if replies else None
+
+    return await settle(ask, written, cfg.max_votes)
+
+
+def looks_cut_off(text: str) -> bool:
+    """Whether an input stops mid-sentence: on a word that needs a continuation ("of", "the"), on
+    a comma or colon, or with a quote or bracket left open."""
+    text = text.rstrip()
+    if not text or _HANGING.search(text) or text[-1] in ",:;-–(":
+        return True
+    return text.count('"') % 2 == 1 or text.count("(") > text.count(")") or text.count("[") > text.count("]")
+
+
+def check_input(text) -> tuple[str | None, str]:
+    """(the input, "") when it can be used, else (None, why not): empty, too long or cut off."""
+    if not isinstance(text, str) or not text.strip():
+        return None, "empty_input"
+    text = text.strip()
+    if len(text) > MAX_INPUT_CHARS:
+        return None, "too_long"
+    if looks_cut_off(text):
+        return None, "cut_off_input"
+    return text, ""
+
+
+def input_messages(
+    spec: PromptSpec,
+    definitions: dict[str, str],
+    label: str,
+    written: list[str],
+    real: list[str],
+    count: int,
+    near: str | None,
+) -> list[dict]:
+    """Chat messages asking for `count` new inputs of `label` (hard cases near the label `near`)."""
+    return chat(
+        "label_inputs",
+        instruction=spec.instruction,
+        definitions=definitions_text(definitions),
+        label=label,
+        definition=definitions[label],
+        examples=demos_text([d.input for d in spec.demonstrations if fold(d.output) == fold(label)]),
+        written=demos_text(written),
+        real=f"\nInputs real users sent (write inputs like these in form and length):\n{demos_text(real)}\n"
+        if real
+        else "",
+        count=count,
+        near=f" Make them hard cases that could be mistaken for {near}, but are {label}." if near else "",
+    )
+
+
+def parse_inputs(reply: str) -> tuple[list[str], Counter]:
+    """The usable inputs in a reply and the reasons for every one rejected."""
+    found = extract_json_object(reply)
+    items = found.get("inputs") if isinstance(found, dict) else None
+    if not isinstance(items, list):
+        return [], Counter(not_json=1)
+    kept, rejected = [], Counter()
+    for item in items:
+        text, why = check_input(item)
+        if text is None:
+            rejected[why] += 1
+        else:
+            kept.append(text)
+    return kept, rejected
+
+
+def quotas(labels: list[str], total: int, have: Counter) -> dict[str, int]:
+    """Examples still wanted per label: an equal share of `total` plus what `have` (the user's
+    inputs, per label) gives, less what `have` already holds."""
+    share = math.ceil((total + sum(have.values())) / len(labels)) if labels else 0
+    return {label: max(0, share - have[label]) for label in labels}
+
+
+def distinct_inputs(inputs: list[str], spec: PromptSpec, threshold: float) -> list[str]:
+    """`inputs` without copies of each other or of a demonstration (exact or near, `SeenInputs`)."""
+    seen = SeenInputs(threshold, [d.input for d in spec.demonstrations])
+    unique = []
+    for text in inputs:
+        if not seen.is_duplicate(text):
+            seen.add(text)
+            unique.append(text)
+    return unique
+
+
+async def label_user_inputs(
+    llm, spec: PromptSpec, definitions: dict[str, str], inputs: list[str], cfg: GenerationConfig, report
+) -> list[dict]:
+    """The user's inputs the votes settle a label for, as examples (source your_inputs); the rest
+    are counted in `report.rejected["unsettled_input"]`."""
+    unique = distinct_inputs(inputs, spec, cfg.near_duplicate_threshold)
+    report.duplicates_removed += len(inputs) - len(unique)
+    examples = []
+    for start in range(0, len(unique), cfg.batch_size * 4):
+        chunk = unique[start : start + cfg.batch_size * 4]
+        results = await asyncio.gather(*[settle_label(llm, spec, definitions, t, cfg) for t in chunk])
+        for text, (label, votes) in zip(chunk, results, strict=True):
+            report.votes_per_example.append(len(votes))
+            if label is None:
+                report.rejected["unsettled_input"] += 1
+            else:
+                examples.append({"input": text, "output": label, "source": YOUR_INPUTS})
+    return examples
+
+
+async def generate_labelled_examples(
+    llm, spec: PromptSpec, cfg: GenerationConfig, report: GenerationReport, on_progress=None, inputs: list[str] = ()
+) -> GenerationReport:
+    """Fill `report.examples` with labelled examples: the user's `inputs` the teacher labels, then
+    up to `cfg.num_examples` generated ones spread over the labels; always ends, and says why."""
+    rng = random.Random(f"{cfg.seed}:labels")
+    max_calls = cfg.max_api_calls or max(20 * max(cfg.num_examples, len(inputs)), 50)
+    report.request_cap, report.cost_budget_usd = max_calls, cfg.max_cost_usd
+    if not report.label_definitions:
+        report.label_definitions = await define_labels(llm, spec)
+    definitions = report.label_definitions
+    if inputs and not report.examples:
+        report.examples.extend(await label_user_inputs(llm, spec, definitions, list(inputs), cfg, report))
+    from_user = Counter(e["output"] for e in report.examples if e["source"] == YOUR_INPUTS)
+    real_by_label = {label: [e["input"] for e in report.examples if e["output"] == label][:3] for label in spec.labels}
+    wanted = quotas(spec.labels, cfg.num_examples, from_user)
+    seen = SeenInputs(cfg.near_duplicate_threshold, [d.input for d in spec.demonstrations])
+    for e in report.examples:
+        seen.add(e["input"])
+    stats = {label: Counter() for label in spec.labels}
+    stale = 0
+    while not report.stop_reason:
+        made = Counter(e["output"] for e in report.examples if e["source"] == GENERATED)
+        short = {
+            label: wanted[label] - made[label]
+            for label in spec.labels
+            if made[label] < wanted[label] and stats[label]["written"] < ATTEMPTS_PER_QUOTA * max(1, wanted[label])
+        }
+        if not short:
+            missing = {label: wanted[label] - made[label] for label in spec.labels if made[label] < wanted[label]}
+            report.stop_reason = (
+                f"reached the {sum(wanted.values())} generated examples asked for"
+                if not missing
+                else f"labels short of their share after {ATTEMPTS_PER_QUOTA}x as many inputs written: {missing}"
+            )
+        elif llm.meter.requests >= max_calls:
+            report.stop_reason = f"reached the cap of {max_calls} API requests (--max-api-calls)"
+        elif cfg.max_cost_usd is not None and llm.meter.cost_usd >= cfg.max_cost_usd:
+            report.stop_reason = f"reached the cost budget of ${cfg.max_cost_usd:.2f} (P2M_GENERATION__MAX_COST_USD)"
+        elif stale >= cfg.max_stale_batches:
+            report.stop_reason = f"{stale} batches in a row brought no new example the teacher labelled back"
+        if report.stop_reason:
+            break
+        # The labels furthest from their share first, one request each, as many as a batch holds.
+        order = sorted(short, key=lambda label: -short[label])
+        batch = [order[i % len(order)] for i in range(min(cfg.batch_size, max(len(order), 1)))]
+        requests = []
+        for i, label in enumerate(batch):
+            written = [e["input"] for e in report.examples if e["output"] == label and e["source"] == GENERATED]
+            others = [x for x in spec.labels if x != label]
+            near = rng.choice(others) if others and (report.batches + i) % 3 == 2 else None
+            count = min(cfg.examples_per_request, max(1, short[label]))
+            messages = input_messages(
+                spec, definitions, label, rng.sample(written, min(4, len(written))), real_by_label[label], count, near
+            )
+            requests.append(
+                llm.acomplete(
+                    messages,
+                    temperature=cfg.temperature_end,
+                    max_tokens=cfg.max_tokens * count + 32,
+                    salt=f"inputs:{cfg.seed}:{report.batches}:{i}",
+                    purpose="inputs",
+                    response_format=inputs_schema(count),
+                )
+            )
+        replies = await asyncio.gather(*requests)
+        candidates = []
+        for label, texts in zip(batch, replies, strict=True):
+            found, rejected = parse_inputs(texts[0] if texts else "")
+            report.rejected.update(rejected)
+            for text in found:
+                stats[label]["written"] += 1
+                if seen.is_duplicate(text):
+                    report.duplicates_removed += 1
+                    continue
+                seen.add(text)
+                candidates.append((label, text))
+        results = await asyncio.gather(
+            *[settle_label(llm, spec, definitions, text, cfg, written=label) for label, text in candidates]
+        )
+        new = 0
+        for (label, text), (answer, votes) in zip(candidates, results, strict=True):
+            report.votes_per_example.append(len(votes) - 1)  # the written label is not a request
+            report.agreements.append(votes.count(answer) / len(votes) if answer else 0.0)
+            if answer != label:
+                stats[label]["answered_otherwise" if answer else "unsettled"] += 1
+                report.rejected["labelled_otherwise" if answer else "unsettled_label"] += 1
+                continue
+            stats[label]["accepted"] += 1
+            report.examples.append({"input": text, "output": label, "source": GENERATED})
+            new += 1
+        report.batches += 1
+        stale = 0 if new else stale + 1
+        report.per_label = {
+            label: dict(stats[label])
+            | {
+                "from_your_inputs": from_user[label],
+                "acceptance": round(stats[label]["accepted"] / stats[label]["written"], 3)
+                if stats[label]["written"]
+                else None,
+            }
+            for label in spec.labels
+        }
+        report.usage = llm.usage()
+        if on_progress:
+            on_progress(len(report.examples), report.usage)
+    report.usage = llm.usage()
+    return report
