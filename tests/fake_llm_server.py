@@ -144,7 +144,12 @@ class FakeLLMServer:
                     {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
                     for i, t in enumerate(texts)
                 ],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5 * n, "total_tokens": 10 + 5 * n},
+                "usage": {
+                    "prompt_tokens": 10,
+                    "completion_tokens": 5 * n,
+                    "total_tokens": 10 + 5 * n,
+                    "prompt_tokens_details": {"cached_tokens": 6},  # as llama.cpp's server reports its prompt cache
+                },
             }
 
         return app

@@ -46,4 +46,16 @@ class GenerationReport:
             # Only when the teacher was asked: replaying the request cache says nothing about speed.
             "examples_per_minute": round(len(self.examples) / minutes, 1) if minutes and sent else None,
             "teacher_tokens_per_s": round(tokens / self.seconds, 1) if self.seconds and tokens else None,
+            "tokens_per_example": self.tokens_per_example(),
+        }
+
+    def tokens_per_example(self) -> dict | None:
+        """Prompt, cached prompt and completion tokens the teacher handled per accepted example
+        (what requests cost: the prompt cache makes the cached part nearly free on a local server)."""
+        if not self.examples or not self.usage.get("prompt_tokens"):
+            return None
+        n = len(self.examples)
+        return {
+            k: round(self.usage.get(k, 0) / n, 1)
+            for k in ("prompt_tokens", "cached_prompt_tokens", "completion_tokens")
         }

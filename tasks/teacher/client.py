@@ -261,6 +261,7 @@ class UsageMeter:
     connection_errors: int = 0
     bad_replies: int = 0  # bodies that are not a chat completion (HTML, broken JSON, no choices)
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0  # of those, what the server took from its prompt cache (llama.cpp, OpenAI report it)
     completion_tokens: int = 0
     cost_usd: float = 0.0
     price_known: bool = True
@@ -487,6 +488,7 @@ class LLMClient:
         self.pacer.succeeded()
         self.meter.add(
             prompt_tokens=usage["prompt_tokens"],
+            cached_prompt_tokens=usage.get("cached_prompt_tokens", 0),
             completion_tokens=usage["completion_tokens"],
             cost_usd=(usage["prompt_tokens"] * self._price[0] + usage["completion_tokens"] * self._price[1]) / 1e6,
         )
@@ -560,6 +562,8 @@ class LLMClient:
             usage = {
                 "prompt_tokens": resp.usage.prompt_tokens or 0,
                 "completion_tokens": resp.usage.completion_tokens or 0,
+                "cached_prompt_tokens": getattr(getattr(resp.usage, "prompt_tokens_details", None), "cached_tokens", 0)
+                or 0,
             }
         if permit is not None:  # a server that reports no usage keeps the whole estimate spent
             self.shared_limit.settle(permit, usage["prompt_tokens"] + usage["completion_tokens"] or permit.tokens)

@@ -60,6 +60,9 @@ def test_reaches_n_distinct_examples_with_votes(tmp_path, fast_limits):
     # Adaptive votes: a teacher that is always right agrees with itself at once, one vote per example.
     assert votes and all(r["n"] == 1 and r["temperature"] == 0 for r in votes)
     assert report.as_dict()["votes_per_example"] == 1.0
+    # What the requests cost per accepted example, with the part the server's prompt cache held.
+    tokens = report.as_dict()["tokens_per_example"]
+    assert tokens["cached_prompt_tokens"] == round(0.6 * tokens["prompt_tokens"], 1) and tokens["completion_tokens"] > 0
 
     generation = [
         r["messages"][-1]["content"] for r in server.requests if "new examples" in r["messages"][-1]["content"]
