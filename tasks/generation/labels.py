@@ -33,7 +33,7 @@ from p2m.tasks.core.jsonreply import extract_json_object
 from p2m.tasks.core.kinds import fold
 from p2m.tasks.core.spec import GENERATED, YOUR_INPUTS, PromptSpec
 from p2m.tasks.generation.report import GenerationReport
-from p2m.tasks.generation.votes import settle
+from p2m.tasks.generation.votes import answer_key, settle
 from p2m.tasks.teacher.prompts import chat, json_schema, label_schema, parse_label
 
 ATTEMPTS_PER_QUOTA = 3  # inputs written for a label, at most, per example it needs
@@ -217,23 +217,25 @@ def distinct_inputs(inputs: list[str], spec: PromptSpec, threshold: float) -> li
     return unique
 
 
-async def label_user_inputs(
-    llm, spec: PromptSpec, definitions: dict[str, str], inputs: list[str], cfg: GenerationConfig, report
+async def examples_from_inputs(
+    inputs: list[str], spec: PromptSpec, cfg: GenerationConfig, report, settle_one
 ) -> list[dict]:
-    """The user's inputs the votes settle a label for, as examples (source your_inputs); the rest
-    are counted in `report.rejected["unsettled_input"]`."""
+    """The user's `inputs` (copies dropped) whose answers settle, as examples (source your_inputs);
+    `settle_one(text)` returns (answer or None, votes). The rest are counted in
+    `report.rejected["unsettled_input"]`; votes and agreement go into `report`."""
     unique = distinct_inputs(inputs, spec, cfg.near_duplicate_threshold)
     report.duplicates_removed += len(inputs) - len(unique)
     examples = []
-    for start in range(0, len(unique), cfg.batch_size * 4):
-        chunk = unique[start : start + cfg.batch_size * 4]
-        results = await asyncio.gather(*[settle_label(llm, spec, definitions, t, cfg) for t in chunk])
-        for text, (label, votes) in zip(chunk, results, strict=True):
+    step = cfg.batch_size * 4  # a few batches' worth in flight: the limits pace them, progress stays visible
+    for start in range(0, len(unique), step):
+        chunk = unique[start : start + step]
+        for text, (answer, votes) in zip(chunk, await asyncio.gather(*[settle_one(t) for t in chunk]), strict=True):
             report.votes_per_example.append(len(votes))
-            if label is None:
+            if answer is None:
                 report.rejected["unsettled_input"] += 1
-            else:
-                examples.append({"input": text, "output": label, "source": YOUR_INPUTS})
+                continue
+            report.agreements.append(sum(answer_key(v) == answer_key(answer) for v in votes) / len(votes))
+            examples.append({"input": text, "output": answer, "source": YOUR_INPUTS})
     return examples
 
 
@@ -249,7 +251,11 @@ async def generate_labelled_examples(
         report.label_definitions = await define_labels(llm, spec)
     definitions = report.label_definitions
     if inputs and not report.examples:
-        report.examples.extend(await label_user_inputs(llm, spec, definitions, list(inputs), cfg, report))
+        report.examples.extend(
+            await examples_from_inputs(
+                list(inputs), spec, cfg, report, lambda t: settle_label(llm, spec, definitions, t, cfg)
+            )
+        )
     from_user = Counter(e["output"] for e in report.examples if e["source"] == YOUR_INPUTS)
     real_by_label = {label: [e["input"] for e in report.examples if e["output"] == label][:3] for label in spec.labels}
     wanted = quotas(spec.labels, cfg.num_examples, from_user)

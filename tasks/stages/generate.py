@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from p2m.tasks.core.config import GenerationConfig
 from p2m.tasks.core.dedup import SeenInputs, normalise
 from p2m.tasks.core.jsonreply import extract_json_object, iter_json_objects
-from p2m.tasks.core.spec import YOUR_INPUTS, PromptSpec
-from p2m.tasks.generation.labels import distinct_inputs, generate_labelled_examples
+from p2m.tasks.core.spec import PromptSpec
+from p2m.tasks.generation.labels import examples_from_inputs, generate_labelled_examples
 from p2m.tasks.generation.report import GenerationReport
 from p2m.tasks.generation.votes import answer_key, settle
 from p2m.tasks.teacher.prompts import answer_messages, chat, clean_answer, examples_schema, json_lines, json_schema
@@ -356,13 +356,15 @@ async def make_examples(
 
 
 async def answer_user_inputs(llm, spec: PromptSpec, cfg: GenerationConfig, inputs: list[str], report) -> list[dict]:
-    """The user's inputs with the teacher's answers, as examples (source your_inputs): `cfg.votes`
-    answers each (the first at temperature 0), kept when more than half agree; the rest are
-    counted in `report.rejected["unsettled_input"]`."""
-    unique = distinct_inputs(inputs, spec, cfg.near_duplicate_threshold)
-    report.duplicates_removed += len(inputs) - len(unique)
+    """The user's inputs with the teacher's answers, as examples (source your_inputs): by adaptive
+    votes where answers are short, else the majority of `cfg.votes` answers (the first at
+    temperature 0) when more than half agree; the rest are counted as unsettled."""
+    if adaptive_votes(spec, cfg):
+        return await examples_from_inputs(
+            inputs, spec, cfg, report, lambda t: settle(answer_asker(llm, spec, cfg, t), None, cfg.max_votes)
+        )
 
-    async def answers(text: str) -> list[str]:
+    async def majority(text: str) -> tuple[str | None, list[str]]:
         messages = answer_prompt(spec, text, cfg.answer_demos)
         first = await llm.acomplete(messages, temperature=0, max_tokens=cfg.max_tokens, purpose="answer_input")
         rest = []
@@ -375,33 +377,11 @@ async def answer_user_inputs(llm, spec: PromptSpec, cfg: GenerationConfig, input
                 salt=f"vote:{cfg.seed}",
                 purpose="vote",
             )
-        return [clean_answer(t) for t in [*first[:1], *rest]]
+        outputs = [clean_answer(t) for t in [*first[:1], *rest]]
+        best = majority_vote(outputs)
+        return (best if best and outputs.count(best) * 2 > len(outputs) else None), outputs
 
-    examples = []
-    if adaptive_votes(spec, cfg):
-        for start in range(0, len(unique), cfg.batch_size * 4):
-            chunk = unique[start : start + cfg.batch_size * 4]
-            settled = await asyncio.gather(
-                *[settle(answer_asker(llm, spec, cfg, t), None, cfg.max_votes) for t in chunk]
-            )
-            for text, (answer, votes) in zip(chunk, settled, strict=True):
-                report.votes_per_example.append(len(votes))
-                if answer is None:
-                    report.rejected["unsettled_input"] += 1
-                else:
-                    examples.append({"input": text, "output": answer, "source": YOUR_INPUTS})
-        return examples
-    for start in range(0, len(unique), cfg.batch_size * 4):
-        chunk = unique[start : start + cfg.batch_size * 4]
-        for text, outputs in zip(chunk, await asyncio.gather(*[answers(t) for t in chunk]), strict=True):
-            best = majority_vote(outputs)
-            report.votes_per_example.append(len(outputs))
-            if best and outputs.count(best) * 2 > len(outputs):
-                report.agreements.append(outputs.count(best) / len(outputs))
-                examples.append({"input": text, "output": best, "source": YOUR_INPUTS})
-            else:
-                report.rejected["unsettled_input"] += 1
-    return examples
+    return await examples_from_inputs(inputs, spec, cfg, report, majority)
 
 
 async def generate_examples(

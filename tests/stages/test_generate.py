@@ -125,3 +125,20 @@ def test_killed_run_resumes_without_paying_twice(tmp_path, fast_limits):
     assert len(report.examples) == 8
     assert resumed.meter.cached == paid  # every request answered before came from disk
     assert server.answered == paid + resumed.meter.sent
+
+
+def test_the_users_inputs_are_answered_first_and_lead_the_examples(tmp_path, fast_limits):
+    from p2m.tasks.stages.generate import make_examples
+
+    numbers_teacher.counter = 0
+    with FakeLLMServer(numbers_teacher) as server:
+        cfg = GenerationConfig(num_examples=5, batch_size=2, examples_per_request=3)
+        report = asyncio.run(
+            make_examples(
+                make_llm(server, tmp_path, fast_limits), SPEC, cfg, inputs=["forty-two", "seventeen", "forty-two"]
+            )
+        )
+    mine = [e for e in report.examples if e.get("source") == "your_inputs"]
+    assert [(e["input"], e["output"]) for e in mine] == [("forty-two", "42")]  # "seventeen" is a demonstration
+    assert report.duplicates_removed >= 2 and len(report.examples) == 5
+    assert report.as_dict()["sources"] == {"your_inputs": 1, "generated": 4}
