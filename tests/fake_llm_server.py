@@ -48,6 +48,7 @@ class FakeLLMServer:
         self.rate_limit = rate_limit_per_minute
         self.latency_s = latency_s
         self.faults: collections.deque[str] = collections.deque()
+        self.refuse_logprobs = False  # answer a request for log-probabilities with HTTP 400
         self.fault_always: str | None = None
         self.retry_after_s = 0.05  # what a scripted 429 asks for
         self.fail_every = fail_every
@@ -73,6 +74,8 @@ class FakeLLMServer:
         @app.post("/v1/chat/completions")
         async def chat(request: Request):
             body = json.loads(await request.body())
+            if self.refuse_logprobs and body.get("logprobs"):
+                return JSONResponse({"error": {"message": "logprobs is not supported"}}, status_code=400)
             if self.stall_if and self.stall_if(body):
                 self.stalled += 1
                 while self.stall_if and self.stall_if(body):

@@ -34,8 +34,9 @@ from p2m.tasks.core.kinds import fold
 from p2m.tasks.core.spec import GENERATED, YOUR_INPUTS, PromptSpec
 from p2m.tasks.generation.report import GenerationReport
 from p2m.tasks.generation.votes import answer_key, settle
-from p2m.tasks.teacher.prompts import chat, json_schema, label_schema, parse_label
+from p2m.tasks.teacher.prompts import chat, json_schema, label_probabilities, label_schema, parse_label
 
+CONFIDENT = 0.9  # a label answer this probable needs no second vote (LABEL_TASKS.md: 0.99 clear, 0.77 ambiguous)
 ATTEMPTS_PER_QUOTA = 3  # inputs written for a label, at most, per example it needs
 MAX_INPUT_CHARS = 1500
 
@@ -116,24 +117,42 @@ async def settle_label(
     """(label or None, the votes) for `text`, asking the teacher only as often as the votes need.
 
     `written`: the label the input was written for, which counts as the first vote. Then the
-    teacher answers cold, as `p2m.tasks.generation.votes.settle` asks: at temperature 0, then
-    at `cfg.vote_temperature` while the votes do not settle, up to `cfg.max_votes` votes.
+    teacher answers cold at temperature 0; where the endpoint gives log-probabilities and the
+    answer's is at least CONFIDENT, that answer decides alone (accepted for the user's inputs,
+    rejected when it is another label than the one written for). Otherwise the votes go on as
+    `p2m.tasks.generation.votes.settle` asks, at `cfg.vote_temperature`, up to `cfg.max_votes`.
     """
     messages = labelling_messages(spec, definitions, text, cfg.answer_demos)
     schema = label_schema(spec.labels)
+    # The first, temperature-0 answer with the label's probability where the endpoint gives one: a
+    # confident answer settles the user's input alone, or rejects an input written for another label.
+    texts, logprobs = await llm.acomplete_scored(
+        messages,
+        top_logprobs=min(20, len(spec.labels) + 3),
+        max_tokens=24,
+        purpose="label",
+        response_format=schema,
+    )
+    first = parse_label(texts[0], spec.labels) if texts else None
+    p = (label_probabilities(logprobs, spec.labels) or {}).get(first) if first else None
+    if p is not None and p >= CONFIDENT:
+        if written is None:
+            return first, [first]
+        if first != written:
+            return None, [written, first]
 
     async def ask(k: int) -> str | None:
         replies = await llm.acomplete(
             messages,
-            temperature=0.0 if k == 0 else cfg.vote_temperature,
+            temperature=cfg.vote_temperature,  # k >= 1: a temperature-0 repeat would repeat the first answer
             max_tokens=24,
-            salt=f"label:{cfg.seed}:{k}" if k else "",
+            salt=f"label:{cfg.seed}:{k}",
             purpose="label",
             response_format=schema,
         )
         return parse_label(replies[0], spec.labels) if replies else None
 
-    return await settle(ask, written, cfg.max_votes)
+    return await settle(ask, written, cfg.max_votes, asked=(first,))
 
 
 def looks_cut_off(text: str) -> bool:

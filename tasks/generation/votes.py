@@ -53,12 +53,20 @@ def settled(votes: list[str | None], max_votes: int) -> tuple[str | None, bool]:
 
 
 async def settle(
-    ask: Callable[[int], Awaitable[str | None]], written: str | None, max_votes: int
+    ask: Callable[[int], Awaitable[str | None]],
+    written: str | None,
+    max_votes: int,
+    asked: tuple[str | None, ...] = (),
 ) -> tuple[str | None, list[str | None]]:
-    """(the settled answer or None, the votes): `written` first (when given), then `ask(k)` for the
-    k-th cold answer (k = 0: the temperature-0 one) until `settled` says the votes are done."""
-    votes: list[str | None] = [written] if written is not None else []
-    asked = 0
+    """(the settled answer or None, the votes): `written` first (when given), the cold answers
+    already `asked`, then `ask(k)` for the k-th cold answer (k = 0: the temperature-0 one) until
+    `settled` says the votes are done."""
+    votes: list[str | None] = ([written] if written is not None else []) + list(asked)
+    asked = len(asked)
+    if asked:
+        answer, done = settled(votes, max_votes)
+        if done:
+            return answer, votes
     while True:
         votes.append(await ask(asked))
         asked += 1

@@ -351,9 +351,12 @@ def request_key(
     n: int,
     salt: str,
     response_format: dict | None = None,
+    top_logprobs: int = 0,
 ) -> str:
-    parts = [model, messages, round(temperature, 4), max_tokens, n, salt] + (
-        [response_format] if response_format else []
+    parts = (
+        [model, messages, round(temperature, 4), max_tokens, n, salt]
+        + ([response_format] if response_format else [])
+        + ([{"top_logprobs": top_logprobs}] if top_logprobs else [])
     )
     payload = json.dumps(parts, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -403,6 +406,7 @@ class LLMClient:
         self.meter.price_known = price is not None
         self._price = price or (0.0, 0.0)
         self._per_loop: dict[int, tuple[openai.AsyncOpenAI, asyncio.Semaphore]] = {}
+        self._refuses_logprobs = False  # set once the endpoint answers a request for them with HTTP 400
 
     def _client(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
         # httpx async clients and semaphores belong to one event loop; Prefect may use several.
@@ -437,15 +441,62 @@ class LLMClient:
         Raises P2MError when the retry budget is spent, the endpoint has answered nothing for too long,
         or it refuses the request (a bad key, an unknown model).
         """
+        reply = await self._reply(messages, temperature, max_tokens, n, salt, purpose, response_format, top_logprobs=0)
+        return reply["texts"]
+
+    async def acomplete_scored(
+        self,
+        messages: list[dict],
+        *,
+        top_logprobs: int,
+        temperature: float = 0.0,
+        max_tokens: int = 256,
+        salt: str = "",
+        purpose: str = "",
+        response_format: dict | None = None,
+    ) -> tuple[list[str], list[dict] | None]:
+        """(the reply texts, the first choice's token log-probabilities: OpenAI's
+        `logprobs.content`, each {token, logprob, top_logprobs: [{token, logprob}...]}, or None
+        where the endpoint gives none), asking for the `top_logprobs` likeliest tokens at each place.
+
+        An endpoint that refuses the request for asking (HTTP 400) is asked without, from then on.
+        """
+        if not self._refuses_logprobs:
+            try:
+                reply = await self._reply(
+                    messages, temperature, max_tokens, 1, salt, purpose, response_format, top_logprobs
+                )
+                return reply["texts"], reply.get("logprobs")
+            except P2MError as e:
+                if "HTTP 400" not in str(e):
+                    raise
+                self._refuses_logprobs = True
+        reply = await self._reply(messages, temperature, max_tokens, 1, salt, purpose, response_format, 0)
+        return reply["texts"], None
+
+    async def _reply(
+        self,
+        messages: list[dict],
+        temperature: float,
+        max_tokens: int,
+        n: int,
+        salt: str,
+        purpose: str,
+        response_format: dict | None,
+        top_logprobs: int,
+    ) -> dict:
+        """The cache entry for a request ({"texts", "usage", "logprobs"}), asking the endpoint on a miss."""
         if not self.structured_output:
             response_format = None  # the prompt asks for JSON in words as well
-        key = request_key(self.endpoint.model, messages, temperature, max_tokens, n, salt, response_format)
+        key = request_key(
+            self.endpoint.model, messages, temperature, max_tokens, n, salt, response_format, top_logprobs
+        )
         self.meter.add(requests=1)
         hit = await asyncio.to_thread(self.cache.get, key) if self.cache.remote else self.cache.get(key)
         if hit is not None:
             self.meter.add(cached=1)
             self._log(purpose, key, cached=True, texts=hit["texts"], attempts=0, usage=hit.get("usage"))
-            return hit["texts"]
+            return hit
 
         client, semaphore = self._client()
         est_tokens = sum(len(m["content"]) for m in messages) // 3 + max_tokens * n
@@ -458,12 +509,14 @@ class LLMClient:
         }
         if response_format:
             request["response_format"] = response_format
+        if top_logprobs:
+            request |= {"logprobs": True, "top_logprobs": top_logprobs}
         deadline = time.monotonic() + self.limits.retry_budget
         attempt = 0
         while True:
             started = time.monotonic()
             try:
-                texts, usage = await self._attempt(client, semaphore, request, est_tokens, attempt)
+                texts, usage, logprobs = await self._attempt(client, semaphore, request, est_tokens, attempt)
                 break
             except _Retry as retry:
                 attempt += 1
@@ -492,10 +545,11 @@ class LLMClient:
             completion_tokens=usage["completion_tokens"],
             cost_usd=(usage["prompt_tokens"] * self._price[0] + usage["completion_tokens"] * self._price[1]) / 1e6,
         )
+        entry = {"texts": texts, "usage": usage} | ({"logprobs": logprobs} if logprobs else {})
         if self.cache.remote:
-            await asyncio.to_thread(self.cache.put, key, {"texts": texts, "usage": usage})
+            await asyncio.to_thread(self.cache.put, key, entry)
         else:
-            self.cache.put(key, {"texts": texts, "usage": usage})
+            self.cache.put(key, entry)
         self._log(
             purpose,
             key,
@@ -505,11 +559,14 @@ class LLMClient:
             usage=usage,
             seconds=round(time.monotonic() - started, 3),
         )
-        return texts
+        return entry
 
-    async def _attempt(self, client, semaphore, request: dict, est_tokens: int, attempt: int) -> tuple[list[str], dict]:
-        """One HTTP attempt at `request` (chat-completion arguments): (texts, usage), or _Retry with
-        how long to wait; P2MError when retrying cannot help."""
+    async def _attempt(
+        self, client, semaphore, request: dict, est_tokens: int, attempt: int
+    ) -> tuple[list[str], dict, list[dict] | None]:
+        """One HTTP attempt at `request` (chat-completion arguments): (texts, usage, the first
+        choice's log-probabilities or None), or _Retry with how long to wait; P2MError when
+        retrying cannot help."""
         async with semaphore:
             await asyncio.sleep(self.pacer.reserve(est_tokens))
             # Other processes' requests to this teacher count too: a slot from the shared limit.
@@ -567,7 +624,9 @@ class LLMClient:
             }
         if permit is not None:  # a server that reports no usage keeps the whole estimate spent
             self.shared_limit.settle(permit, usage["prompt_tokens"] + usage["completion_tokens"] or permit.tokens)
-        return texts, usage
+        content = getattr(getattr(answers[0], "logprobs", None), "content", None)
+        logprobs = [c.model_dump() if hasattr(c, "model_dump") else dict(c) for c in content] if content else None
+        return texts, usage, logprobs
 
     def usage(self) -> dict:
         """What this client spent (`UsageMeter`), with, when they apply, each replica's attempts and

@@ -100,7 +100,13 @@ _FENCE = re.compile(r"^```[\w-]*\n?(.*?)\n?```$", re.DOTALL)
 
 def clean_answer(reply: str) -> str:
     """The answer in a free-text reply: its first line, without an echoed `Output:` label or the
-    code fence or backticks a chat model may wrap it in."""
+    code fence or backticks a chat model may wrap it in.
+
+    The teacher's counterpart of `p2m.tasks.student.format.clean_output` (stripped, first line),
+    which cleans a student's answers: a chat model wraps its answer in ways a student trained on
+    `Output: ANSWER` prompts does not, so this one also unwraps fences, labels and backticks. Kept
+    apart on purpose (the teacher layer may not import the student's); a plain first-line answer
+    (no fence, label or backticks) comes out the same from both."""
     text = reply.strip()
     fenced = _FENCE.match(text)
     if fenced:
@@ -132,3 +138,33 @@ def parse_label(reply: str, labels: list[str]) -> str | None:
     except json.JSONDecodeError:
         text = clean_answer(text)
     return by_fold.get(fold(text.strip().strip("\"'`.")))
+
+
+def label_probabilities(logprobs: list[dict] | None, labels: list[str]) -> dict[str, float] | None:
+    """Each label's probability from an answer's token log-probabilities (OpenAI's
+    `logprobs.content`), or None when the endpoint gave none or the answer's first token begins
+    several labels ("offer" and "offer_intent"): then only votes can tell.
+
+    At the first token past the enum's opening quote, the likeliest alternatives are matched to
+    the labels they begin and their probabilities renormalised over those labels (llama.cpp
+    reports the model's own distribution there, before the grammar narrows it to the labels).
+    """
+    import math
+
+    entry = next((e for e in logprobs or [] if e.get("token", "").strip(' "')), None)
+    if entry is None:
+        return None
+
+    def labels_begun_by(token: str) -> list[str]:
+        start = fold(token.lstrip(' "'))
+        return [label for label in labels if start and fold(label).startswith(start)]
+
+    if len(labels_begun_by(entry["token"])) != 1:
+        return None
+    probabilities: dict[str, float] = {}
+    for alternative in entry.get("top_logprobs") or [entry]:
+        begun = labels_begun_by(alternative.get("token", ""))
+        if len(begun) == 1:
+            probabilities[begun[0]] = probabilities.get(begun[0], 0.0) + math.exp(alternative["logprob"])
+    total = sum(probabilities.values())
+    return {label: p / total for label, p in probabilities.items()} if total else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections import Counter
 
 import pytest
@@ -111,3 +112,71 @@ def test_the_users_inputs_are_labelled_first_and_unsettled_ones_left_out(llm):
     assert Counter(e["output"] for e in report.examples if e["source"] == "generated") == Counter(
         {"billing": 2, "bug": 2, "feature request": 2}
     )
+
+
+def scored(label: str, p: float, other: str) -> list[dict]:
+    """Log-probabilities shaped as llama.cpp's server returns them for a bare-enum answer: the
+    forced opening quote, then the label's first token with its alternatives (LABEL_TASKS.md)."""
+    import math
+
+    return [
+        {"token": '"', "logprob": -12.7, "top_logprobs": []},
+        {
+            "token": label,
+            "logprob": math.log(p),
+            "top_logprobs": [
+                {"token": label, "logprob": math.log(p)},
+                {"token": other, "logprob": math.log(1 - p)},
+                {"token": " the", "logprob": -9.0},  # begins no label: left out
+            ],
+        },
+        {"token": '"', "logprob": -0.01, "top_logprobs": []},
+    ]
+
+
+def test_label_probabilities_are_read_at_the_labels_first_token():
+    from p2m.tasks.teacher.prompts import label_probabilities
+
+    probs = label_probabilities(scored("bug", 0.77, "billing"), LABELS)
+    assert set(probs) == {"bug", "billing"} and abs(probs["bug"] - 0.77) < 0.01
+    assert label_probabilities(None, LABELS) is None  # an endpoint without log-probabilities
+    # "offer" begins two labels: its probability cannot be read from one token
+    assert label_probabilities(scored("offer", 0.9, "inform"), ["offer", "offer_intent", "inform"]) is None
+
+
+class ScoredLLM:
+    """A teacher that answers each labelling request from a script: (label, probability or None)."""
+
+    def __init__(self, *answers):
+        self.answers, self.requests = list(answers), 0
+
+    async def acomplete_scored(self, messages, **kwargs):
+        self.requests += 1
+        label, p = self.answers.pop(0)
+        return [json.dumps(label)], (
+            scored(label, p, "feature request" if label != "feature request" else "bug") if p else None
+        )
+
+    async def acomplete(self, messages, **kwargs):
+        self.requests += 1
+        return [json.dumps(self.answers.pop(0)[0])]
+
+
+@pytest.mark.parametrize(
+    "written, answers, label, requests",
+    [
+        (None, [("bug", 0.97)], "bug", 1),  # a confident answer settles the user's input alone
+        ("billing", [("bug", 0.95)], None, 1),  # confidently another label: rejected at once
+        ("bug", [("bug", 0.55)], "bug", 1),  # agreement with the written label needs no confidence
+        (None, [("bug", 0.6), ("bug", None)], "bug", 2),  # unsure: a second vote
+        (None, [("bug", None), ("billing", None), ("bug", None)], "bug", 3),  # no log-probabilities: votes
+    ],
+)
+def test_a_labels_probability_decides_how_many_votes_it_takes(written, answers, label, requests):
+    import asyncio
+
+    from p2m.tasks.generation.labels import settle_label
+
+    llm = ScoredLLM(*answers)
+    got, _ = asyncio.run(settle_label(llm, SPEC, {x: x for x in LABELS}, "some ticket", GenerationConfig(), written))
+    assert (got, llm.requests) == (label, requests)

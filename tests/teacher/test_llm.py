@@ -81,3 +81,18 @@ def test_server_rate_limit_is_honoured_without_failing(tmp_path):
         c = client(server, tmp_path)
         assert c.complete(MSG) == ["ok"]
         assert c.meter.rate_limited >= 1
+
+
+def test_an_endpoint_that_refuses_logprobs_is_asked_without_them(tmp_path):
+    from p2m.tasks.core.config import LimitsConfig
+    from p2m.tasks.teacher.client import Endpoint, LLMClient
+
+    from tests.fake_llm_server import FakeLLMServer
+
+    with FakeLLMServer(lambda m, r: '"bug"') as server:
+        server.refuse_logprobs = True
+        llm = LLMClient(Endpoint(server.base_url, "k", server.model), LimitsConfig(request_timeout=5), tmp_path / "c")
+        ask = llm.acomplete_scored
+        assert asyncio.run(ask([{"role": "user", "content": "x"}], top_logprobs=5)) == (['"bug"'], None)
+        asyncio.run(ask([{"role": "user", "content": "y"}], top_logprobs=5))
+    assert llm.meter.sent == 3 and len(server.requests) == 2  # refused once, then never asked again
