@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 from p2m.tasks.core.config import Settings
+from p2m.tasks.core.processes import reachable_host
 from p2m.tasks.ship.demo_service import publish_demo
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -40,8 +41,8 @@ def link_demo(record: dict, host: str = "127.0.0.1") -> str:
     other machines can reach; its record holds the loopback URL its health check used.
     """
     url = record["url"]
-    if host in ("0.0.0.0", "::"):
-        url = url.replace("127.0.0.1", socket.getfqdn(), 1)
+    if reachable_host(host) != host:  # a wildcard bind: the record's URL is the loopback one
+        url = url.replace(reachable_host(host), socket.getfqdn(), 1)
     try:
         from prefect.artifacts import create_link_artifact
 

@@ -42,6 +42,17 @@ def check_port_free(host: str, port: int) -> None:
             raise BadInputError(f"cannot serve on {host}:{port} ({reason}); pass another --port") from None
 
 
+WILDCARD_HOSTS = ("0.0.0.0", "::")  # bind to every interface; not an address a client can connect to
+
+
+def reachable_host(host: str) -> str:
+    """The address a client on this machine connects to for a server bound to `host`: the
+    loopback for a wildcard bind (0.0.0.0, ::), else `host` itself. Health checks and the URLs
+    p2m reports are built on it (`p2m.flows.publish_demo.link_demo` names this machine instead,
+    for other machines to reach)."""
+    return "127.0.0.1" if host in WILDCARD_HOSTS else host
+
+
 def is_loopback(host: str) -> bool:
     """Whether `host` is an address only this machine reaches (127.0.0.0/8, ::1, localhost)."""
     if host == "localhost":

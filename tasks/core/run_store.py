@@ -254,6 +254,30 @@ def dataset_rows(folder: Path) -> list[dict]:
         return []
 
 
+def split_rows(folder: Path, name: str) -> list[dict]:
+    """Rows of split `name` ("train", "validation", "test") of the splits the process stage wrote.
+
+    `folder` is that `splits/` folder or the run folder holding it. Only the one split is loaded
+    (each is a `save_to_disk` folder of its own), so a zero-row split reads as [], as in `dataset_rows`.
+    """
+    folder = Path(folder)
+    if not (folder / "dataset_dict.json").exists() and (folder / "splits").is_dir():
+        folder = folder / "splits"
+    return dataset_rows(folder / name)
+
+
+def save_splits(splits: dict[str, list[dict]], folder: Path) -> dict[str, int]:
+    """Save {split name: rows} as a `datasets.DatasetDict` of string columns input, output, source
+    to `folder`, atomically (`save_dataset`); returns each split's size. Choosing the rows is the
+    caller's (`p2m.tasks.stages.process.make_splits`, the nightly loop's `write_round_splits`)."""
+    import datasets
+
+    columns = ("input", "output", "source")
+    dataset = datasets.DatasetDict({name: rows_to_dataset(rows, columns) for name, rows in splits.items()})
+    save_dataset(dataset, folder)
+    return {name: len(ds) for name, ds in dataset.items()}
+
+
 def artifact_ref(path: Path, exclude: tuple[str, ...] = ()) -> dict:
     """What a stage hands the next one: where an artifact is and a hash of what it holds."""
     return {"path": str(path), "hash": content_hash(path, exclude)}

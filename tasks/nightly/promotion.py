@@ -28,9 +28,10 @@ from p2m.tasks.core.run_store import (
     content_hash,
     read_json,
     read_jsonl,
-    rows_to_dataset,
-    save_dataset,
+    save_splits,
+    split_rows,
     write_json,
+    write_jsonl,
 )
 from p2m.tasks.ship.demo_service import demo_slot, publish_demo
 from p2m.tasks.ship.serve_service import publish_student, running_server
@@ -45,8 +46,6 @@ def test_set_path(run_dir: Path) -> Path:
 
 def freeze_test_set(run_dir: Path, eval_data: Path | None) -> list[dict]:
     """Write nightly/test_set.jsonl once (eval_data if given, else the held-out split); returns its rows."""
-    import json
-
     path = test_set_path(run_dir)
     if path.exists():
         return read_jsonl(path)
@@ -54,17 +53,11 @@ def freeze_test_set(run_dir: Path, eval_data: Path | None) -> list[dict]:
         rows = [{"input": r["input"], "output": r["output"]} for r in read_pairs(Path(eval_data))]
         source = str(eval_data)
     else:
-        import datasets
-
-        rows = [
-            {"input": r["input"], "output": r["output"]}
-            for r in datasets.load_from_disk(str(Path(run_dir) / "splits"))["test"]
-        ]
+        rows = [{"input": r["input"], "output": r["output"]} for r in split_rows(run_dir, "test")]
         source = "held-out split of the first round"
     if not rows:
         raise BadInputError(f"the nightly loop needs test examples; {source} has none: pass --eval-data")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    write_jsonl(path, rows)
     write_json(
         path.with_suffix(".json"),
         {"source": source, "n": len(rows), "frozen": datetime.datetime.now().isoformat(timespec="seconds")},
@@ -81,26 +74,16 @@ def read_pool(run_dir: Path) -> list[dict]:
     path = pool_path(run_dir)
     if path.exists():
         return read_jsonl(path)
-    import datasets
-
-    splits = datasets.load_from_disk(str(Path(run_dir) / "splits"))
     return [
         {"input": r["input"], "output": r["output"], "source": r.get("source", "retrieved")}
         for name in ("train", "validation")
-        for r in splits[name]
+        for r in split_rows(run_dir, name)
     ]
 
 
 def write_pool(run_dir: Path, rows: list[dict]) -> None:
     """Replace nightly/pool.jsonl with `rows` (written whole, then renamed)."""
-    import json
-    import os
-
-    path = pool_path(run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, path)
+    write_jsonl(pool_path(run_dir), rows)
 
 
 def merge_examples(pool: list[dict], new: list[dict], test_rows: list[dict]) -> tuple[list[dict], int]:
@@ -126,21 +109,12 @@ def merge_examples(pool: list[dict], new: list[dict], test_rows: list[dict]) -> 
 
 def write_round_splits(rows: list[dict], test_rows: list[dict], out_dir: Path, val_fraction: float, seed: int) -> dict:
     """`out_dir/splits` from the pool (train/validation, shuffled with `seed`) and the fixed test set."""
-    import datasets
-
     rows = list(rows)
     random.Random(seed).shuffle(rows)
     n_val = max(1, round(len(rows) * val_fraction))
     val, train = rows[:n_val], rows[n_val:]
-    splits = datasets.DatasetDict(
-        {
-            "train": rows_to_dataset(train, ("input", "output", "source")),
-            "validation": rows_to_dataset(val, ("input", "output", "source")),
-            "test": rows_to_dataset([r | {"source": "test"} for r in test_rows], ("input", "output", "source")),
-        }
-    )
-    save_dataset(splits, out_dir / "splits")
-    return {name: len(ds) for name, ds in splits.items()}
+    splits = {"train": train, "validation": val, "test": [r | {"source": "test"} for r in test_rows]}
+    return save_splits(splits, out_dir / "splits")
 
 
 def score_model(

@@ -13,7 +13,13 @@ import subprocess
 from pathlib import Path
 
 from p2m.tasks.core.errors import P2MError
-from p2m.tasks.core.processes import ServiceSlot, check_exposure, service_environment, wait_until_serving
+from p2m.tasks.core.processes import (
+    ServiceSlot,
+    check_exposure,
+    reachable_host,
+    service_environment,
+    wait_until_serving,
+)
 from p2m.tasks.core.run_store import write_json
 
 HEALTH_TIMEOUT_S = 180
@@ -57,7 +63,7 @@ def publish_demo(
         env["P2M_DEMO_AUTH"] = auth  # in the environment, which only this user can read; a command line is public
     proc = slot.start(run_dir, ["--host", host, "--port", str(port)], env)
     log_path = slot.log_path
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
+    url = f"http://{reachable_host(host)}:{port}/"
     sample = check_health(url, proc, run_dir, auth, log_path)
     record = {
         "url": url,

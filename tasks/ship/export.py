@@ -21,7 +21,7 @@ from pathlib import Path
 
 from p2m.tasks.core.config import ServeConfig
 from p2m.tasks.core.errors import BadInputError, P2MError
-from p2m.tasks.core.run_store import content_hash, read_json, write_json
+from p2m.tasks.core.run_store import content_hash, read_json, split_rows, write_json
 from p2m.tasks.ship.export_report import model_hash, update_reports
 from p2m.tasks.ship.gguf_export import LlamaCppStudent, convert_to_gguf
 from p2m.tasks.ship.onnx_export import OnnxStudent, export_onnx, generation_info, quantize_int8
@@ -66,12 +66,7 @@ def check_run_for_export(run_dir: Path, fmt: str) -> dict:
 
 def held_out_rows(run_dir: Path) -> list[dict]:
     """The run's held-out test split (input, output)."""
-    import datasets
-
-    rows = [
-        {"input": r["input"], "output": r["output"]}
-        for r in datasets.load_from_disk(str(Path(run_dir) / "splits"))["test"]
-    ]
+    rows = [{"input": r["input"], "output": r["output"]} for r in split_rows(run_dir, "test")]
     if not rows:
         raise BadInputError(
             f"{run_dir}/splits has no test examples to check an export on; run `p2m run` with more data"

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from p2m.tasks.core.errors import BadInputError, P2MError
 from p2m.tasks.core.processes import free_port
-from p2m.tasks.student.runtime import Answer, clean_output, prompt_ids
+from p2m.tasks.student.format import clean_output
+from p2m.tasks.student.runtime import Answer, prompt_ids
 
 GGUF_TYPES = ("f16", "q8_0")
 POLL = 0  # llama.cpp's thread-pool polling level (0-100; its default 50 spins)

@@ -23,8 +23,9 @@ from pathlib import Path
 
 from p2m.tasks.student.classifier import ARCHITECTURE as CLASSIFIER
 from p2m.tasks.student.classifier import answers_from_probabilities, encode_input, probabilities_from_logits
+from p2m.tasks.student.format import clean_output
 from p2m.tasks.student.inference import load_model
-from p2m.tasks.student.runtime import Answer, clean_output, eos_ids, prompt_ids
+from p2m.tasks.student.runtime import Answer, eos_ids, prompt_ids
 
 GRAPHS = {"decoder-only": ("model",), "encoder-decoder": ("encoder", "decoder"), CLASSIFIER: ("model",)}
 

@@ -14,7 +14,13 @@ from pathlib import Path
 
 from p2m.tasks.core.config import ServeConfig
 from p2m.tasks.core.errors import P2MError
-from p2m.tasks.core.processes import ServiceSlot, check_exposure, service_environment, wait_until_serving
+from p2m.tasks.core.processes import (
+    ServiceSlot,
+    check_exposure,
+    reachable_host,
+    service_environment,
+    wait_until_serving,
+)
 from p2m.tasks.core.run_store import read_json, write_json
 
 # A first start may export the model (GGUF conversion and the check on the held-out split).
@@ -55,7 +61,7 @@ def publish_student(run_dir: Path, home: Path, cfg: ServeConfig) -> dict:
         env["P2M_SERVE__API_KEY"] = cfg.api_key
     proc = slot.start(run_dir, ["--host", cfg.host, "--port", str(cfg.port)], env)
     log_path = slot.log_path
-    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
+    host = reachable_host(cfg.host)
     base_url = f"http://{host}:{cfg.port}/v1"
     wait_until_serving(proc, f"http://{host}:{cfg.port}/health", "student server", HEALTH_TIMEOUT_S, log_path)
     sample, answer = ask_student(base_url, run_dir, cfg.api_key)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from p2m.tasks.core.aio import run_sync
 from p2m.tasks.core.config import EvalConfig
-from p2m.tasks.core.run_store import write_json, write_jsonl
+from p2m.tasks.core.run_store import split_rows, write_json, write_jsonl
 from p2m.tasks.core.spec import PromptSpec
 from p2m.tasks.report.plots import plot_results
 from p2m.tasks.storage.datafiles import read_pairs
@@ -102,9 +102,7 @@ async def predict_teacher(llm, spec: PromptSpec, inputs: list[str], max_tokens: 
 
 def test_sets(splits_dir: Path, eval_data: Path | None) -> dict[str, list[dict]]:
     """{"held_out": rows, "eval_data": rows?}: the test split and the user's real test set."""
-    import datasets
-
-    sets = {"held_out": [dict(r) for r in datasets.load_from_disk(str(splits_dir))["test"]]}
+    sets = {"held_out": split_rows(splits_dir, "test")}
     if eval_data:
         sets["eval_data"] = read_pairs(eval_data)
     return sets

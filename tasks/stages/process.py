@@ -14,7 +14,7 @@ from pathlib import Path
 from p2m.tasks.core.config import ProcessConfig
 from p2m.tasks.core.dedup import normalise
 from p2m.tasks.core.errors import BadInputError
-from p2m.tasks.core.run_store import dataset_rows, rows_to_dataset, save_dataset, write_json
+from p2m.tasks.core.run_store import dataset_rows, save_splits, write_json
 from p2m.tasks.core.spec import YOUR_INPUTS, PromptSpec
 
 MIN_EXAMPLES = 10
@@ -27,8 +27,6 @@ def make_splits(
 
     Raises BadInputError when there are too few examples to train and test on.
     """
-    import datasets
-
     pool: dict[str, dict] = {}
     sources = [("retrieved", retrieved_dir), ("generated", generated_dir)]
     for source, folder in sources:
@@ -57,15 +55,8 @@ def make_splits(
     if cfg.max_train_examples:
         train = train[: cfg.max_train_examples]
     train += [{"input": d.input, "output": d.output, "source": "demonstration"} for d in spec.demonstrations]
-    splits = datasets.DatasetDict(
-        {
-            name: rows_to_dataset(part, ("input", "output", "source"))
-            # The trainer needs a validation set: with val_fraction 0 one training row stands in.
-            for name, part in (("train", train), ("validation", val or train[:1]), ("test", test))
-        }
-    )
-    save_dataset(splits, out_dir / "splits")
-    sizes = {name: len(ds) for name, ds in splits.items()}
+    # The trainer needs a validation set: with val_fraction 0 one training row stands in.
+    sizes = save_splits({"train": train, "validation": val or train[:1], "test": test}, out_dir / "splits")
     counts = {s: sum(r["source"] == s for r in train) for s in ("retrieved", YOUR_INPUTS, "generated", "demonstration")}
     record = {"sizes": sizes, "train_sources": counts, "deduplicated_pool": len(rows), "seed": cfg.seed}
     write_json(out_dir / "splits.json", record)

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from p2m.tasks.core.config import ClassifierTrainConfig, TrainConfig
 from p2m.tasks.core.errors import BadInputError, P2MError
-from p2m.tasks.core.run_store import atomic_folder, full_disk_explained, write_json, write_jsonl
+from p2m.tasks.core.kinds import fold
+from p2m.tasks.core.run_store import atomic_folder, full_disk_explained, split_rows, write_json, write_jsonl
 from p2m.tasks.student.launch import distributed_world, last_complete_checkpoint
 
 ARCHITECTURE = "encoder-classifier"
@@ -211,11 +212,6 @@ def calibrate(model, tokenizer, rows: list[dict]) -> dict:
 # --- training ---------------------------------------------------------------------------------
 
 
-def fold(text: str) -> str:
-    """A label compared loosely: case and whitespace folded (LABEL_TASKS.md 1a)."""
-    return " ".join(str(text).casefold().split())
-
-
 def choice_labels(choice: dict) -> list[str]:
     """The task's label set from the model choice; raises BadInputError when it is missing or repeats a label."""
     labels = [str(label) for label in choice.get("labels") or []]
@@ -295,7 +291,6 @@ def train_classifier(
     `callbacks`: extra TrainerCallbacks (the train stage's progress bar). Raises BadInputError for a
     choice without labels or training rows none of whose outputs is a label.
     """
-    import datasets
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback
 
@@ -303,9 +298,8 @@ def train_classifier(
     labels = choice_labels(choice)
     set_seed(ccfg.seed)
     model, tokenizer = load_classifier(model_path, labels)
-    splits = datasets.load_from_disk(str(splits_dir))
-    train_rows, dropped = labelled_rows(list(splits["train"]), labels)
-    val_rows, val_dropped = labelled_rows(list(splits["validation"]), labels)
+    train_rows, dropped = labelled_rows(split_rows(splits_dir, "train"), labels)
+    val_rows, val_dropped = labelled_rows(split_rows(splits_dir, "validation"), labels)
     if not train_rows:
         raise BadInputError(f"no training example's output is one of the labels {labels}: nothing to train on")
     lengths = [len(tokenizer(r["input"])["input_ids"]) for r in train_rows]

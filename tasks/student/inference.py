@@ -21,7 +21,7 @@ from p2m.tasks.storage.embedded import (
 )
 from p2m.tasks.student.classifier import ARCHITECTURE as CLASSIFIER
 from p2m.tasks.student.classifier import classify, load_classifier
-from p2m.tasks.student.format import format_prompt
+from p2m.tasks.student.format import clean_output, format_prompt
 
 
 def resolve_model_path(path: str, home: Path) -> Path | str:
@@ -102,7 +102,7 @@ def generate_outputs(
         if architecture == "decoder-only":
             out = out[:, batch["input_ids"].shape[1] :]
         for i, seq in zip(idx, out, strict=True):
-            outputs[i] = tokenizer.decode(seq, skip_special_tokens=True).strip().split("\n", 1)[0].strip()
+            outputs[i] = clean_output(tokenizer.decode(seq, skip_special_tokens=True))
     if was_training:
         model.train()
     return outputs

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from p2m.tasks.student.classifier import ARCHITECTURE as CLASSIFIER
 from p2m.tasks.student.classifier import classify, encode_input, input_max_length
-from p2m.tasks.student.format import format_prompt
+from p2m.tasks.student.format import clean_output, format_prompt
 from p2m.tasks.student.inference import exact_match, load_model
 
 
@@ -26,11 +26,6 @@ class Answer:
     prompt_tokens: int
     completion_tokens: int
     probabilities: dict[str, float] | None = None  # {label: probability} from an encoder-classifier, else None
-
-
-def clean_output(text: str) -> str:
-    """The answer as evaluation scores it: stripped, first line only (as `generate_outputs` does)."""
-    return text.strip().split("\n", 1)[0].strip()
 
 
 def prompt_ids(tokenizer, instruction: str, text: str) -> list[int]:
