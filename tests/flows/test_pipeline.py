@@ -287,7 +287,9 @@ def test_a_free_text_prompt_runs_on_a_fresh_folder(tmp_path, capsys, prefect_har
     spec = read_json(out / "spec.json")
     assert spec["parsed_by"] in ("llm", "rules") and [d["output"] for d in spec["demonstrations"]] == ["342", "17"]
     assert read_json(out / "summary.json")["finished"] is True
-    assert (out / "parse.jsonl").exists() and (out / "model").exists()
+    # An English prompt in Input:/Output: blocks is split by rule without asking the teacher; any other by the teacher.
+    assert (out / "parse.jsonl").exists() == (spec["parsed_by"] == "llm") and (out / "model").exists()
+    assert spec["parsed_by"] == ("rules" if text.startswith("Convert") else "llm")
 
 
 def test_a_refused_folder_is_left_exactly_as_it_was(tmp_path, capsys, prefect_harness, numbers_server, monkeypatch):

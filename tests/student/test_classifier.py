@@ -125,12 +125,12 @@ def test_temperature_scaling_lowers_nll_on_an_overconfident_set():
 
 def test_the_classifier_defaults_give_way_to_what_the_user_set():
     assert ClassifierTrainConfig.from_train(TrainConfig()) == ClassifierTrainConfig()
-    assert ClassifierTrainConfig().learning_rate == 5e-5 and ClassifierTrainConfig().batch_size == 16
-    tuned = ClassifierTrainConfig.from_train(TrainConfig(epochs=4, learning_rate=1e-4, seed=7))
-    assert (tuned.epochs, tuned.learning_rate, tuned.seed, tuned.batch_size) == (4, 1e-4, 7, 16)
+    assert ClassifierTrainConfig().learning_rate == 1e-4 and ClassifierTrainConfig().batch_size == 8
+    tuned = ClassifierTrainConfig.from_train(TrainConfig(epochs=4, learning_rate=3e-4, seed=7))
+    assert (tuned.epochs, tuned.learning_rate, tuned.seed, tuned.batch_size) == (4, 3e-4, 7, 8)
     # Through JSON (a training deployment, DDP processes) every field comes back set: same result.
     again = TrainConfig(**json.loads(TrainConfig(epochs=4).model_dump_json()))
-    assert ClassifierTrainConfig.from_train(again).learning_rate == 5e-5
+    assert ClassifierTrainConfig.from_train(again).learning_rate == 1e-4
 
 
 def test_a_choice_without_labels_is_refused(tmp_path):
