@@ -190,7 +190,10 @@ def parse_by_rules(text: str) -> PromptSpec | None:
     matches = list(_PAIR.finditer(text))
     if not matches:
         return None
-    instruction = text[: matches[0].start()].strip()
+    # A last line that only announces the examples ("Here are some examples:") is not the task.
+    instruction = re.sub(
+        r"\n[^\n]*\bexamples?\b[^\n]*:\s*$", "", text[: matches[0].start()].strip(), flags=re.I
+    ).strip()
     if not instruction:
         return None
     demos = [Example(input=m["input"].strip(), output=m["output"].strip()) for m in matches]

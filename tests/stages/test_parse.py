@@ -146,3 +146,10 @@ def test_the_language_is_the_instructions_not_a_demonstrations(tmp_path):
         "ja.txt",
     )
     assert parse_prompt(japanese, llm=None).language == "ja"
+
+
+def test_a_line_announcing_the_examples_is_not_part_of_the_instruction():
+    spec = parse_by_rules(
+        "Classify the ticket as billing or bug.\n\nHere are some examples:\n\nInput: x\nOutput: bug\n"
+    )
+    assert spec.instruction == "Classify the ticket as billing or bug."
