@@ -163,6 +163,7 @@ def pipeline(
             dataset=retrieved["chosen"],
             generated=generated.get("accepted", 0),
             generation_sources=generated.get("sources"),
+            generation_per_label=generated.get("per_label"),
             task_kind=spec.kind,
             labels=spec.labels,
             kind_reason=spec.kind_reason,

@@ -89,6 +89,20 @@ RATES = {
 }
 
 
+WEAK_LABEL_ACCEPTANCE = 0.3  # below this, a bad definition or two labels the teacher cannot tell apart
+
+
+def weak_labels(per_label: dict) -> str:
+    """Labels whose written inputs the teacher labelled back under WEAK_LABEL_ACCEPTANCE of the
+    time, with their rates ("inform (15%), req_more (19%)"); "" when none."""
+    weak = [
+        (label, stats["acceptance"])
+        for label, stats in per_label.items()
+        if stats.get("acceptance") is not None and stats["acceptance"] < WEAK_LABEL_ACCEPTANCE
+    ]
+    return ", ".join(f"{label} ({rate:.0%})" for label, rate in sorted(weak, key=lambda x: x[1]))
+
+
 def facts(summary: dict) -> list[tuple[str, str]]:
     """(label, text) lines: who taught, what was generated at what cost, where the model is."""
     lines = []
@@ -122,6 +136,15 @@ def facts(summary: dict) -> list[tuple[str, str]]:
         if shown:
             lines.append(("rate", ", ".join(shown)))
         lines.append(("stopped", str(summary.get("generation_stop"))))
+        weak = weak_labels(summary.get("generation_per_label") or {})
+        if weak:
+            lines.append(
+                (
+                    "weak labels",
+                    f"the teacher labels back few of the inputs it writes for {weak}: check their definitions in "
+                    "generation.json, or give a demonstration of each",
+                )
+            )
         sources = summary.get("generation_sources") or {}
         if sources.get("your_inputs"):
             lines.append(("sources", ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sources.items())))

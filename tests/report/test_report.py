@@ -76,3 +76,19 @@ def test_the_model_card_has_usage_training_scores_and_formats():
     assert "Training data written by Qwen (1.5B)." in card
     assert "## Scores: held_out (20 examples)" in card and "| exact_match | 0.9 | 1.0 |" in card
     assert "## Formats (held-out split, CPU, batch 1)" in card and "| gguf-q8_0 | 145.1 | 90.0% | 40 | 60 |" in card
+
+
+def test_labels_the_teacher_rarely_labels_back_are_named():
+    from p2m.tasks.report.render import facts
+
+    per_label = {
+        "inform": {"written": 47, "accepted": 7, "acceptance": 0.149},
+        "goodbye": {"written": 21, "accepted": 15, "acceptance": 0.714},
+        "req_more": {"written": 47, "accepted": 9, "acceptance": 0.191},
+    }
+    usage = {"requests": 718, "cached": 0, "prompt_tokens": 1, "completion_tokens": 1, "cost_usd": 0}
+    lines = dict(facts({"generation_usage": usage, "generation_per_label": per_label}))
+    assert "for inform (15%), req_more (19%):" in lines["weak labels"]
+    assert "weak labels" not in dict(
+        facts({"generation_usage": usage, "generation_per_label": {"a": per_label["goodbye"]}})
+    )
