@@ -445,6 +445,8 @@ def test_a_user_error_in_generation_is_not_retried_and_the_counts_are_written(tm
     with FakeLLMServer(lambda m, r: "ok") as server:
         server.fault_always = "401"
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        # Its own model name: no request cache or cached batch of an earlier test can answer for the endpoint.
+        monkeypatch.setenv("P2M_TEACHER_MODEL", "teacher-with-a-bad-key")
         with pytest.raises(P2MError, match="rejected the API key"):
             generate_flow(
                 prompt_file=str(EXAMPLE),

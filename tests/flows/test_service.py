@@ -208,9 +208,12 @@ def test_worker_killed_mid_run_is_marked_crashed_and_retry_keeps_every_finished_
     env = workers.start(["cpu"], **machine)
     ensure_work_pools()
     deploy_all(deployment_specs())
-    # The teacher baseline (evaluation's temperature-0 answers) never returns: the run is mid-evaluation.
+    # The teacher baseline (evaluation's temperature-0 answers, QUICK's 8 new tokens; generation's
+    # votes are temperature-0 answers too, with the generation's token budget) never returns.
     numbers_server.stall_if = lambda body: (
-        body.get("temperature") == 0 and request_kind(body["messages"])[0] == "answer"
+        body.get("temperature") == 0
+        and body.get("max_tokens") == QUICK["evaluation"]["max_new_tokens"]
+        and request_kind(body["messages"])[0] == "answer"
     )
     out = tmp_path / "run"
     flow_run = run_deployment(
