@@ -30,7 +30,7 @@ def cmd_retrieve(args, kind: str) -> int:
         else:
             from p2m.tasks.stages.retrieve_model import hypothetical_card, model_candidates, model_pool, rank_models
 
-            pool = model_pool(model_candidates(settings.models_dir, settings.models_index), settings.student)
+            pool = model_pool(model_candidates(settings.models_dir, settings.models_index), settings.student, spec.kind)
             ranked = rank_models(f"{spec.instruction} {hypothetical_card(spec, teacher.client())}", pool)
     finally:
         if teacher:

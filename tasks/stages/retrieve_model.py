@@ -59,15 +59,17 @@ def model_candidates(models_dir: Path | None, index_path: Path | None = None) ->
     return records
 
 
-def model_pool(records: list, cfg: StudentConfig, classifiers: bool = False) -> list:
-    """The models a student may be chosen from: not test-only, and under the size cap; encoder
-    classifiers only with `classifiers` (a label task: they can answer nothing but a label)."""
+def model_pool(records: list, cfg: StudentConfig, kind: str = "generation") -> list:
+    """The models a student may be chosen from: not test-only, under the size cap, and fit for the
+    task's `kind`: for classification only encoder classifiers (a closed label set: they answer
+    nothing but a label; a decoder answered labels outside the set on a real intent task), for
+    the other kinds only generative models."""
     return [
         r
         for r in records
         if not r.test_only
         and r.size_bytes <= cfg.model_size_cap_gb * 1e9
-        and (classifiers or r.architecture != "encoder-classifier")
+        and (r.architecture == "encoder-classifier") == (kind == "classification")
     ]
 
 
@@ -92,14 +94,8 @@ def choose_model(
                 f"{spec.kind} ({spec.kind_reason}); choose a generative model, or pass --labels if it is a label task"
             )
     else:
-        # A closed label set: an encoder with a classification head, which can answer nothing but
-        # a label (a decoder student answered labels outside the set on a real intent task).
         classification = spec.kind == "classification"
-        pool = [
-            r
-            for r in model_pool(records, cfg, classifiers=classification)
-            if not classification or r.architecture == "encoder-classifier"
-        ]
+        pool = model_pool(records, cfg, spec.kind)
         if not pool:
             raise BadInputError(
                 f"no model under {cfg.model_size_cap_gb} GB is available; "

@@ -285,7 +285,7 @@ def test_encoder_folders_are_classifier_candidates_only_for_label_tasks(tmp_path
     assert records["tiny-bert"].architecture == "encoder-classifier" and records["tiny-bert"].test_only
     assert (records["tiny-t5"].architecture, records["tiny-gpt2"].architecture) == ("encoder-decoder", "decoder-only")
     generative = {r.name for r in model_pool(list(records.values()), StudentConfig())}
-    labelled = {r.name for r in model_pool(list(records.values()), StudentConfig(), classifiers=True)}
+    labelled = {r.name for r in model_pool(list(records.values()), StudentConfig(), "classification")}
     assert "my-bert" not in generative and "all-minilm-l6-v2" not in generative
     assert {"my-bert", "all-minilm-l6-v2"} <= labelled
 
