@@ -164,6 +164,7 @@ def pipeline(
             generated=generated.get("accepted", 0),
             generation_sources=generated.get("sources"),
             generation_per_label=generated.get("per_label"),
+            generation_rounds=generated.get("rounds"),
             task_kind=spec.kind,
             labels=spec.labels,
             kind_reason=spec.kind_reason,

@@ -19,6 +19,7 @@ def flag_overrides(args: argparse.Namespace) -> dict:
             "seed": getattr(args, "seed", None),
             "max_api_calls": getattr(args, "max_api_calls", None),
             "inputs": getattr(args, "inputs", None),
+            "rounds": getattr(args, "rounds", None),
         },
         "parse": {"kind": getattr(args, "kind", None), "labels": getattr(args, "labels", None)},
         "limits": {
@@ -98,6 +99,11 @@ def add_common(sp, generation=True):
         sp.add_argument("--num-examples", type=int, help="examples to generate (0: retrieved data only)")
         sp.add_argument("--votes", type=int, help="outputs sampled per input for the majority vote")
         sp.add_argument("--seed", type=int, help="generation seed (change it for new data)")
+        sp.add_argument(
+            "--rounds",
+            type=int,
+            help="classification: generate in up to N rounds, each aimed at what a quick student gets wrong",
+        )
         sp.add_argument("--requests-per-minute", type=float)
         sp.add_argument("--tokens-per-minute", type=float)
         sp.add_argument("--max-concurrency", type=int)

@@ -22,6 +22,7 @@ from p2m.tasks.core.config import (
 from p2m.tasks.core.errors import P2MError
 from p2m.tasks.core.run_store import artifact_ref, disk_full_error, rows_to_dataset, save_dataset, write_json
 from p2m.tasks.core.spec import PromptFile, PromptSpec
+from p2m.tasks.report.plots import plot_rounds
 from p2m.tasks.report.render import write_model_card
 from p2m.tasks.stages import demo, evaluate, generate, parse, process, retrieve_datasets, retrieve_model, train
 from p2m.tasks.storage.datafiles import read_inputs
@@ -148,7 +149,8 @@ def generate_task(
         report = generate.GenerationReport()
         try:
             with GenerationProgress(cfg.num_examples + len(inputs)) as progress:
-                run_sync(generate.make_examples(llm, spec, cfg, run_batch, progress.update, report, inputs))
+                quick = generate.quick_classifier_student(spec, cfg, teacher.settings.home) if cfg.rounds > 1 else None
+                run_sync(generate.make_examples(llm, spec, cfg, run_batch, progress.update, report, inputs, quick))
         except BaseException as e:  # the counts so far are kept; the answered requests are in the request cache
             report.usage = llm.usage()
             write_json(run_dir / "generation.json", report.as_dict() | {"failed": str(e) or e.__class__.__name__})
@@ -164,6 +166,8 @@ def generate_task(
             raise P2MError(failure)
     rows = [r | {"source": r.get("source", "generated")} for r in rows]
     save_dataset(rows_to_dataset(rows, ("input", "output", "source")), run_dir / "generated")
+    if report_dict.get("rounds"):
+        plot_rounds(report_dict["rounds"], run_dir / "generation_rounds.png")
     write_json(run_dir / "generation.json", report_dict)
     return {**report_dict, **artifact_ref(run_dir / "generated")}
 

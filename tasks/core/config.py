@@ -147,6 +147,19 @@ class GenerationConfig(StageConfig):
         ),
     )
     max_inputs: int = Field(2000, ge=1, description="Your inputs labelled at most (the first ones in the file).")
+    rounds: int = Field(
+        1,
+        ge=1,
+        le=10,
+        description=(
+            "Classification: generate in up to this many rounds, each after the first aimed at the labels a quick "
+            "student gets wrong; they stop when its validation score stops rising (1: one even pass)."
+        ),
+    )
+    round_student: str = Field(
+        "embedded:all-minilm-l6-v2",
+        description="The encoder each round's quick student starts from (a folder, embedded:NAME or hub:ID).",
+    )
     near_duplicate_threshold: float = Field(
         95, ge=0, le=100, description="Inputs this similar (rapidfuzz ratio) count as duplicates."
     )

@@ -184,8 +184,10 @@ def input_messages(
     real: list[str],
     count: int,
     near: str | None,
+    missed: list[str] = (),
 ) -> list[dict]:
-    """Chat messages asking for `count` new inputs of `label` (hard cases near the label `near`)."""
+    """Chat messages asking for `count` new inputs of `label` (hard cases near the label `near`;
+    `missed`: inputs of `label` a student finds hardest, shown as what to cover)."""
     return chat(
         "label_inputs",
         instruction=spec.instruction,
@@ -196,6 +198,10 @@ def input_messages(
         written=demos_text(written),
         real=f"\nInputs real users sent (write inputs like these in form and length):\n{demos_text(real)}\n"
         if real
+        else "",
+        missed=f"\nA small model trained on the examples so far finds these {label} inputs hardest (write inputs "
+        f"that teach it why they are {label}):\n{demos_text(list(missed))}\n"
+        if missed
         else "",
         count=count,
         near=f" Make them hard cases that could be mistaken for {near}, but are {label}." if near else "",
@@ -258,32 +264,81 @@ async def examples_from_inputs(
     return examples
 
 
+async def label_user_inputs(llm, spec: PromptSpec, cfg: GenerationConfig, report: GenerationReport, inputs) -> None:
+    """Define the labels once (`report.label_definitions`), then label the user's `inputs` into
+    `report.examples` (skipped when a resumed report already holds examples)."""
+    if not report.label_definitions:
+        report.label_definitions = await define_labels(llm, spec)
+    if inputs and not report.examples:
+        report.examples.extend(
+            await examples_from_inputs(
+                list(inputs), spec, cfg, report, lambda t: settle_label(llm, spec, report.label_definitions, t, cfg)
+            )
+        )
+
+
+def request_cap(cfg: GenerationConfig, inputs) -> int:
+    """The most requests generation sends: the setting, else 20 per example asked for or input given, at least 50."""
+    return cfg.max_api_calls or max(20 * max(cfg.num_examples, len(inputs)), 50)
+
+
 async def generate_labelled_examples(
     llm, spec: PromptSpec, cfg: GenerationConfig, report: GenerationReport, on_progress=None, inputs: list[str] = ()
 ) -> GenerationReport:
     """Fill `report.examples` with labelled examples: the user's `inputs` the teacher labels, then
-    up to `cfg.num_examples` generated ones spread over the labels; always ends, and says why."""
-    rng = random.Random(f"{cfg.seed}:labels")
-    max_calls = cfg.max_api_calls or max(20 * max(cfg.num_examples, len(inputs)), 50)
-    report.request_cap, report.cost_budget_usd = max_calls, cfg.max_cost_usd
-    if not report.label_definitions:
-        report.label_definitions = await define_labels(llm, spec)
+    up to `cfg.num_examples` generated ones spread evenly over the labels, in one pass; always
+    ends, and says why. (`p2m.tasks.generation.rounds` generates the same in rounds instead.)"""
+    report.request_cap, report.cost_budget_usd = request_cap(cfg, inputs), cfg.max_cost_usd
+    await label_user_inputs(llm, spec, cfg, report, inputs)
+    report.stop_reason, _ = await fill_label_quotas(
+        llm, spec, cfg, report, quotas(spec.labels, cfg.num_examples, user_label_counts(report)), on_progress
+    )
+    return report
+
+
+def user_label_counts(report: GenerationReport) -> Counter:
+    """Examples per label that came from the user's inputs."""
+    return Counter(e["output"] for e in report.examples if e["source"] == YOUR_INPUTS)
+
+
+STAT_KEYS = ("written", "accepted", "answered_otherwise", "unsettled")
+
+
+async def fill_label_quotas(
+    llm,
+    spec: PromptSpec,
+    cfg: GenerationConfig,
+    report: GenerationReport,
+    wanted: dict[str, int],
+    on_progress=None,
+    focus: dict[str, tuple[list[str], str | None]] | None = None,
+    unshown: frozenset[str] = frozenset(),
+) -> tuple[str, bool]:
+    """Write and label inputs until every label has `wanted[label]` generated examples in
+    `report.examples`, or it cannot; returns (why it stopped, whether generation as a whole must
+    stop: the request cap, the cost budget, or batches that bring nothing).
+
+    `focus`: per label, (inputs of that label a student finds hardest, the label it most often
+    mistakes it for): the inputs are shown to the teacher as what to cover, and the requests ask
+    for hard cases near that label. `unshown`: inputs never shown to the teacher (a validation set).
+    """
+    # A later round's requests are seeded apart from the first's (one pass keeps its old seed, so
+    # its requests, and the cache's answers to them, stay the same).
+    rng = random.Random(f"{cfg.seed}:labels" + (f":{report.batches}" if report.batches else ""))
     definitions = report.label_definitions
-    if inputs and not report.examples:
-        report.examples.extend(
-            await examples_from_inputs(
-                list(inputs), spec, cfg, report, lambda t: settle_label(llm, spec, definitions, t, cfg)
-            )
-        )
-    from_user = Counter(e["output"] for e in report.examples if e["source"] == YOUR_INPUTS)
-    real_by_label = {label: [e["input"] for e in report.examples if e["output"] == label][:3] for label in spec.labels}
-    wanted = quotas(spec.labels, cfg.num_examples, from_user)
+    from_user = user_label_counts(report)
+    shown = [e for e in report.examples if e["input"] not in unshown]
+    real_by_label = {
+        label: [e["input"] for e in shown if e["output"] == label and e["source"] == YOUR_INPUTS][:3]
+        for label in spec.labels
+    }
     seen = SeenInputs(cfg.near_duplicate_threshold, [d.input for d in spec.demonstrations])
     for e in report.examples:
         seen.add(e["input"])
-    stats = {label: Counter() for label in spec.labels}
+    stats = {label: Counter({k: report.per_label.get(label, {}).get(k, 0) for k in STAT_KEYS}) for label in spec.labels}
+    focus = focus or {}
     stale = 0
-    while not report.stop_reason:
+    while True:
         made = Counter(e["output"] for e in report.examples if e["source"] == GENERATED)
         short = {
             label: wanted[label] - made[label]
@@ -292,30 +347,41 @@ async def generate_labelled_examples(
         }
         if not short:
             missing = {label: wanted[label] - made[label] for label in spec.labels if made[label] < wanted[label]}
-            report.stop_reason = (
-                f"reached the {sum(wanted.values())} generated examples asked for"
-                if not missing
-                else f"labels short of their share after {ATTEMPTS_PER_QUOTA}x as many inputs written: {missing}"
-            )
-        elif llm.meter.requests >= max_calls:
-            report.stop_reason = f"reached the cap of {max_calls} API requests (--max-api-calls)"
-        elif cfg.max_cost_usd is not None and llm.meter.cost_usd >= cfg.max_cost_usd:
-            report.stop_reason = f"reached the cost budget of ${cfg.max_cost_usd:.2f} (P2M_GENERATION__MAX_COST_USD)"
-        elif stale >= cfg.max_stale_batches:
-            report.stop_reason = f"{stale} batches in a row brought no new example the teacher labelled back"
-        if report.stop_reason:
-            break
+            if not missing:
+                return f"reached the {sum(wanted.values())} generated examples asked for", False
+            return f"labels short of their share after {ATTEMPTS_PER_QUOTA}x as many inputs written: {missing}", False
+        if llm.meter.requests >= report.request_cap:
+            return f"reached the cap of {report.request_cap} API requests (--max-api-calls)", True
+        if cfg.max_cost_usd is not None and llm.meter.cost_usd >= cfg.max_cost_usd:
+            return f"reached the cost budget of ${cfg.max_cost_usd:.2f} (P2M_GENERATION__MAX_COST_USD)", True
+        if stale >= cfg.max_stale_batches:
+            return f"{stale} batches in a row brought no new example the teacher labelled back", True
         # The labels furthest from their share first, one request each, as many as a batch holds.
         order = sorted(short, key=lambda label: -short[label])
         batch = [order[i % len(order)] for i in range(min(cfg.batch_size, max(len(order), 1)))]
         requests = []
         for i, label in enumerate(batch):
-            written = [e["input"] for e in report.examples if e["output"] == label and e["source"] == GENERATED]
+            written = [
+                e["input"]
+                for e in report.examples
+                if e["output"] == label and e["source"] == GENERATED and e["input"] not in unshown
+            ]
             others = [x for x in spec.labels if x != label]
-            near = rng.choice(others) if others and (report.batches + i) % 3 == 2 else None
+            missed, mistaken_for = focus.get(label, ([], None))
+            if mistaken_for and (report.batches + i) % 2 == 0:  # half the requests at the student's confusion
+                near = mistaken_for
+            else:
+                near = rng.choice(others) if others and (report.batches + i) % 3 == 2 else None
             count = min(cfg.examples_per_request, max(1, short[label]))
             messages = input_messages(
-                spec, definitions, label, rng.sample(written, min(4, len(written))), real_by_label[label], count, near
+                spec,
+                definitions,
+                label,
+                rng.sample(written, min(4, len(written))),
+                real_by_label[label],
+                count,
+                near,
+                missed,
             )
             requests.append(
                 llm.acomplete(
@@ -368,5 +434,3 @@ async def generate_labelled_examples(
         report.usage = llm.usage()
         if on_progress:
             on_progress(len(report.examples), report.usage)
-    report.usage = llm.usage()
-    return report

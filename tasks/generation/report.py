@@ -24,6 +24,7 @@ class GenerationReport:
     label_definitions: dict = field(default_factory=dict)  # classification: the label set, defined
     per_label: dict = field(default_factory=dict)  # classification: inputs written, accepted, acceptance
     votes_per_example: list[int] = field(default_factory=list)  # labelling requests each example took
+    rounds: list[dict] = field(default_factory=list)  # generation in rounds: each round's examples, tokens, score
 
     def as_dict(self) -> dict:
         """The report for generation.json: counts, rejects by reason, and the rates below.

@@ -60,6 +60,27 @@ def plot_results(out_dir: Path, metrics: dict) -> list[Path]:
     return made
 
 
+def plot_rounds(rounds: list[dict], path: Path) -> Path:
+    """`path`: each generation round's quick-student validation accuracy against the teacher tokens
+    spent so far (generation.json `rounds`); returns `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = [r for r in rounds if r.get("validation_accuracy") is not None]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    xs = [r["teacher_tokens"] / 1000 for r in scored]
+    ys = [100 * r["validation_accuracy"] for r in scored]
+    ax.plot(xs, ys, marker="o")
+    for r, x, y in zip(scored, xs, ys, strict=True):
+        ax.annotate(f"round {r['round']}: {r['examples']} ex.", (x, y), textcoords="offset points", xytext=(4, -12))
+    ax.set_xlabel("teacher tokens so far (thousands)"), ax.set_ylabel("validation accuracy %")
+    ax.set_ylim(0, 100), ax.set_title("Generation rounds: the quick student")
+    save_figure(fig, path)
+    return path
+
+
 def plot_confusion(confusion: dict, path: Path) -> Path:
     """`path`: the confusion table ({labels, matrix}: rows references, columns predictions) as a
     heat map with the counts written in; returns `path`."""

@@ -135,6 +135,14 @@ def facts(summary: dict) -> list[tuple[str, str]]:
         shown = [fmt.format(rates[k]) for k, fmt in RATES.items() if rates.get(k) is not None]
         if shown:
             lines.append(("rate", ", ".join(shown)))
+        rounds = summary.get("generation_rounds") or []
+        if rounds:
+            scores = " -> ".join(
+                f"{r['validation_accuracy']:.0%}" for r in rounds if r.get("validation_accuracy") is not None
+            )
+            lines.append(
+                ("rounds", f"{len(rounds)}, the quick student's validation accuracy {scores} (generation_rounds.png)")
+            )
         lines.append(("stopped", str(summary.get("generation_stop"))))
         weak = weak_labels(summary.get("generation_per_label") or {})
         if weak:

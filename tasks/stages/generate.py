@@ -34,6 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from p2m.tasks.core.config import GenerationConfig
 from p2m.tasks.core.dedup import SeenInputs, normalise
@@ -41,7 +42,9 @@ from p2m.tasks.core.jsonreply import extract_json_object, iter_json_objects
 from p2m.tasks.core.spec import PromptSpec
 from p2m.tasks.generation.labels import examples_from_inputs, generate_labelled_examples
 from p2m.tasks.generation.report import GenerationReport
+from p2m.tasks.generation.rounds import QuickStudent, generate_label_rounds
 from p2m.tasks.generation.votes import answer_key, settle
+from p2m.tasks.storage.embedded import resolve_model_path
 from p2m.tasks.teacher.prompts import answer_messages, chat, clean_answer, examples_schema, json_lines, json_schema
 
 MAX_FIELD_CHARS = 2000
@@ -344,11 +347,15 @@ async def make_examples(
     on_progress: Callable[[int, dict], None] | None = None,
     report: GenerationReport | None = None,
     inputs: list[str] = (),
+    quick_student: QuickStudent | None = None,
 ) -> GenerationReport:
     """The stage's work for any kind of task: labelled data for classification
-    (`p2m.tasks.generation.labels`), written examples otherwise; the user's `inputs` labelled first."""
+    (`p2m.tasks.generation.labels`; in rounds led by `quick_student` when `cfg.rounds` > 1 and one
+    is given, `p2m.tasks.generation.rounds`), written examples otherwise; the user's `inputs` labelled first."""
     report = report if report is not None else GenerationReport()
     if spec.kind == "classification":
+        if cfg.rounds > 1 and quick_student is not None:
+            return await generate_label_rounds(llm, spec, cfg, report, quick_student, on_progress, inputs)
         return await generate_labelled_examples(llm, spec, cfg, report, on_progress, inputs)
     if inputs and not report.examples:
         report.examples.extend(await answer_user_inputs(llm, spec, cfg, list(inputs), report))
@@ -454,3 +461,12 @@ async def generate_examples(
             on_progress(len(accepted), report.usage)
     report.usage = llm.usage()
     return report
+
+
+def quick_classifier_student(spec: PromptSpec, cfg: GenerationConfig, home: Path) -> QuickStudent:
+    """The quick student of generation in rounds: `spec`'s label set on `cfg.round_student` (the
+    embedded all-MiniLM-L6-v2 by default), trained for seconds and thrown away."""
+    from p2m.tasks.student.classifier import quick_classifier  # lazy: torch loads only when rounds are asked for
+
+    base = resolve_model_path(cfg.round_student, home)
+    return lambda train, texts: quick_classifier(base, spec.labels, train, texts)

@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 from p2m.tasks.core.config import TrainConfig
 from p2m.tasks.core.run_store import atomic_folder, full_disk_explained, write_json, write_jsonl
+from p2m.tasks.storage.embedded import resolve_model_path
 from p2m.tasks.student.classifier import ARCHITECTURE as CLASSIFIER
 from p2m.tasks.student.classifier import train_classifier
 from p2m.tasks.student.format import format_prompt
-from p2m.tasks.student.inference import exact_match, generate_outputs, load_model, resolve_model_path
+from p2m.tasks.student.inference import exact_match, generate_outputs, load_model
 from p2m.tasks.student.launch import (  # last_complete_checkpoint: shared with the classifier student
     distributed_world,
     last_complete_checkpoint,

@@ -74,6 +74,24 @@ def minilm_path() -> Path:
     return Path(get_model_path())
 
 
+def resolve_model_path(path: str, home: Path) -> Path | str:
+    """What `from_pretrained` takes for a registry path: a folder (`embedded:NAME` is materialised
+    under `home`), or a Hub id for `hub:ID` (downloaded by transformers: needs the network)."""
+    if path.startswith("hub:"):
+        return path[4:]
+    if not path.startswith("embedded:"):
+        return Path(path)
+    name = path.split(":", 1)[1]
+    if name == SMOLLM2_NAME:
+        return smollm2_path(home)
+    if name == MINILM_NAME:
+        return minilm_path()  # a plain folder inside its package: nothing to make
+    if name in TINY_MODELS:
+        target = Path(home) / "models" / name
+        return target if (target / "config.json").exists() else build_tiny_model(name, target)
+    raise ValueError(f"unknown embedded model {name}")
+
+
 def check_round_trip(tokenizer, text: str = "Convert forty-two to digits: 42.") -> None:
     """Raise P2MError unless `tokenizer` gives back `text` unchanged.
 

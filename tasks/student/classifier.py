@@ -450,3 +450,49 @@ def label_report(predictions: list[str], references: list[str], labels: list[str
         "per_label": per_label,
         "confusion": {"labels": columns, "matrix": matrix},
     }
+
+
+# --- a quick student, for generation in rounds ------------------------------------------------
+
+
+def quick_classifier(
+    model_path: Path | str,
+    labels: list[str],
+    train: list[dict],
+    texts: list[str],
+    epochs: int = 10,
+    cfg: ClassifierTrainConfig | None = None,
+) -> list[tuple[str, dict[str, float]]]:
+    """(label, {label: probability}) for each of `texts`, from a classifier trained on `train`
+    ({"input", "output"} rows; outputs outside `labels` are skipped) for `epochs` and thrown away.
+
+    Seconds on a CPU for a few hundred short inputs: a plain loop over length-sorted batches with
+    the student's learning rate, batch size and label smoothing, no validation, no checkpoints,
+    nothing written. Seeded: the same rows give the same answers (a replayed run reaches the same rounds).
+    """
+    cfg = cfg or ClassifierTrainConfig()
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = load_classifier(model_path, labels)
+    rows, _ = labelled_rows(train, labels)
+    if not rows:
+        raise BadInputError(f"no training row's output is one of the labels {labels}")
+    lengths = [len(ids) for ids in tokenizer([r["input"] for r in rows])["input_ids"]]
+    max_length = classifier_max_length(lengths, cfg.max_length)
+    setattr(model.config, MAX_LENGTH_KEY, max_length)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(rows), generator=generator).tolist()
+        for start in range(0, len(order), cfg.batch_size):
+            batch = [rows[i] for i in order[start : start + cfg.batch_size]]
+            encoded = tokenizer(
+                [r["input"] for r in batch], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
+            logits = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits
+            loss = loss_fn(logits, torch.tensor([r["label"] for r in batch]))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return classify(model, tokenizer, texts) if texts else []

@@ -11,35 +11,9 @@ from pathlib import Path
 
 import torch
 from p2m.tasks.core.errors import P2MError
-from p2m.tasks.storage.embedded import (
-    MINILM_NAME,
-    SMOLLM2_NAME,
-    TINY_MODELS,
-    build_tiny_model,
-    minilm_path,
-    smollm2_path,
-)
 from p2m.tasks.student.classifier import ARCHITECTURE as CLASSIFIER
 from p2m.tasks.student.classifier import classify, load_classifier
 from p2m.tasks.student.format import clean_output, format_prompt
-
-
-def resolve_model_path(path: str, home: Path) -> Path | str:
-    """What `from_pretrained` takes for a registry path: a folder (`embedded:NAME` is materialised
-    under `home`), or a Hub id for `hub:ID` (downloaded by transformers: needs the network)."""
-    if path.startswith("hub:"):
-        return path[4:]
-    if not path.startswith("embedded:"):
-        return Path(path)
-    name = path.split(":", 1)[1]
-    if name == SMOLLM2_NAME:
-        return smollm2_path(home)
-    if name == MINILM_NAME:
-        return minilm_path()  # a plain folder inside its package: nothing to make
-    if name in TINY_MODELS:
-        target = Path(home) / "models" / name
-        return target if (target / "config.json").exists() else build_tiny_model(name, target)
-    raise ValueError(f"unknown embedded model {name}")
 
 
 def load_model(path: Path | str, architecture: str):

@@ -26,7 +26,7 @@ def splits(tmp_path_factory):
 def tiny_without_dropout(tmp_path_factory):
     """The tiny GPT-2 built from its config (p2m.tasks.storage.embedded), dropout off: one process and two
     then see the same numbers, so any difference is the distribution's."""
-    from p2m.tasks.student.inference import resolve_model_path
+    from p2m.tasks.storage.embedded import resolve_model_path
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = resolve_model_path("embedded:tiny-gpt2", Settings().home)

@@ -263,8 +263,7 @@ def test_encoder_folders_are_classifier_candidates_only_for_label_tasks(tmp_path
     from p2m.tasks.core.config import StudentConfig
     from p2m.tasks.retrieval.registry import architecture_of, scan_models
     from p2m.tasks.stages.retrieve_model import model_pool
-    from p2m.tasks.storage.embedded import minilm_path
-    from p2m.tasks.student.inference import resolve_model_path
+    from p2m.tasks.storage.embedded import minilm_path, resolve_model_path
 
     assert resolve_model_path("embedded:all-minilm-l6-v2", tmp_path) == minilm_path()
     assert {architecture_of(t) for t in ("bert", "roberta", "distilbert", "deberta-v2", "xlm-roberta", "mpnet")} == {
@@ -309,3 +308,20 @@ def test_the_embedded_minilm_learns_a_toy_label_task(tmp_path):
     model, tokenizer = load_model(tmp_path / "model", "encoder-classifier")
     answers = generate_outputs(model, tokenizer, "encoder-classifier", "", ["my card was charged two times"])
     assert answers[0] in labels
+
+
+def test_the_quick_student_learns_in_seconds_and_answers_the_same_twice():
+    from p2m.tasks.core.config import Settings
+    from p2m.tasks.storage.embedded import resolve_model_path
+    from p2m.tasks.student.classifier import quick_classifier
+
+    base = resolve_model_path("embedded:tiny-bert", Settings().home)
+    cfg = ClassifierTrainConfig(learning_rate=3e-3)  # a random tiny encoder needs a big step
+    texts = [r["input"] for r in toy_rows(30, 5)]
+    answers = quick_classifier(base, LABELS, toy_rows(90, 4), texts, epochs=6, cfg=cfg)
+    truth = [r["output"] for r in toy_rows(30, 5)]
+    assert sum(label == t for (label, _), t in zip(answers, truth, strict=True)) / len(truth) >= 0.9
+    assert all(math.isclose(sum(p.values()), 1.0, rel_tol=1e-6) and set(p) == set(LABELS) for _, p in answers)
+    assert quick_classifier(base, LABELS, toy_rows(90, 4), texts, epochs=6, cfg=cfg) == answers  # seeded
+    with pytest.raises(BadInputError, match="one of the labels"):
+        quick_classifier(base, LABELS, [{"input": "x", "output": "teal"}], texts)
