@@ -10,6 +10,7 @@ and size, ms per example, the run's minutes and peak memory (all processes).
     python bench/real_tasks.py                        # every task (hours on 2 cores)
     python bench/real_tasks.py --tasks review_sentiment,assistant_dialog_act --num-examples 120
     python bench/real_tasks.py --report bench/out/real_tasks   # the table again, from finished runs
+    python bench/real_tasks.py --tasks review_sentiment --num-examples 100 --rounds 3 --out bench/out/real_tasks_rounds
 
 Results: bench/out/real_tasks/<task>/ (run folders) and bench/out/real_tasks/results.json.
 """
@@ -67,6 +68,18 @@ def run_task(name: str, prompt: Path, test: Path, out: Path, extra: list[str]) -
     }
 
 
+def generation_tokens(log: Path) -> int:
+    """Prompt + completion tokens of every request generation made, replayed from the cache or not
+    (a cached answer cost its tokens when it was first paid for): what the data cost."""
+    if not log.exists():
+        return 0
+    total = 0
+    for line in log.read_text(encoding="utf-8").splitlines():
+        usage = (json.loads(line) if line else {}).get("usage") or {}
+        total += usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
+    return total
+
+
 def task_row(name: str, kind: str, out: Path, test: Path, run: dict) -> dict:
     """One row of the table from a finished run folder."""
     row = {"task": name, "kind": kind, **run}
@@ -81,6 +94,8 @@ def task_row(name: str, kind: str, out: Path, test: Path, run: dict) -> dict:
     test_rows = [json.loads(line) for line in test.read_text().splitlines() if line]
     model_mb = sum(p.stat().st_size for p in (out / "model").glob("*.safetensors")) / 1e6
     generation = json.loads((out / "generation.json").read_text()) if (out / "generation.json").exists() else {}
+    usage = generation.get("usage") or {}
+    tokens = generation_tokens(out / "generation.jsonl")
     return row | {
         "read_as": spec.get("kind"),
         "student_model": f"{choice['name']} ({choice['architecture']})",
@@ -93,7 +108,14 @@ def task_row(name: str, kind: str, out: Path, test: Path, run: dict) -> dict:
         "teacher_ms": teacher.get("ms_per_example"),
         "n": student.get("n"),
         "generated": generation.get("accepted"),
-        "teacher_requests": (generation.get("usage") or {}).get("requests"),
+        "teacher_requests": usage.get("requests"),
+        "teacher_ktokens": round(tokens / 1000, 1) if tokens else None,
+        # The student's exact match (points) per 1,000 teacher tokens spent generating its data.
+        "em_per_ktoken": round(100 * student["exact_match"] / (tokens / 1000), 3)
+        if tokens and student.get("exact_match") is not None
+        else None,
+        "rounds": len(generation.get("rounds") or []) or 1,
+        "stop_reason": generation.get("stop_reason"),
     }
 
 
@@ -111,6 +133,9 @@ def print_table(rows: list[dict]) -> None:
         ("teacher ms", "teacher_ms"),
         ("n", "n"),
         ("examples", "generated"),
+        ("rounds", "rounds"),
+        ("teacher k-tokens", "teacher_ktokens"),
+        ("EM points per k-token", "em_per_ktoken"),
         ("minutes", "minutes"),
         ("peak GB", "peak_gb"),
     ]
@@ -134,6 +159,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the test sets are fetched to")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "real_tasks")
     parser.add_argument("--num-examples", type=int, help="examples to generate per task (default: p2m's)")
+    parser.add_argument("--rounds", type=int, help="generate in up to this many rounds (p2m run --rounds)")
     parser.add_argument("--report", action="store_true", help="only print the table from finished runs")
     args = parser.parse_args()
     chosen = [t for t in TASKS if not args.tasks or t.name in args.tasks.split(",")]
@@ -142,6 +168,7 @@ def main() -> None:
     results_path = args.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     extra = ["--num-examples", str(args.num_examples)] if args.num_examples else []
+    extra += ["--rounds", str(args.rounds)] if args.rounds else []
     rows = []
     for task in chosen:
         test = Path(paths[task.name])
