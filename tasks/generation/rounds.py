@@ -4,7 +4,8 @@ One uniform pass spends the teacher evenly over the labels. In rounds, the first
 of the examples asked for, spread evenly; then a quick student (an encoder classifier trained in
 seconds, `p2m.tasks.student.classifier.quick_classifier`, given by the caller) is trained on what
 was made and scored on a fixed validation set; the next round's share goes to the labels in
-proportion to the student's mistakes on them, and each label's requests show the teacher the
+proportion to the student's mistakes on them (none to a label the teacher almost never labels
+back: more requests for it buy nothing), and each label's requests show the teacher the
 training inputs the student finds hardest (its lowest probability for their label) and ask for
 hard cases near the label it most often mistook that label for. (The validation inputs themselves
 are never shown: the teacher would write near-copies of them and the score would stop meaning
@@ -38,6 +39,7 @@ FIRST_ROUND_SHARE = 0.5  # the first round must be big enough to hold a validati
 VALIDATION_SHARE = 0.25
 MIN_REAL_VALIDATION = 20  # the user's inputs make the validation set when this many or more were labelled
 MISSED_SHOWN = 4  # wrong inputs shown per label in a request
+HOPELESS_AFTER, HOPELESS_ACCEPTANCE = 10, 0.1
 
 
 def round_targets(total: int, rounds: int) -> list[int]:
@@ -80,15 +82,30 @@ def rising(now: dict, before: dict) -> bool:
     return tuple(now[k] for k in key) > tuple(before[k] for k in key)
 
 
-def aim_at_errors(labels: list[str], truth: list[str], answers, count: int) -> tuple[dict[str, int], dict[str, str]]:
+def hopeless(per_label: dict) -> set[str]:
+    """Labels the teacher cannot write: under HOPELESS_ACCEPTANCE of at least HOPELESS_AFTER inputs
+    written for them were labelled back (asking for more of them spends tokens for nothing)."""
+    return {
+        label
+        for label, stats in per_label.items()
+        if stats.get("written", 0) >= HOPELESS_AFTER and (stats.get("acceptance") or 0) < HOPELESS_ACCEPTANCE
+    }
+
+
+def aim_at_errors(
+    labels: list[str], truth: list[str], answers, count: int, skip: set[str] = frozenset()
+) -> tuple[dict[str, int], dict[str, str]]:
     """(examples for the next round per label, the label each label was most often mistaken for).
 
     `count` examples shared in proportion to each label's mistakes on the validation set plus one
-    (so a label the student gets right still gets a little), the remainder to the labels with most.
+    (so a label the student gets right still gets a little), the remainder to the labels with
+    most; labels in `skip` (`hopeless` ones) get none.
     """
     mistakes = Counter(t for t, (label, _) in zip(truth, answers, strict=True) if label != t)
     confused = Counter((t, label) for t, (label, _) in zip(truth, answers, strict=True) if label != t)
-    weights = {label: mistakes[label] + 1 for label in labels}
+    weights = {label: 0 if label in skip else mistakes[label] + 1 for label in labels}
+    if not any(weights.values()):
+        return {label: 0 for label in labels}, {}
     total = sum(weights.values())
     share = {label: math.floor(count * w / total) for label, w in weights.items()}
     for label in sorted(labels, key=lambda x: -weights[x])[: count - sum(share.values())]:
@@ -166,7 +183,9 @@ async def generate_label_rounds(
         if number == len(targets):
             report.stop_reason = f"{number} rounds: {reason}"
             break
-        extra, mistaken_for = aim_at_errors(spec.labels, truth, val_answers, targets[number] - targets[number - 1])
+        extra, mistaken_for = aim_at_errors(
+            spec.labels, truth, val_answers, targets[number] - targets[number - 1], hopeless(report.per_label)
+        )
         row["next_round"] = {label: n for label, n in extra.items() if n}
         made = Counter(e["output"] for e in examples if e["source"] == GENERATED)
         wanted = {label: made[label] + extra[label] for label in spec.labels}

@@ -14,6 +14,7 @@ from p2m.tasks.generation.rounds import (
     aim_at_errors,
     generate_label_rounds,
     hardest_inputs,
+    hopeless,
     rising,
     round_targets,
     validation_indices,
@@ -36,6 +37,12 @@ def test_the_next_round_goes_to_the_labels_the_student_gets_wrong():
     share, mistaken_for = aim_at_errors(LABELS, truth, answers, 10)
     assert share == {"bug": 6, "billing": 2, "feature request": 2} and sum(share.values()) == 10
     assert mistaken_for == {"bug": "billing"}
+    # A label the teacher cannot write gets nothing, however often the student misses it.
+    share, _ = aim_at_errors(LABELS, truth, answers, 10, skip={"bug"})
+    assert share["bug"] == 0 and sum(share.values()) == 10
+    assert hopeless({"bug": {"written": 12, "acceptance": 0.05}, "billing": {"written": 4, "acceptance": 0.0}}) == {
+        "bug"
+    }
 
 
 def test_the_hardest_inputs_are_those_the_student_doubts_most():
