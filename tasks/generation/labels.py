@@ -176,6 +176,25 @@ def check_input(text) -> tuple[str | None, str]:
     return text, ""
 
 
+STYLE_DEMOS = 6  # demonstration inputs shown as what the task's inputs look like
+
+
+def real_inputs_text(spec: PromptSpec, real: list[str]) -> str:
+    """What real inputs of the task look like, for a request that writes inputs: the user's own
+    (`real`), else the demonstrations' inputs of every label. Left to itself a small teacher writes
+    short, generic, on-the-nose inputs (a review of a café for a task about teachers); real ones
+    differ in topic, form and length, and a student trained on the generic ones fails on them."""
+    if real:
+        return f"\nInputs real users sent (write inputs like these in form and length):\n{demos_text(real)}\n"
+    demos = [d.input for d in spec.demonstrations[:STYLE_DEMOS]]
+    if len(demos) < 2:
+        return ""
+    return (
+        "\nThe task's example inputs, of every label (write inputs like these in topic, form and length, "
+        f"not about anything else):\n{demos_text(demos)}\n"
+    )
+
+
 def input_messages(
     spec: PromptSpec,
     definitions: dict[str, str],
@@ -196,9 +215,7 @@ def input_messages(
         definition=definitions[label],
         examples=demos_text([d.input for d in spec.demonstrations if fold(d.output) == fold(label)]),
         written=demos_text(written),
-        real=f"\nInputs real users sent (write inputs like these in form and length):\n{demos_text(real)}\n"
-        if real
-        else "",
+        real=real_inputs_text(spec, real),
         missed=f"\nA small model trained on the examples so far finds these {label} inputs hardest (write inputs "
         f"that teach it why they are {label}):\n{demos_text(list(missed))}\n"
         if missed

@@ -180,3 +180,16 @@ def test_a_labels_probability_decides_how_many_votes_it_takes(written, answers, 
     llm = ScoredLLM(*answers)
     got, _ = asyncio.run(settle_label(llm, SPEC, {x: x for x in LABELS}, "some ticket", GenerationConfig(), written))
     assert (got, llm.requests) == (label, requests)
+
+
+def test_requests_for_inputs_show_what_real_inputs_look_like():
+    from p2m.tasks.generation.labels import input_messages
+
+    definitions = {label: label for label in LABELS}
+    # Without the user's inputs: every demonstration's input, whatever its label.
+    ask = input_messages(SPEC, definitions, "bug", [], [], 3, None)[-1]["content"]
+    assert "example inputs, of every label" in ask
+    assert all(json.dumps(d.input) in ask for d in SPEC.demonstrations)
+    # With them: the user's inputs instead.
+    ask = input_messages(SPEC, definitions, "bug", [], ["crash on save"], 3, None)[-1]["content"]
+    assert "Inputs real users sent" in ask and '"crash on save"' in ask and "of every label" not in ask
