@@ -339,9 +339,7 @@ async def fill_label_quotas(
     mistakes it for): the inputs are shown to the teacher as what to cover, and the requests ask
     for hard cases near that label. `unshown`: inputs never shown to the teacher (a validation set).
     """
-    # A later round's requests are seeded apart from the first's (one pass keeps its old seed, so
-    # its requests, and the cache's answers to them, stay the same).
-    rng = random.Random(f"{cfg.seed}:labels" + (f":{report.batches}" if report.batches else ""))
+    rng = random.Random(f"{cfg.seed}:labels:{report.batches}")  # a later round's requests differ from the first's
     definitions = report.label_definitions
     from_user = user_label_counts(report)
     shown = [e for e in report.examples if e["input"] not in unshown]
