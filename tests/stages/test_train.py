@@ -1,5 +1,7 @@
 """Training and evaluation on tiny models of both architectures (random weights: the code paths, not the quality)."""
 
+import json
+
 import pytest
 from p2m.tasks.core.config import EvalConfig, ProcessConfig, TrainConfig
 from p2m.tasks.core.run_store import read_jsonl, rows_to_dataset
@@ -124,3 +126,25 @@ def test_gpu_decisions_without_a_gpu(monkeypatch):
     assert choose_batch_size(512, 135_000_000, cuda=True) == 64  # a small model on a free 16 GB card: the cap
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (2 * 2**30, 24 * 2**30))
     assert choose_batch_size(512, 1_000_000_000, cuda=True) == 2  # a 1B model on a nearly full card: the floor budget
+
+
+def test_a_perfect_validation_score_trains_on_and_ties_go_to_the_lower_loss(splits, tmp_path, monkeypatch):
+    """Every epoch all right on validation (generation scripted): training does not stop at the
+    first perfect score, and the epoch kept is the one with the lowest validation loss."""
+    import datasets
+    from p2m.tasks.core.config import Settings
+    from p2m.tasks.stages import train
+
+    out, _ = splits
+    references = [r["output"] for r in datasets.load_from_disk(str(out / "splits"))["validation"]]
+    monkeypatch.setattr(train, "generate_outputs", lambda *args, **kwargs: list(references))
+    choice = {"name": "tiny-gpt2", "path": "embedded:tiny-gpt2", "architecture": "decoder-only"}
+    cfg = TrainConfig(epochs=4, learning_rate=1e-3)
+    train_student(out / "splits", choice, SPEC.instruction, cfg, tmp_path, Settings().home)
+    log = read_jsonl(tmp_path / "train_log.jsonl")
+    evals = [e for e in log if "eval_loss" in e]
+    assert [e["epoch"] for e in evals] == [1.0, 2.0, 3.0, 4.0]  # the first perfect score did not end it
+    assert all(e.get("eval_exact_match", 1.0) == 1.0 for e in log if "eval_exact_match" in e)
+    state = json.loads(sorted((tmp_path / "checkpoints").glob("*/checkpoint-*/trainer_state.json"))[-1].read_text())
+    best = min(evals, key=lambda e: e["eval_loss"])
+    assert state["best_global_step"] == best["step"]
