@@ -149,7 +149,11 @@ def generate_task(
         report = generate.GenerationReport()
         try:
             with GenerationProgress(cfg.num_examples + len(inputs)) as progress:
-                quick = generate.quick_classifier_student(spec, cfg, teacher.settings.home) if cfg.rounds > 1 else None
+                quick = (
+                    generate.quick_classifier_student(spec, cfg, teacher.settings.home)
+                    if cfg.rounds > 1 and spec.kind == "classification"
+                    else None
+                )
                 run_sync(generate.make_examples(llm, spec, cfg, run_batch, progress.update, report, inputs, quick))
         except BaseException as e:  # the counts so far are kept; the answered requests are in the request cache
             report.usage = llm.usage()

@@ -359,7 +359,10 @@ async def make_examples(
         return await generate_labelled_examples(llm, spec, cfg, report, on_progress, inputs)
     if inputs and not report.examples:
         report.examples.extend(await answer_user_inputs(llm, spec, cfg, list(inputs), report))
-    return await generate_examples(llm, spec, cfg, run_batch or generate_batch, on_progress, report)
+    report = await generate_examples(llm, spec, cfg, run_batch or generate_batch, on_progress, report)
+    if cfg.rounds > 1:  # said, not silently ignored
+        report.stop_reason += f" (one pass: rounds are for classification tasks, this one is {spec.kind})"
+    return report
 
 
 async def answer_user_inputs(llm, spec: PromptSpec, cfg: GenerationConfig, inputs: list[str], report) -> list[dict]:

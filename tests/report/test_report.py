@@ -92,3 +92,13 @@ def test_labels_the_teacher_rarely_labels_back_are_named():
     assert "weak labels" not in dict(
         facts({"generation_usage": usage, "generation_per_label": {"a": per_label["goodbye"]}})
     )
+
+
+def test_the_summary_gives_each_rounds_score():
+    from p2m.tasks.report.render import facts
+
+    usage = {"requests": 243, "cached": 0, "prompt_tokens": 1, "completion_tokens": 1, "cost_usd": 0}
+    rounds = [{"round": 1, "validation_accuracy": 0.8333}, {"round": 2, "validation_accuracy": 1.0}]
+    lines = dict(facts({"generation_usage": usage, "generation_rounds": rounds}))
+    assert lines["rounds"].startswith("2, the quick student's validation accuracy 83% -> 100%")
+    assert "rounds" not in dict(facts({"generation_usage": usage}))

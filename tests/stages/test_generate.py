@@ -142,3 +142,14 @@ def test_the_users_inputs_are_answered_first_and_lead_the_examples(tmp_path, fas
     assert [(e["input"], e["output"]) for e in mine] == [("forty-two", "42")]  # "seventeen" is a demonstration
     assert report.duplicates_removed >= 2 and len(report.examples) == 5
     assert report.as_dict()["sources"] == {"your_inputs": 1, "generated": 4}
+
+
+def test_rounds_asked_for_a_generation_task_say_they_were_not_used(tmp_path, fast_limits):
+    from p2m.tasks.stages.generate import make_examples
+
+    numbers_teacher.counter = 0
+    with FakeLLMServer(numbers_teacher) as server:
+        cfg = GenerationConfig(num_examples=4, batch_size=2, examples_per_request=2, rounds=3)
+        report = asyncio.run(make_examples(make_llm(server, tmp_path, fast_limits), SPEC, cfg))
+    assert len(report.examples) == 4 and report.rounds == []
+    assert report.stop_reason.endswith("(one pass: rounds are for classification tasks, this one is generation)")
